@@ -1,0 +1,116 @@
+"""``kd-plugin``: the project's own command with subcommands (evaluate, make-data, models, ...)."""
+import os
+import sys
+
+from .checkpoint import load_model
+from .cli_args import OneLineParser
+from .data import load_split, write_synthetic_cifar
+from .errors import KDPluginError, cli_entry
+from .evaluation import model_card, write_card
+from .fileio import ensure_writable_dir
+from .models import create_model, list_aliases, list_models, resolve_arch
+from .summaries import parameter_count
+
+SUBCOMMANDS = {}
+
+
+def subcommand(name, help_text):
+    def wrap(fn):
+        SUBCOMMANDS[name] = (fn, help_text)
+        return fn
+    return wrap
+
+
+def add_evaluate_args(p):
+    p.add_argument("target", metavar="CHECKPOINT_OR_ARCH", help="a checkpoint file, or a model name for a fresh network")
+    p.add_argument("--data", required=True, help="CIFAR-10 python batches dir")
+    p.add_argument("-a", "--arch", help="architecture (needed for plain state_dict checkpoints)")
+    p.add_argument("-o", "--out-dir", default="reports", help="where the JSON and Markdown go")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--repeats", type=int, default=50, help="batch-1 latency repeats")
+    p.add_argument("--train-accuracy", action="store_true", help="also evaluate on the training split")
+
+
+@subcommand("evaluate", "evaluate a checkpoint (or a fresh network) on the test split; writes JSON + Markdown")
+def cmd_evaluate(args):
+    if args.repeats < 1:
+        raise KDPluginError(f"--repeats must be >= 1, got {args.repeats}")
+    ensure_writable_dir(args.out_dir)
+    test = load_split(args.data, "test")
+    train = load_split(args.data, "train") if args.train_accuracy else None
+    if os.path.exists(args.target):
+        model, checkpoint = load_model(args.target, args.arch)
+        arch, source = checkpoint.arch or resolve_arch(args.arch), args.target
+    else:
+        if args.target.endswith((".pth.tar", ".pt", ".pth", ".tar")):
+            raise KDPluginError(f"{args.target}: checkpoint file not found")
+        arch, source = resolve_arch(args.target), None
+        model = create_model(arch)
+    device = _device(args.device)
+    card = model_card(model, arch, test, device, train, args.repeats, source)
+    json_path, md_path = write_card(card, args.out_dir, os.path.basename(source or arch).split(".")[0])
+    print(f"{arch}: test top-1 {card['test_top1']:.2f}%  top-5 {card['test_top5']:.2f}%  on {card['test_images']} "
+          f"images ({card['device']})")
+    print(f"parameters {card['parameters']:,}  size {card['size_mib']:.2f} MiB  MACs {card['macs']:,}")
+    print(f"latency: batched {card['latency_batched_s_per_image']:.6f} s/image, batch-1 median "
+          f"{card['latency_batch1_median_s']:.6f} s, p90 {card['latency_batch1_p90_s']:.6f} s")
+    print("per-class: " + ", ".join(f"{k} {v:.1f}" for k, v in card["test_per_class"].items()))
+    print(f"wrote {md_path} and {json_path}")
+    return 0
+
+
+def _device(name):
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise KDPluginError("--device cuda: no CUDA device is available")
+    return name
+
+
+def add_make_data_args(p):
+    p.add_argument("out", help="directory to create (gets cifar-10-batches-py/ inside)")
+    p.add_argument("--train-images", type=int, default=500)
+    p.add_argument("--test-images", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+
+
+@subcommand("make-data", "write a small generated CIFAR-10-format dataset (for demos and tests)")
+def cmd_make_data(args):
+    if args.train_images < 10 or args.test_images < 10:
+        raise KDPluginError("--train-images and --test-images must be >= 10")
+    ensure_writable_dir(args.out)
+    write_synthetic_cifar(args.out, args.train_images, args.test_images, args.seed)
+    print(f"wrote a generated CIFAR-10-format dataset to {args.out}")
+    return 0
+
+
+@subcommand("models", "list the model zoo with parameter counts")
+def cmd_models(args):
+    aliases = {}
+    for alias, name in list_aliases().items():
+        aliases.setdefault(name, []).append(alias)
+    for name in list_models():
+        print(f"{name:18} {parameter_count(create_model(name)):>12,}  aliases: {', '.join(sorted(aliases.get(name, [])))}")
+    return 0
+
+
+ARG_BUILDERS = {"evaluate": add_evaluate_args, "make-data": add_make_data_args, "models": lambda p: None}
+
+
+def build_parser():
+    parser = OneLineParser(prog="kd-plugin", description="Knowledge distillation for CIFAR-10, Distiller-style.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        ARG_BUILDERS[name](sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+@cli_entry
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return SUBCOMMANDS[args.command][0](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""``compress_classifier``: Distiller's image-classifier command line, running on kd-plugin's runtime.
+
+Flag names and defaults follow Distiller's ``compress_classifier.py``; additions are ``--optimizer``,
+``--augment`` and ``--download``. Flags override a schedule's ``training:`` section, which overrides the
+defaults. Example: ``compress_classifier DATA -a vgg7_bn_cifar --kd-teacher resnet18_cifar --kd-resume T.pth.tar
+--kd-temp 1.5 --epochs 30``.
+"""
+import sys
+
+import torch
+
+from .checkpoint import load_model
+from .cli_args import OneLineParser, str2bool_yn
+from .config import read_schedule
+from .data import load_split
+from .engine.settings import RunSettings
+from .engine.trainer import run_training
+from .errors import KDPluginError, cli_entry
+from .models import create_model, list_aliases, list_models
+from .summaries import SUMMARY_CHOICES, render_summary
+
+# Flags whose argparse default is None so that "not given" is distinguishable from a schedule's value.
+DISTILLER_DEFAULTS = {"epochs": 90, "batch_size": 256, "momentum": 0.9, "weight_decay": 1e-4, "optimizer": "sgd",
+                      "augment": "y", "validation_split": 0.1}
+TRAINING_FLAG_NAMES = ("arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "augment",
+                       "validation_split")
+
+
+def build_parser():
+    p = OneLineParser(prog="compress_classifier",
+                      description="Train/evaluate CIFAR-10 classifiers with Distiller-style schedules and KD.")
+    p.add_argument("data", metavar="DATASET_DIR", help="CIFAR-10 python batches (or a dir containing them)")
+    p.add_argument("-a", "--arch", default=None, help=f"model name ({', '.join(list_models())}; aliases: "
+                                                      f"{', '.join(sorted(list_aliases()))})")
+    p.add_argument("-j", "--workers", type=int, default=4, help="accepted for Distiller compatibility; data is "
+                                                                "held in memory as tensors, so no loader workers")
+    p.add_argument("--epochs", type=int, default=None, help="number of total epochs (default 90)")
+    p.add_argument("-b", "--batch-size", type=int, default=None, help="mini-batch size (default 256)")
+    p.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=None,
+                   help="initial learning rate (default 0.1 for sgd, 1e-3 for adam)")
+    p.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
+    p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=None,
+                   help="weight decay (default 1e-4; the original used 5e-4)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default=None, help="optimizer (default sgd)")
+    p.add_argument("--augment", type=str2bool_yn, default=None,
+                   help="y: RandomCrop(32, pad 4) + flip, n: none (default y)")
+    p.add_argument("-p", "--print-freq", type=int, default=10, help="print frequency (batches)")
+    p.add_argument("--compress", metavar="SCHEDULE", help="YAML compression schedule")
+    p.add_argument("--seed", type=int, default=None, help="seed for weights, data order and augmentation")
+    p.add_argument("--det", "--deterministic", dest="deterministic", action="store_true",
+                   help="deterministic algorithms")
+    p.add_argument("--gpus", default=None, help="comma-separated GPU ids (the first one is used)")
+    p.add_argument("--cpu", action="store_true", help="use the CPU even when a GPU is present")
+    p.add_argument("--vs", "--validation-split", dest="validation_split", type=float, default=None,
+                   help="fraction of the training set held out for validation (default 0.1)")
+    p.add_argument("--resume-from", dest="resume_from", metavar="PATH", help="checkpoint to resume from")
+    p.add_argument("--exp-load-weights-from", dest="load_weights_from", metavar="PATH",
+                   help="load weights only, start from epoch 0")
+    p.add_argument("--reset-optimizer", action="store_true",
+                   help="with --resume-from: take the weights, restart epochs, optimizer and schedule")
+    p.add_argument("-e", "--evaluate", action="store_true", help="evaluate on the test split and exit")
+    p.add_argument("--confusion", action="store_true", help="with -e: print per-class accuracy and confusion")
+    p.add_argument("-n", "--name", default=None, help="experiment name (log directory prefix)")
+    p.add_argument("-o", "--out-dir", dest="out_dir", default="logs", help="where log directories are created")
+    p.add_argument("--summary", choices=SUMMARY_CHOICES, action="append", help="print a summary and exit")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10 into DATASET_DIR first (needs internet)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bar")
+    kd = p.add_argument_group("Knowledge distillation (Distiller's flags)")
+    kd.add_argument("--kd-teacher", help="teacher model name")
+    kd.add_argument("--kd-pretrained", action="store_true", help="pretrained teacher (not available offline)")
+    kd.add_argument("--kd-resume", metavar="PATH", help="teacher checkpoint")
+    kd.add_argument("--kd-temperature", "--kd-temp", dest="kd_temperature", type=float, default=None,
+                    help="distillation temperature (default 1.0)")
+    kd.add_argument("--kd-distill-wt", "--kd-dw", dest="kd_distill_wt", type=float, default=None,
+                    help="weight of the distillation loss (default 0.5)")
+    kd.add_argument("--kd-student-wt", "--kd-sw", dest="kd_student_wt", type=float, default=None,
+                    help="weight of the student's CE loss (default 0.5)")
+    kd.add_argument("--kd-teacher-wt", "--kd-tw", dest="kd_teacher_wt", type=float, default=None,
+                    help="teacher loss weight; only 0 is supported, as in Distiller")
+    kd.add_argument("--kd-start-epoch", type=int, default=0, help="epoch at which distillation starts")
+    return p
+
+
+def pick_device(args):
+    if args.cpu or not torch.cuda.is_available():
+        return "cpu"
+    if args.gpus:
+        try:
+            return f"cuda:{int(args.gpus.split(',')[0])}"
+        except ValueError:
+            raise KDPluginError(f"--gpus must be comma-separated integers, got {args.gpus!r}") from None
+    return "cuda"
+
+
+def settings_from_args(args):
+    """Merge flags over the schedule's training section over Distiller's defaults."""
+    training = (read_schedule(args.compress).get("training") or {}) if args.compress else {}
+    values = {}
+    for name in TRAINING_FLAG_NAMES:
+        flag = getattr(args, name)
+        values[name] = flag if flag is not None else training.get(name, DISTILLER_DEFAULTS.get(name))
+    if values["arch"] is None:
+        raise KDPluginError("no architecture: pass -a/--arch or set training.arch in the schedule")
+    if args.kd_pretrained:
+        raise KDPluginError("--kd-pretrained: no pretrained weights ship offline; use --kd-resume CHECKPOINT")
+    return RunSettings(
+        data=args.data, device=pick_device(args), seed=args.seed, deterministic=args.deterministic,
+        out_dir=args.out_dir, name=args.name, compress=args.compress, resume_from=args.resume_from,
+        load_weights_from=args.load_weights_from, reset_optimizer=args.reset_optimizer, print_freq=args.print_freq,
+        kd_teacher=args.kd_teacher, kd_resume=args.kd_resume, kd_temperature=args.kd_temperature,
+        kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
+        kd_start_epoch=args.kd_start_epoch, progress=args.progress, download=args.download, **values)
+
+
+def evaluate_only(settings, confusion):
+    from .engine.loop import evaluate_loader, per_class_accuracy
+    from .data import TensorLoader
+
+    weights = settings.resume_from or settings.load_weights_from
+    model = load_model(weights, settings.arch)[0] if weights else create_model(settings.arch)
+    test = load_split(settings.data, "test")
+    results = evaluate_loader(model.to(settings.device), TensorLoader(test, 1024, "n", device=settings.device))
+    print(f"==> Top1: {results['top1']:.3f}    Top5: {results['top5']:.3f}    Loss: {results['Loss']:.3f} "
+          f"({len(test)} test images)")
+    if confusion:
+        for name, acc in per_class_accuracy(results["confusion"], test.classes).items():
+            print(f"{name:>12}: {acc:6.2f}%")
+        print(results["confusion"].numpy())
+    return 0
+
+
+@cli_entry
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    if args.summary:
+        model = create_model(settings.arch)
+        if settings.resume_from or settings.load_weights_from:
+            model = load_model(settings.resume_from or settings.load_weights_from, settings.arch)[0]
+        for kind in args.summary:
+            print(render_summary(model, kind))
+        return 0
+    if args.evaluate:
+        return evaluate_only(settings, args.confusion)
+    summary = run_training(settings)
+    print(f"Log directory: {summary['run_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Mini-batches straight from a uint8 tensor: the epoch's order and views derive from (seed, epoch) alone,
+so a resumed run sees exactly the batches an uninterrupted one would, with no loader state to save."""
+from collections import namedtuple
+
+import torch
+
+from .augment import IDENTITY_VIEW, Normalizer, apply_views, check_augment, sample_views
+
+Batch = namedtuple("Batch", ["inputs", "labels", "indices", "views"])
+
+
+def epoch_generator(seed, epoch, stream):
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch)) * 7 + stream)
+
+
+class TensorLoader:
+    """Batches of (normalized inputs, labels, dataset indices, view ids) for one ImageSet."""
+
+    def __init__(self, image_set, batch_size, augment="n", shuffle=False, seed=0, device="cpu",
+                 normalizer=None, dtype=torch.float32, channels_last=False):
+        self.image_set = image_set
+        self.images = image_set.images.to(device)
+        self.labels = image_set.labels.to(device)
+        self.batch_size = int(batch_size)
+        self.augment = check_augment(augment)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.device = torch.device(device)
+        self.normalizer = normalizer or Normalizer()
+        self.dtype = dtype
+        self.channels_last = channels_last
+
+    def __len__(self):
+        return (len(self.image_set) + self.batch_size - 1) // self.batch_size
+
+    @property
+    def num_images(self):
+        return len(self.image_set)
+
+    def plan(self, epoch):
+        """(order, views) for an epoch: which image goes where, and which augmented view of it."""
+        n = len(self.image_set)
+        if self.shuffle:
+            order = torch.randperm(n, generator=epoch_generator(self.seed, epoch, 0))
+        else:
+            order = torch.arange(n)
+        if self.shuffle and self.augment == "y":
+            views = sample_views(n, self.augment, epoch_generator(self.seed, epoch, 1))
+        else:
+            views = torch.full((n,), IDENTITY_VIEW[self.augment], dtype=torch.int64)
+        return order, views
+
+    def epoch(self, epoch=0, start_batch=0):
+        order, views = self.plan(epoch)
+        order, views = order.to(self.device), views.to(self.device)
+        for start in range(start_batch * self.batch_size, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            view = views[start:start + self.batch_size]
+            yield self.make_batch(idx, view)
+
+    def make_batch(self, indices, views):
+        raw = self.images[indices]
+        if self.augment == "y":
+            raw = apply_views(raw, views)
+        inputs = self.normalizer(raw, self.dtype)
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return Batch(inputs, self.labels[indices], indices, views)
+
+    def __iter__(self):
+        return self.epoch(0)

@@ -1,0 +1,85 @@
+"""One training epoch and one evaluation pass, calling the CompressionScheduler in Distiller's order."""
+import time
+
+import torch
+from tqdm import tqdm
+
+from ..errors import NonFiniteLoss
+from .meters import EpochMeter, topk_correct
+
+
+class StopRequest:
+    """Set by a signal handler; the loop finishes the current step and returns."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __bool__(self):
+        return self.signum is not None
+
+
+def train_epoch(model, loader, criterion, optimizer, scheduler, epoch, start_batch=0, meter=None,
+                stop=None, batch_hook=None, progress=True, check_every=1):
+    """Train one epoch. Returns (meter, next_batch, seconds); next_batch < len(loader) if stopped early."""
+    model.train()
+    meter = meter or EpochMeter()
+    steps = len(loader)
+    began = time.perf_counter()
+    bar = tqdm(total=steps, initial=start_batch, desc=f"epoch {epoch}", leave=False, disable=not progress,
+               mininterval=1.0, unit="batch")
+    next_batch = start_batch
+    for batch_id, batch in enumerate(loader.epoch(epoch, start_batch), start=start_batch):
+        if batch_hook is not None:
+            batch_hook(batch)
+        scheduler.on_minibatch_begin(epoch, batch_id, steps, optimizer)
+        output = model(batch.inputs)
+        loss = criterion(output, batch.labels)
+        agg = scheduler.before_backward_pass(epoch, batch_id, steps, loss, optimizer=optimizer,
+                                             return_loss_components=True)
+        overall = agg.overall_loss
+        if (batch_id + 1) % check_every == 0 or batch_id + 1 == steps:
+            if not bool(torch.isfinite(overall)):
+                raise NonFiniteLoss(f"loss became {float(overall)} at epoch {epoch}, batch {batch_id}; "
+                                    f"stopped without saving (the last good and best checkpoints are untouched)")
+        optimizer.zero_grad(set_to_none=True)
+        overall.backward()
+        scheduler.before_parameter_optimization(epoch, batch_id, steps, optimizer)
+        optimizer.step()
+        scheduler.on_minibatch_end(epoch, batch_id, steps, optimizer)
+        top1, top5 = topk_correct(output.detach(), batch.labels)
+        components = {c.name: c.value for c in agg.loss_components}
+        meter.add(len(batch.labels), **{"Overall Loss": overall, "Objective Loss": loss}, **components,
+                  top1_correct=top1, top5_correct=top5)
+        next_batch = batch_id + 1
+        bar.update(1)
+        if stop:
+            break
+    bar.close()
+    return meter, next_batch, time.perf_counter() - began
+
+
+@torch.no_grad()
+def evaluate_loader(model, loader, criterion=None, num_classes=10, autocast_dtype=None):
+    """Loss, top-1/top-5 and a confusion matrix over a loader, in eval mode."""
+    model.eval()
+    meter = EpochMeter()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=loader.device)
+    criterion = criterion or torch.nn.CrossEntropyLoss()
+    for batch in loader.epoch(0):
+        if autocast_dtype is None:
+            output = model(batch.inputs)
+        else:
+            with torch.autocast(batch.inputs.device.type, dtype=autocast_dtype):
+                output = model(batch.inputs).float()
+        top1, top5 = topk_correct(output, batch.labels)
+        meter.add(len(batch.labels), Loss=criterion(output, batch.labels), top1_correct=top1, top5_correct=top5)
+        confusion += torch.bincount(batch.labels * num_classes + output.argmax(1),
+                                    minlength=num_classes * num_classes).view(num_classes, num_classes)
+    results = meter.results()
+    results["confusion"] = confusion.cpu()
+    return results
+
+
+def per_class_accuracy(confusion, class_names):
+    totals = confusion.sum(dim=1).clamp(min=1)
+    return {name: 100.0 * float(confusion[i, i]) / float(totals[i]) for i, name in enumerate(class_names)}

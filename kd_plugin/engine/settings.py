@@ -1,0 +1,92 @@
+"""What a training run is asked to do, with the range checks every entry point shares."""
+import math
+from dataclasses import asdict, dataclass, fields
+
+from ..errors import KDPluginError
+
+OPTIMIZERS = ("sgd", "adam")
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3}
+
+
+@dataclass
+class RunSettings:
+    data: str
+    arch: str
+    epochs: int = 1
+    batch_size: int = 256
+    lr: float = None
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    optimizer: str = "sgd"
+    augment: str = "y"
+    seed: int = None
+    deterministic: bool = False
+    validation_split: float = 0.1
+    out_dir: str = "logs"
+    name: str = None
+    compress: str = None
+    resume_from: str = None
+    load_weights_from: str = None
+    reset_optimizer: bool = False
+    device: str = "cpu"
+    print_freq: int = 10
+    kd_teacher: str = None
+    kd_resume: str = None
+    kd_temperature: float = None
+    kd_distill_wt: float = None
+    kd_student_wt: float = None
+    kd_teacher_wt: float = None
+    kd_start_epoch: int = 0
+    progress: bool = True
+    verbose: bool = True
+    download: bool = False
+
+    def __post_init__(self):
+        self.optimizer = (self.optimizer or "sgd").lower()
+        if self.lr is None:
+            self.lr = DEFAULT_LR.get(self.optimizer, 0.1)
+        self.validate()
+
+    def validate(self):
+        _require(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                                               f"got {self.optimizer!r}")
+        _require(self.augment in ("y", "n"), f"augmentation must be 'y' or 'n', got {self.augment!r}")
+        _require(_int(self.epochs) and self.epochs >= 1, f"--epochs must be an integer >= 1, got {self.epochs!r}")
+        _require(_int(self.batch_size) and self.batch_size >= 1,
+                 f"--batch-size must be an integer >= 1, got {self.batch_size!r}")
+        _require(_num(self.lr) and self.lr > 0, f"--lr must be a number > 0, got {self.lr!r}")
+        _require(_num(self.momentum) and 0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum!r}")
+        _require(_num(self.weight_decay) and self.weight_decay >= 0, f"--wd must be >= 0, got {self.weight_decay!r}")
+        _require(_num(self.validation_split) and 0 <= self.validation_split < 1,
+                 f"--validation-split must be in [0, 1), got {self.validation_split!r}")
+        _require(self.seed is None or (_int(self.seed) and self.seed >= 0), f"--seed must be >= 0, got {self.seed!r}")
+        _require(_int(self.print_freq) and self.print_freq >= 1, f"--print-freq must be >= 1, got {self.print_freq!r}")
+        if self.kd_temperature is not None:
+            _require(_num(self.kd_temperature) and self.kd_temperature > 0,
+                     f"--kd-temperature must be > 0, got {self.kd_temperature!r}")
+        for flag, value in (("--kd-distill-wt", self.kd_distill_wt), ("--kd-student-wt", self.kd_student_wt),
+                            ("--kd-teacher-wt", self.kd_teacher_wt)):
+            _require(value is None or (_num(value) and value >= 0), f"{flag} must be >= 0, got {value!r}")
+        _require(_int(self.kd_start_epoch) and 0 <= self.kd_start_epoch < self.epochs,
+                 f"--kd-start-epoch must be in 0..{self.epochs - 1}, got {self.kd_start_epoch!r}")
+        return self
+
+    def as_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls):
+        return [f.name for f in fields(cls)]
+
+
+def _require(condition, message):
+    if not condition:
+        raise KDPluginError(message)
+
+
+def _int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _num(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

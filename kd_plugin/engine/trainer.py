@@ -1,0 +1,281 @@
+"""A whole training run: data, model, optimizer, schedule, epochs, checkpoints, logs, resume and signals.
+
+The optimizer is built once and kept for the run; the best checkpoint is chosen on the validation split
+(never the test set); each epoch's order and augmentation derive from (seed, epoch), so resuming from a
+checkpoint, even mid-epoch, replays exactly what an uninterrupted run would have done.
+"""
+import contextlib
+import os
+import random
+import shlex
+import signal
+import sys
+
+import torch
+
+from ..checkpoint import checkpoint_paths, load_checkpoint_file, load_weights, save_checkpoint
+from ..config import dict_config, read_schedule
+from ..data import TensorLoader, download_cifar10, load_split, validation_split
+from ..errors import KDPluginError, TrainingInterrupted
+from ..fileio import ensure_writable_dir, write_json
+from ..knowledge_distillation import DistillationMixin, DistillationLossWeights, KnowledgeDistillationPolicy, \
+    build_teacher
+from ..models import create_model, resolve_arch
+from ..scheduler import CompressionScheduler
+from .loop import StopRequest, evaluate_loader, per_class_accuracy, train_epoch
+from .meters import EpochMeter
+from .rng import capture_rng, restore_rng, seed_everything
+from .rundir import CsvLog, close_logger, copy_configs, create_run_dir, make_logger
+
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+KD_OVERRIDES = {"kd_temperature": "temperature", "kd_distill_wt": "distill_weight",
+                "kd_student_wt": "student_weight", "kd_teacher_wt": "teacher_weight",
+                "kd_teacher": "teacher_arch", "kd_resume": "teacher_checkpoint"}
+
+
+def build_optimizer(model, settings):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+
+
+def distillation_policies(scheduler):
+    return [p for p in scheduler.sched_metadata if isinstance(p, DistillationMixin)]
+
+
+def build_schedule(model, optimizer, settings, sched_dict=None):
+    """The CompressionScheduler: YAML policies (flags overriding their KD arguments) plus flag-declared KD."""
+    scheduler = CompressionScheduler(model)
+    overrides = {"extensions": {arg: getattr(settings, flag) for flag, arg in KD_OVERRIDES.items()}}
+    if sched_dict:
+        dict_config(model, optimizer, sched_dict, scheduler, overrides=overrides, source=settings.compress)
+    if settings.kd_teacher and not distillation_policies(scheduler):
+        teacher = build_teacher(model, settings.kd_teacher, settings.kd_resume)
+        weights = DistillationLossWeights(
+            0.5 if settings.kd_distill_wt is None else settings.kd_distill_wt,
+            0.5 if settings.kd_student_wt is None else settings.kd_student_wt,
+            0.0 if settings.kd_teacher_wt is None else settings.kd_teacher_wt)
+        temperature = 1.0 if settings.kd_temperature is None else settings.kd_temperature
+        policy = KnowledgeDistillationPolicy(model, teacher, temperature, weights)
+        scheduler.add_policy(policy, starting_epoch=settings.kd_start_epoch, ending_epoch=settings.epochs, frequency=1)
+    elif settings.kd_resume and not settings.kd_teacher and not distillation_policies(scheduler):
+        raise KDPluginError("--kd-resume needs --kd-teacher (or a KD extension in the schedule)")
+    return scheduler
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop):
+    def handler(signum, _frame):
+        stop.signum = signum
+
+    previous = {}
+    for signum in SIGNAL_EXIT:
+        with contextlib.suppress(ValueError):  # not the main thread
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield stop
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def resume_command(path):
+    argv = [a for a in sys.argv]
+    cleaned, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--resume-from":
+            skip = True
+            continue
+        if not arg.startswith("--resume-from="):
+            cleaned.append(arg)
+    return " ".join(shlex.quote(a) for a in cleaned + ["--resume-from", path])
+
+
+class TrainingRun:
+    def __init__(self, settings, batch_hook_factory=None):
+        self.s = settings
+        self.device = torch.device(settings.device)
+        self.batch_hook_factory = batch_hook_factory
+        self.logger = None
+
+    # --- set-up -------------------------------------------------------------------------------------------
+    def setup(self):
+        s = self.s
+        self.arch = resolve_arch(s.arch)
+        ensure_writable_dir(s.out_dir)
+        self.sched_dict = read_schedule(s.compress) if s.compress else None
+        resume = load_checkpoint_file(s.resume_from) if s.resume_from else None
+        if resume is not None and resume.arch and resume.arch != self.arch:
+            raise KDPluginError(f"{s.resume_from}: checkpoint is a {resume.arch}, not the requested {self.arch}")
+        run_state = resume.plugin_state.get("run", {}) if resume is not None else {}
+        self.seed = s.seed if s.seed is not None else run_state.get("seed", random.randrange(2**31))
+        seed_everything(self.seed, s.deterministic)
+        if s.download:
+            download_cifar10(s.data)
+        train = load_split(s.data, "train")
+        self.test_set = load_split(s.data, "test")
+        self.classes = train.classes
+        train, valid = validation_split(train, s.validation_split, seed=self.seed)
+        self.train_loader = TensorLoader(train, s.batch_size, s.augment, shuffle=True, seed=self.seed,
+                                         device=self.device)
+        self.valid_loader = TensorLoader(valid, 1024, "n", device=self.device) if valid is not None else None
+        self.model = create_model(self.arch).to(self.device)
+        if s.load_weights_from:
+            load_model_into(self.model, s.load_weights_from, self.arch)
+        self.optimizer = build_optimizer(self.model, s)
+        self.scheduler = build_schedule(self.model, self.optimizer, s, self.sched_dict)
+        self.criterion = torch.nn.CrossEntropyLoss()
+        self.start_epoch, self.start_batch, self.meter = 0, 0, EpochMeter()
+        self.best = {"top1": float("-inf"), "epoch": -1}
+        if resume is not None:
+            self._resume(resume, run_state)
+        self.run_dir = create_run_dir(s.out_dir, s.name or self.arch)
+        self.name = s.name or self.arch
+        self.logger = make_logger(self.run_dir, self.name, s.verbose)
+        copy_configs(self.run_dir, [s.compress])
+        self.csv = CsvLog(os.path.join(self.run_dir, "training.csv"))
+        return self
+
+    def _resume(self, resume, run_state):
+        s = self.s
+        load_weights(self.model, resume)
+        if s.reset_optimizer:
+            return
+        for key, now in (("batch_size", s.batch_size), ("augment", s.augment), ("num_train", len(self.train_loader
+                                                                                                  .image_set))):
+            if key in run_state and run_state[key] != now:
+                raise KDPluginError(f"{s.resume_from}: checkpoint was trained with {key}={run_state[key]}, this run "
+                                    f"has {key}={now}; resume with the same settings or pass --reset-optimizer")
+        if "optimizer_state_dict" in resume.content:
+            try:
+                self.optimizer.load_state_dict(resume.content["optimizer_state_dict"])
+            except (ValueError, KeyError) as err:
+                raise KDPluginError(f"{s.resume_from}: optimizer state does not fit this run ({err})") from None
+        if "compression_sched" in resume.content and "policy_states" in resume.content["compression_sched"]:
+            self.scheduler.load_state_dict(resume.content["compression_sched"])
+        state = resume.plugin_state
+        if "rng" in state:
+            restore_rng(state["rng"])
+        resume_batch = state.get("resume_batch")
+        if resume_batch is not None:
+            self.start_epoch, self.start_batch = resume.epoch, int(resume_batch)
+            self.meter.load_state_dict(state["meter"])
+        else:
+            self.start_epoch = (resume.epoch or 0) + 1
+        best = resume.extras
+        if "best_top1" in best:
+            self.best = {"top1": float(best["best_top1"]), "epoch": int(best.get("best_epoch", -1))}
+
+    # --- checkpoints --------------------------------------------------------------------------------------
+    def plugin_state(self, resume_batch=None):
+        state = {"run": {"seed": self.seed, "batch_size": self.s.batch_size, "augment": self.s.augment,
+                         "num_train": len(self.train_loader.image_set), "arch": self.arch,
+                         "data": self.test_set.source, "epochs": self.s.epochs},
+                 "rng": capture_rng(), "resume_batch": resume_batch}
+        if resume_batch is not None:
+            state["meter"] = self.meter.state_dict()
+        return state
+
+    def save(self, epoch, top1=None, is_best=False, resume_batch=None):
+        extras = {"current_top1": top1 if top1 is not None else float("nan"),
+                  "best_top1": self.best["top1"], "best_epoch": self.best["epoch"]}
+        extras = {k: v for k, v in extras.items() if not (isinstance(v, float) and (v != v or v == float("-inf")))}
+        return save_checkpoint(epoch, self.arch, self.model, self.optimizer, self.scheduler, extras, is_best,
+                               self.name, self.run_dir, self.plugin_state(resume_batch))
+
+    # --- the loop -----------------------------------------------------------------------------------------
+    def fit(self):
+        s, log = self.s, self.logger
+        log.info("Training %s on %d images (validation %d, test %d), epochs %d..%d, batch %d, %s lr %g, seed %d",
+                 self.arch, self.train_loader.num_images,
+                 self.valid_loader.num_images if self.valid_loader else 0, len(self.test_set), self.start_epoch,
+                 s.epochs - 1, s.batch_size, s.optimizer, self.optimizer.param_groups[0]["lr"], self.seed)
+        for policy in distillation_policies(self.scheduler):
+            log.info("Distillation: teacher %s, T=%g, weights distill=%g student=%g, epochs %s..%s",
+                     getattr(policy.teacher, "arch", type(policy.teacher).__name__), policy.temperature,
+                     policy.loss_wts.distill, policy.loss_wts.student,
+                     self.scheduler.sched_metadata[policy]["starting_epoch"],
+                     self.scheduler.sched_metadata[policy]["ending_epoch"] - 1)
+        batch_hook = self.batch_hook_factory(self) if self.batch_hook_factory else None
+        stop = StopRequest()
+        with stop_on_signals(stop):
+            for epoch in range(self.start_epoch, s.epochs):
+                self._run_epoch(epoch, stop, batch_hook)
+        return self.finish()
+
+    def _run_epoch(self, epoch, stop, batch_hook):
+        s, log = self.s, self.logger
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.on_epoch_begin(epoch, self.optimizer)
+        meter, next_batch, seconds = train_epoch(
+            self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler, epoch,
+            start_batch=self.start_batch, meter=self.meter, stop=stop, batch_hook=batch_hook,
+            progress=s.progress, check_every=1 if self.device.type == "cpu" else 50)
+        images = (next_batch - self.start_batch) * s.batch_size
+        self.start_batch, self.meter = 0, EpochMeter()
+        if next_batch < len(self.train_loader):
+            path = self.save(epoch, resume_batch=next_batch)
+            name = signal.Signals(stop.signum).name
+            raise TrainingInterrupted(f"{name} at epoch {epoch}, batch {next_batch}: resumable checkpoint saved to "
+                                      f"{path}; resume with: {resume_command(path)}", SIGNAL_EXIT[stop.signum])
+        train_stats = meter.results()
+        valid = evaluate_loader(self.model, self.valid_loader, self.criterion) if self.valid_loader else None
+        score = valid["top1"] if valid else train_stats["top1"]
+        self.scheduler.on_epoch_end(epoch, self.optimizer,
+                                    metrics={"min": valid["Loss"] if valid else train_stats["Objective Loss"],
+                                             "max": score})
+        is_best = score > self.best["top1"]
+        if is_best:
+            self.best = {"top1": score, "epoch": epoch}
+        self.save(epoch, score, is_best)
+        row = {"epoch": epoch, "lr": lr, **{f"train {k}": v for k, v in train_stats.items()}}
+        if valid:
+            row.update({"valid Loss": valid["Loss"], "valid top1": valid["top1"], "valid top5": valid["top5"]})
+        row.update({"images/s": min(images, self.train_loader.num_images) / max(seconds, 1e-9), "seconds": seconds})
+        for policy in self.scheduler.sched_metadata:
+            if hasattr(policy, "epoch_counters"):
+                row.update(policy.epoch_counters())
+        self.csv.append(row)
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        log.info("Epoch %d: %s%s", epoch, shown, " (best)" if is_best else "")
+
+    def finish(self):
+        """Evaluate the best checkpoint on the test split and write summary.json."""
+        _, best_path = checkpoint_paths(self.run_dir, self.name)
+        last_path, _ = checkpoint_paths(self.run_dir, self.name)
+        chosen = best_path if os.path.exists(best_path) else last_path
+        if os.path.exists(chosen):
+            load_model_into(self.model, chosen, self.arch)
+        test_loader = TensorLoader(self.test_set, 1024, "n", device=self.device)
+        test = evaluate_loader(self.model, test_loader, self.criterion)
+        summary = {"arch": self.arch, "run_dir": self.run_dir, "checkpoint": chosen,
+                   "best_epoch": self.best["epoch"], "best_valid_top1": self.best["top1"],
+                   "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["Loss"],
+                   "test_images": len(self.test_set),
+                   "test_per_class": per_class_accuracy(test["confusion"], self.classes),
+                   "rows": self.csv.rows, "seed": self.seed}
+        write_json(os.path.join(self.run_dir, "summary.json"), summary)
+        self.logger.info("Test (%s): top1 %.2f top5 %.2f loss %.4f on %d images", os.path.basename(chosen),
+                         test["top1"], test["top5"], test["Loss"], len(self.test_set))
+        close_logger(self.logger)
+        return summary
+
+
+def load_model_into(model, path, arch):
+    checkpoint = load_checkpoint_file(path)
+    if checkpoint.arch and checkpoint.arch != arch:
+        raise KDPluginError(f"{path}: checkpoint is a {checkpoint.arch}, not the requested {arch}")
+    return load_weights(model, checkpoint)
+
+
+def run_training(settings, batch_hook_factory=None):
+    run = TrainingRun(settings, batch_hook_factory).setup()
+    try:
+        return run.fit()
+    finally:
+        if run.logger is not None:
+            close_logger(run.logger)

@@ -1,0 +1,100 @@
+"""Model cards: accuracy (top-1/top-5/per-class), size, MACs and the two latency figures.
+
+Batched latency is the original's definition: wall time of evaluating the whole test split at batch 1024
+divided by the number of images. Batch-1 latency is the median (and p90) of single-image forwards.
+"""
+import os
+import statistics
+import time
+
+import torch
+
+from .data import TensorLoader
+from .engine.loop import evaluate_loader, per_class_accuracy
+from .fileio import write_json, write_text
+from .summaries import parameter_count, total_macs, weights_mib
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def batched_latency(model, loader):
+    """(results, seconds per image) for one timed evaluation pass over the loader."""
+    _sync(loader.device)
+    began = time.perf_counter()
+    results = evaluate_loader(model, loader)
+    _sync(loader.device)
+    return results, (time.perf_counter() - began) / max(loader.num_images, 1)
+
+
+@torch.no_grad()
+def batch1_latency(model, sample, repeats=50, warmup=5):
+    """(median, p90) seconds of a single-image forward."""
+    model.eval()
+    times = []
+    for i in range(warmup + repeats):
+        _sync(sample.device)
+        began = time.perf_counter()
+        model(sample)
+        _sync(sample.device)
+        if i >= warmup:
+            times.append(time.perf_counter() - began)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))]
+
+
+def model_card(model, arch, test_set, device="cpu", train_set=None, repeats=50, checkpoint=None):
+    device = torch.device(device)
+    model = model.to(device).eval()
+    loader = TensorLoader(test_set, 1024, "n", device=device)
+    evaluate_loader(model, TensorLoader(test_set.subset(slice(0, 8)), 8, "n", device=device))  # warm-up
+    test, per_image = batched_latency(model, loader)
+    sample = loader.make_batch(torch.arange(1, device=device), torch.zeros(1, dtype=torch.int64)).inputs
+    median, p90 = batch1_latency(model, sample, repeats)
+    card = {
+        "arch": arch, "checkpoint": checkpoint, "device": _device_name(device),
+        "parameters": parameter_count(model), "size_mib": round(weights_mib(model), 3), "macs": total_macs(model),
+        "test_images": len(test_set), "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["Loss"],
+        "test_per_class": per_class_accuracy(test["confusion"], test_set.classes),
+        "latency_batched_s_per_image": per_image,
+        "latency_batch1_median_s": median, "latency_batch1_p90_s": p90,
+    }
+    if train_set is not None:
+        train = evaluate_loader(model, TensorLoader(train_set, 1024, "n", device=device))
+        card.update({"train_images": len(train_set), "train_top1": train["top1"]})
+    return card
+
+
+def _device_name(device):
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def card_markdown(card):
+    lines = [f"# {card['arch']}", "", "| field | value |", "|---|---|"]
+    lines += [f"| checkpoint | {card.get('checkpoint') or '(freshly initialised)'} |",
+              f"| device | {card['device']} |",
+              f"| parameters | {card['parameters']:,} |",
+              f"| size (MiB, fp32 weights) | {card['size_mib']:.2f} |",
+              f"| MACs per image | {card['macs']:,} |"]
+    if "train_top1" in card:
+        lines.append(f"| train top-1 (%) | {card['train_top1']:.2f} ({card['train_images']} images) |")
+    lines += [f"| test top-1 (%) | {card['test_top1']:.2f} ({card['test_images']} images) |",
+              f"| test top-5 (%) | {card['test_top5']:.2f} |",
+              f"| latency, batched (s/image) | {card['latency_batched_s_per_image']:.6f} |",
+              f"| latency, batch 1 median / p90 (s) | {card['latency_batch1_median_s']:.6f} / "
+              f"{card['latency_batch1_p90_s']:.6f} |", "", "## Per-class test accuracy (%)", "",
+              "| " + " | ".join(card["test_per_class"]) + " |",
+              "|" + "---|" * len(card["test_per_class"]),
+              "| " + " | ".join(f"{v:.1f}" for v in card["test_per_class"].values()) + " |"]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(card, out_dir, stem):
+    os.makedirs(out_dir, exist_ok=True)
+    json_path = write_json(os.path.join(out_dir, f"{stem}.json"), card)
+    md_path = write_text(os.path.join(out_dir, f"{stem}.md"), card_markdown(card))
+    return json_path, md_path

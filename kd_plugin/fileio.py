@@ -1,0 +1,64 @@
+"""Atomic file writes: temp file in the same directory, flush, fsync, rename, fsync the directory."""
+import contextlib
+import json
+import os
+import tempfile
+
+from .errors import KDPluginError
+
+
+def _fsync_dir(directory):
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path, write, mode="wb"):
+    """Call ``write(fh)`` on a temp file and move it over ``path`` only once it is completely on disk.
+
+    On any failure (disk full included: torch reports it as RuntimeError) the temp file is removed, the
+    previous ``path`` is left as it was, and a KDPluginError names the file.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise KDPluginError(f"{path}: cannot write ({err.strerror})") from None
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise KDPluginError(f"{path}: could not save ({err}); the previous file is unchanged") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+    return path
+
+
+def write_text(path, text):
+    return atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def write_json(path, obj):
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def ensure_writable_dir(path):
+    """Create ``path`` if needed and prove a file can be written there, before any long work starts."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise KDPluginError(f"output directory {path} is not writable ({err.strerror})") from None
+    return path

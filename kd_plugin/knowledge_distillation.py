@@ -1,0 +1,158 @@
+"""Knowledge distillation as a Distiller policy (``distiller.knowledge_distillation`` semantics).
+
+loss = w_student * CE(student, labels) + w_distill * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
+with the unscaled KL logged as the "Distill Loss" component. Unlike Distiller, the teacher is put in eval
+mode (its BatchNorm uses running statistics) and the KL gradient reaches the student.
+
+The policy captures the student's output with a forward hook while it is active, so it works both for a
+loop that calls ``policy.forward(x)`` (Distiller's compress_classifier) and for one that calls the student
+directly. All logic lives in DistillationMixin; the built-in runtime and the Distiller bridge each combine
+it with their own ScheduledTrainingPolicy/PolicyLoss classes.
+"""
+from collections import namedtuple
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_model
+from .errors import KDPluginError
+from .models import create_model
+from .policy import LossComponent, PolicyLoss, ScheduledTrainingPolicy
+
+DistillationLossWeights = namedtuple("DistillationLossWeights", ["distill", "student", "teacher"])
+DistillationLossWeights.__new__.__defaults__ = (0.5, 0.5, 0.0)
+
+
+class UnsupportedTeacherWeight(KDPluginError, NotImplementedError):
+    """Distiller raises NotImplementedError for a non-zero teacher weight (no joint teacher training)."""
+
+
+def distillation_kl(student_logits, teacher_logits, temperature):
+    """KL(softmax(t/T) || softmax(s/T)) averaged over the batch (Distiller's 'Distill Loss', unscaled)."""
+    soft_log_probs = F.log_softmax(student_logits.float() / temperature, dim=1)
+    soft_targets = F.softmax(teacher_logits.float() / temperature, dim=1)
+    return F.kl_div(soft_log_probs, soft_targets.detach(), reduction="batchmean")
+
+
+def check_loss_weights(temperature, loss_weights):
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
+        raise KDPluginError(f"distillation temperature must be a number > 0, got {temperature!r}")
+    for name, value in loss_weights._asdict().items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+            raise KDPluginError(f"{name} loss weight must be a number >= 0, got {value!r}")
+    if loss_weights.teacher != 0:
+        raise UnsupportedTeacherWeight("a non-zero teacher loss weight (--kd-tw) is not supported: like Distiller, "
+                                       "kd-plugin does not train the teacher alongside the student")
+
+
+class TeacherRunner:
+    """The teacher's logits for a batch: eval mode, no gradients, optionally under autocast."""
+
+    def __init__(self, teacher, autocast_dtype=None):
+        self.teacher = teacher
+        self.autocast_dtype = autocast_dtype
+        teacher.eval()
+        for param in teacher.parameters():
+            param.requires_grad_(False)
+
+    def __call__(self, inputs):
+        self.teacher.eval()
+        with torch.no_grad():
+            if self.autocast_dtype is None:
+                return self.teacher(inputs)
+            with torch.autocast(inputs.device.type, dtype=self.autocast_dtype):
+                return self.teacher(inputs).float()
+
+
+class DistillationMixin:
+    policy_loss_type = PolicyLoss
+    loss_component_type = LossComponent
+
+    def _init_distillation(self, student_model, teacher_model, temperature, loss_weights):
+        loss_weights = DistillationLossWeights(*loss_weights)
+        check_loss_weights(temperature, loss_weights)
+        self.active = False
+        self.student = student_model
+        self.teacher = teacher_model
+        self.temperature = float(temperature)
+        self.loss_wts = loss_weights
+        self.teacher_outputs = TeacherRunner(teacher_model)
+        self.last_students_logits = None
+        self.last_teacher_logits = None
+        self._hook = None
+
+    def _capture(self, module, inputs, output):
+        if self.active and module.training:
+            self.last_teacher_logits = self.teacher_outputs(inputs[0])
+            self.last_students_logits = output
+
+    def _set_active(self, active):
+        self.active = active
+        if active and self._hook is None:
+            self._hook = self.student.register_forward_hook(self._capture)
+        elif not active and self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+            self.last_students_logits = self.last_teacher_logits = None
+
+    def forward(self, *inputs):
+        """Distiller's entry point; with the hook installed, the plain student call caches both outputs."""
+        return self.student(*inputs)
+
+    def on_epoch_begin(self, model, zeros_mask_dict, meta, **kwargs):
+        self._set_active(True)
+
+    def on_epoch_end(self, model, zeros_mask_dict, meta, **kwargs):
+        self._set_active(False)
+
+    def before_backward_pass(self, model, epoch, minibatch_id, minibatches_per_epoch, loss, zeros_mask_dict,
+                             optimizer=None):
+        if not self.active:
+            return None
+        if self.last_teacher_logits is None or self.last_students_logits is None:
+            raise RuntimeError("KnowledgeDistillationPolicy: Student and/or teacher outputs were not cached!")
+        kl = distillation_kl(self.last_students_logits, self.last_teacher_logits, self.temperature)
+        overall = self.loss_wts.student * loss + self.loss_wts.distill * self.temperature ** 2 * kl
+        self.last_students_logits = self.last_teacher_logits = None
+        return self.policy_loss_type(overall, [self.loss_component_type("Distill Loss", kl)])
+
+
+class KnowledgeDistillationPolicy(DistillationMixin, ScheduledTrainingPolicy):
+    """Same constructor as ``distiller.KnowledgeDistillationPolicy``."""
+
+    def __init__(self, student_model, teacher_model, temperature=1.0,
+                 loss_weights=DistillationLossWeights(0.5, 0.5, 0)):
+        ScheduledTrainingPolicy.__init__(self)
+        self._init_distillation(student_model, teacher_model, temperature, loss_weights)
+
+
+def build_teacher(student_model, teacher_arch, teacher_checkpoint=None):
+    """A teacher network on the student's device, from a checkpoint (or freshly initialised without one)."""
+    if teacher_checkpoint:
+        teacher, _ = load_model(teacher_checkpoint, teacher_arch)
+    else:
+        teacher = create_model(teacher_arch)
+    device = next(student_model.parameters()).device
+    return teacher.to(device)
+
+
+class KnowledgeDistillationExtension(KnowledgeDistillationPolicy):
+    """KD declared in a YAML schedule's ``extensions:`` section (Distiller itself cannot do this)::
+
+        extensions:
+          kd:
+            class: KnowledgeDistillationExtension
+            teacher_arch: resnet18_cifar
+            teacher_checkpoint: teacher_best.pth.tar
+            temperature: 1.5
+            distill_weight: 0.5
+            student_weight: 0.5
+    """
+
+    def __init__(self, model, teacher_arch, teacher_checkpoint=None, temperature=1.0, distill_weight=0.5,
+                 student_weight=0.5, teacher_weight=0.0):
+        teacher = build_teacher(model, teacher_arch, teacher_checkpoint)
+        super().__init__(model, teacher, temperature,
+                         DistillationLossWeights(distill_weight, student_weight, teacher_weight))
+        self.teacher_arch = teacher_arch
+        self.teacher_checkpoint = teacher_checkpoint

@@ -1,0 +1,86 @@
+"""A timm-style model registry with Distiller's naming conventions.
+
+Names are lowercase with a dataset suffix (``vgg7_bn_cifar``); the dataset is inferred from the name as
+Distiller does. The original experiment's type names (``Resnet18``, ``VGG7``, ``5-CNN``, ``avg``, ``jn``)
+are accepted case-insensitively as aliases wherever a name is taken.
+"""
+import difflib
+
+from ..errors import KDPluginError
+
+_entrypoints = {}
+_aliases = {}
+
+
+def register_model(fn=None, *, aliases=()):
+    """Decorator: register a factory ``fn(**kwargs) -> nn.Module`` under its function name."""
+
+    def wrap(factory):
+        name = factory.__name__
+        if name in _entrypoints:
+            raise ValueError(f"model {name!r} registered twice")
+        _entrypoints[name] = factory
+        for alias in aliases:
+            _aliases[alias.lower()] = name
+        return factory
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def list_models(pattern=None):
+    names = sorted(_entrypoints)
+    return [n for n in names if pattern is None or pattern in n]
+
+
+def list_aliases():
+    return dict(_aliases)
+
+
+def resolve_arch(arch):
+    """Canonical registry name for ``arch`` (a registry name or an original alias), or KDPluginError."""
+    if not isinstance(arch, str) or not arch:
+        raise KDPluginError(f"model name must be a non-empty string, got {arch!r}")
+    key = arch.strip()
+    if key in _entrypoints:
+        return key
+    lowered = key.lower()
+    if lowered in _entrypoints:
+        return lowered
+    if lowered in _aliases:
+        return _aliases[lowered]
+    known = list(_entrypoints) + list(_aliases)
+    close = difflib.get_close_matches(lowered, known, n=4, cutoff=0.5)
+    hint = f"; closest: {', '.join(close)}" if close else f"; known: {', '.join(sorted(_entrypoints))}"
+    raise KDPluginError(f"unknown model {arch!r}{hint}")
+
+
+def is_model(arch):
+    try:
+        resolve_arch(arch)
+        return True
+    except KDPluginError:
+        return False
+
+
+def dataset_of(arch):
+    """Dataset implied by a canonical name, the way Distiller infers it."""
+    name = resolve_arch(arch)
+    if "cifar" in name:
+        return "cifar10"
+    return "imagenet"
+
+
+def create_model(arch, dataset="cifar10", pretrained=False, **kwargs):
+    """Build a registered network. Mirrors ``distiller.models.create_model`` (argument order aside)."""
+    name = resolve_arch(arch)
+    implied = dataset_of(name)
+    if dataset is not None and dataset.lower() != implied:
+        raise KDPluginError(f"model {name} is a {implied} network, not a {dataset} one")
+    if pretrained:
+        raise KDPluginError(
+            f"no pretrained weights ship for {name}: train it, or load a checkpoint with --resume-from/--kd-resume"
+        )
+    model = _entrypoints[name](**kwargs)
+    model.arch = name
+    model.dataset = implied
+    return model

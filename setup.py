@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="kd-plugin",
+    version="0.1.0",
+    description="Knowledge distillation for CIFAR-10 classifiers: a plugin and runtime for IntelLabs Distiller",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["kd_plugin", "kd_plugin.*"]),
+    python_requires=">=3.9",
+    install_requires=["torch>=2.1", "torchvision", "pyyaml>=5.4", "numpy", "tqdm"],
+    extras_require={
+        "plots": ["matplotlib"],
+        "dev": ["pytest", "matplotlib"],
+    },
+    entry_points={
+        "console_scripts": [
+            "kd-plugin=kd_plugin.cli:main",
+            "compress_classifier=kd_plugin.compress_classifier:main",
+        ]
+    },
+)
