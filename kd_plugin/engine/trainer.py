@@ -128,7 +128,9 @@ class TrainingRun:
             load_model_into(self.model, s.load_weights_from, self.arch)
         self.optimizer = build_optimizer(self.model, s)
         self.scheduler = build_schedule(self.model, self.optimizer, s, self.sched_dict)
-        self.criterion = torch.nn.CrossEntropyLoss()
+        # A model may define its own training loss (JointNet's multi-branch CE); evaluation always uses plain CE.
+        self.criterion = self.model.training_criterion() if hasattr(self.model, "training_criterion") \
+            else torch.nn.CrossEntropyLoss()
         self.start_epoch, self.start_batch, self.meter = 0, 0, EpochMeter()
         self.best = {"top1": float("-inf"), "epoch": -1}
         if resume is not None:
@@ -223,7 +225,7 @@ class TrainingRun:
             raise TrainingInterrupted(f"{name} at epoch {epoch}, batch {next_batch}: resumable checkpoint saved to "
                                       f"{path}; resume with: {resume_command(path)}", SIGNAL_EXIT[stop.signum])
         train_stats = meter.results()
-        valid = evaluate_loader(self.model, self.valid_loader, self.criterion) if self.valid_loader else None
+        valid = evaluate_loader(self.model, self.valid_loader) if self.valid_loader else None
         score = valid["top1"] if valid else train_stats["top1"]
         self.scheduler.on_epoch_end(epoch, self.optimizer,
                                     metrics={"min": valid["Loss"] if valid else train_stats["Objective Loss"],
@@ -251,7 +253,7 @@ class TrainingRun:
         if os.path.exists(chosen):
             load_model_into(self.model, chosen, self.arch)
         test_loader = TensorLoader(self.test_set, 1024, "n", device=self.device)
-        test = evaluate_loader(self.model, test_loader, self.criterion)
+        test = evaluate_loader(self.model, test_loader)
         summary = {"arch": self.arch, "run_dir": self.run_dir, "checkpoint": chosen,
                    "best_epoch": self.best["epoch"], "best_valid_top1": self.best["top1"],
                    "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["Loss"],
