@@ -94,12 +94,13 @@ def _verify_archive(path):
 
 
 def _refusal_reason(err):
-    text = str(err)
-    for line in text.splitlines():
-        if "Unsupported global" in line or "Unsupported operand" in line:
-            return "refused to unpickle: " + line.strip().rstrip(".")
-    first = next((line for line in text.splitlines() if line.strip()), type(err).__name__)
-    return first.strip()
+    """The informative line of torch's multi-line message (never its advice to retry with weights_only=False)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return "refused to unpickle: " + line.rstrip(".")
+    lines = [line for line in lines if not line.startswith("Weights only load failed")]
+    return lines[0] if lines else type(err).__name__
 
 
 def read_checkpoint_file(path):

@@ -1,0 +1,20 @@
+import os
+
+import pytest
+import torch
+
+from kd_plugin.data import write_synthetic_cifar
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A generated CIFAR-10-format dataset: 200 train / 60 test images."""
+    return write_synthetic_cifar(str(tmp_path_factory.mktemp("tiny_cifar")), train_images=200, test_images=60, seed=0)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
