@@ -19,9 +19,26 @@ from .errors import KDPluginError
 from .fileio import atomic_write
 from .models import create_model, resolve_arch
 
-# Classes Distiller pickles by reference (never called on load): its optimizer_type.
-SAFE_GLOBALS = [torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad,
-                torch.optim.Adadelta, torch.optim.Adamax, torch.optim.ASGD, torch.optim.NAdam, torch.optim.RAdam]
+# Classes Distiller pickles by reference: its optimizer_type.
+PICKLED_CLASSES = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad,
+                   torch.optim.Adadelta, torch.optim.Adamax, torch.optim.ASGD, torch.optim.NAdam, torch.optim.RAdam)
+
+
+class ClassReference:
+    """What an allow-listed class loads as. torch's unpickler would *call* an allow-listed class if a crafted
+    pickle asked it to; this stand-in can be named by a checkpoint but refuses to be called or instantiated."""
+
+    def __init__(self, cls):
+        self.name = cls.__name__
+
+    def __call__(self, *args, **kwargs):
+        raise pickle.UnpicklingError(f"refusing to call {self.name} while loading")
+
+    def __repr__(self):
+        return f"<class reference {self.name}>"
+
+
+SAFE_GLOBALS = [(ClassReference(cls), f"{cls.__module__}.{cls.__qualname__}") for cls in PICKLED_CLASSES]
 MAX_CHECKPOINT_BYTES = 8 * 2**30
 
 
@@ -123,9 +140,15 @@ def read_checkpoint_file(path):
         raise KDPluginError(f"{path}: not a loadable checkpoint ({_refusal_reason(err)})") from None
 
 
-def normalize_state_dict_keys(state_dict):
+def normalize_state_dict_keys(state_dict, path="checkpoint"):
     """Drop DataParallel 'module' path components (Distiller wraps whole models, or only VGG features)."""
-    return {".".join(p for p in key.split(".") if p != "module"): value for key, value in state_dict.items()}
+    normalized = {}
+    for key, value in state_dict.items():
+        name = ".".join(p for p in key.split(".") if p != "module")
+        if name in normalized:
+            raise KDPluginError(f"{path}: state_dict holds {name} twice (with and without a 'module.' prefix)")
+        normalized[name] = value
+    return normalized
 
 
 def _check_state_dict(path, state_dict):
@@ -175,7 +198,9 @@ def load_checkpoint_file(path):
             arch = resolve_arch(arch)
         except KDPluginError:
             raise KDPluginError(f"{path}: checkpoint holds arch {arch!r}, which kd-plugin does not know") from None
-    return Checkpoint(path, normalize_state_dict_keys(state_dict), arch, content.get("epoch"), kind, content)
+    if isinstance(content.get("optimizer_type"), ClassReference):
+        content["optimizer_type"] = content["optimizer_type"].name
+    return Checkpoint(path, normalize_state_dict_keys(state_dict, path), arch, content.get("epoch"), kind, content)
 
 
 def load_weights(model, checkpoint):

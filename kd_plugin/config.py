@@ -179,7 +179,8 @@ def dict_config(model, optimizer, sched_dict, scheduler=None, resumed_epoch=None
         instances[section] = {}
         for name, definition in (sched_dict.get(section) or {}).items():
             args = {k: v for k, v in definition.items() if k != "class"}
-            args.update({k: v for k, v in overrides.get(section, {}).items() if v is not None})
+            accepted = inspect.signature(classes[definition["class"]].__init__).parameters
+            args.update({k: v for k, v in overrides.get(section, {}).items() if v is not None and k in accepted})
             injected = {"optimizer": optimizer} if section == "lr_schedulers" else {"model": model}
             try:
                 instances[section][name] = classes[definition["class"]](**injected, **args)
