@@ -40,6 +40,7 @@ class ClassReference:
 
 SAFE_GLOBALS = [(ClassReference(cls), f"{cls.__module__}.{cls.__qualname__}") for cls in PICKLED_CLASSES]
 MAX_CHECKPOINT_BYTES = 8 * 2**30
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 @dataclass
@@ -98,9 +99,13 @@ def _copy_into(src, fh):
 
 
 def _verify_archive(path):
-    """torch does not check zip CRCs; a flipped bit in tensor data would load silently without this."""
-    if not zipfile.is_zipfile(path):
-        return
+    """torch does not check zip CRCs; a flipped bit in tensor data would load silently without this.
+
+    torch reads a file as a zip archive iff it starts with a local-header signature, so the same test decides
+    here (the legacy pre-1.6 format carries no checksums to verify)."""
+    with open(path, "rb") as fh:
+        if fh.read(4) != ZIP_MAGIC:
+            return
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -110,14 +115,16 @@ def _verify_archive(path):
         raise KDPluginError(f"{path}: corrupt checkpoint (CRC mismatch in {bad})")
 
 
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
 def _refusal_reason(err):
     """The informative line of torch's multi-line message (never its advice to retry with weights_only=False)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    for line in lines:
-        if "GLOBAL" in line or "Unsupported" in line:
-            return "refused to unpickle: " + line.rstrip(".")
-    lines = [line for line in lines if not line.startswith("Weights only load failed")]
-    return lines[0] if lines else type(err).__name__
+    informative = [line for line in lines if not line.startswith(_TORCH_ADVICE)]
+    reason = informative[0].rstrip(".") if informative else type(err).__name__
+    refused = lines and lines[0].startswith(_TORCH_ADVICE[0]) or any("GLOBAL" in line for line in informative)
+    return "refused to unpickle: " + reason if refused else reason
 
 
 def read_checkpoint_file(path):
@@ -211,7 +218,8 @@ def load_weights(model, checkpoint):
         result = model.state_dict().keys()
         missing = [k for k in result if k not in checkpoint.state_dict][:3]
         unexpected = [k for k in checkpoint.state_dict if k not in result][:3]
-        detail = f"missing {missing}, unexpected {unexpected}" if missing or unexpected else _refusal_reason(err)
+        problems = [line.strip() for line in str(err).splitlines()[1:] if line.strip()] or [str(err)]
+        detail = f"missing {missing}, unexpected {unexpected}" if missing or unexpected else problems[0].rstrip(".")
         raise KDPluginError(f"{checkpoint.path}: weights do not fit {getattr(model, 'arch', 'the model')} ({detail})") \
             from None
     return model
