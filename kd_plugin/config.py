@@ -4,10 +4,12 @@ Distiller resolves ``class:`` names from its module globals; here they come from
 schedule can name only what is listed, and KD can be declared as an extension.
 """
 import inspect
+import math
 import numbers
 
 import torch
 
+from .ensembles.joint_loss import JointNetLossWeights
 from .errors import KDPluginError
 from .knowledge_distillation import KnowledgeDistillationExtension
 from .policy import LRPolicy
@@ -18,7 +20,7 @@ LR_SCHEDULERS = {cls.__name__: cls for cls in (
     torch.optim.lr_scheduler.MultiStepLR, torch.optim.lr_scheduler.StepLR, torch.optim.lr_scheduler.ExponentialLR,
     torch.optim.lr_scheduler.CosineAnnealingLR, torch.optim.lr_scheduler.ReduceLROnPlateau,
     torch.optim.lr_scheduler.LinearLR, torch.optim.lr_scheduler.PolynomialLR)}
-EXTENSIONS = {KnowledgeDistillationExtension.__name__: KnowledgeDistillationExtension}
+EXTENSIONS = {cls.__name__: cls for cls in (KnowledgeDistillationExtension, JointNetLossWeights)}
 COMPONENT_CLASSES = {"lr_schedulers": LR_SCHEDULERS, "extensions": EXTENSIONS}
 UNSUPPORTED_SECTIONS = ("pruners", "regularizers", "quantizers")
 KNOWN_SECTIONS = {"version", "policies", "training", *COMPONENT_CLASSES, *UNSUPPORTED_SECTIONS}
@@ -50,11 +52,12 @@ ARG_CHECKS = {
                    and all(a < b for a, b in zip(v, v[1:])), "a strictly increasing list of positive integers"),
     "teacher_arch": (lambda v: isinstance(v, str) and v, "a model name"),
     "teacher_checkpoint": (lambda v: v is None or (isinstance(v, str) and v), "a checkpoint path"),
+    **{f"{term}_ce_weight": _NON_NEGATIVE for term in ("head", "vgg", "resnet", "mix")},
 }
 
 
 def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_int(value):

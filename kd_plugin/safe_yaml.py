@@ -11,9 +11,10 @@ from .errors import KDPluginError
 
 MAX_YAML_BYTES = 1 * 2**20
 
-_FLOAT_12 = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+# YAML 1.2 core-schema floats (exponent sign optional, "-.5" allowed), with YAML 1.1's digit separators.
+_FLOAT_12 = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*\.(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""", re.X)
 
@@ -62,3 +63,5 @@ def load_yaml(path):
         raise KDPluginError(f"{path}: invalid YAML{where}: {problem}") from None
     except (UnicodeDecodeError, RecursionError) as err:
         raise KDPluginError(f"{path}: unreadable YAML ({type(err).__name__})") from None
+    except (ValueError, OverflowError) as err:  # a scalar its constructor cannot build, e.g. date 2001-13-45
+        raise KDPluginError(f"{path}: invalid YAML value ({err})") from None
