@@ -1,8 +1,14 @@
-"""Ensemble teachers of the original: AvNet (fixed logit average) and JointNet (members + trained head)."""
+"""Ensemble teachers of the original: AvNet (fixed logit average) and JointNet (members + trained head).
+
+Both hold a ResNet18 (``resnet``) and a VGG16 (``vgg``); ``member_weights`` = [w_resnet, w_vgg] is a buffer,
+so a checkpoint keeps the mixing weights. ``forward`` returns one set of logits, so evaluation and KD treat an
+ensemble like any network; ``forward_all`` gives every branch from one pass of each member.
+"""
 from collections import namedtuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .registry import register_model
 from .resnet_cifar import resnet18_cifar
@@ -11,48 +17,74 @@ from .vgg_cifar import vgg16_bn_cifar
 DEFAULT_RESNET_WEIGHT = 0.72
 DEFAULT_VGG_WEIGHT = 0.28
 
+AvOutputs = namedtuple("AvOutputs", ["vgg", "resnet", "mix"])
 JointOutputs = namedtuple("JointOutputs", ["vgg", "resnet", "mix", "head"])
+# Weights of JointNet's four cross-entropy terms. The default trains the head (which the original's
+# CE(a1) + CE(a2) + CE(a3) left without gradient) and keeps the original's three branch terms.
+JointLossWeights = namedtuple("JointLossWeights", JointOutputs._fields, defaults=(1.0, 1.0, 1.0, 1.0))
 
 
-class AvNet(nn.Module):
-    """``w_r * resnet(x) + w_v * vgg(x)`` on logits; the weights are a buffer (saved, never trained)."""
-
-    def __init__(self, resnet=None, vgg=None, resnet_weight=DEFAULT_RESNET_WEIGHT, vgg_weight=DEFAULT_VGG_WEIGHT):
-        super().__init__()
-        self.resnet = resnet if resnet is not None else resnet18_cifar()
-        self.vgg = vgg if vgg is not None else vgg16_bn_cifar()
-        self.register_buffer("member_weights", torch.tensor([float(resnet_weight), float(vgg_weight)]))
-
-    def forward(self, x):
-        return self.member_weights[0] * self.resnet(x) + self.member_weights[1] * self.vgg(x)
-
-
-class JointNet(nn.Module):
-    """ResNet18 + VGG16 + a 330-parameter head: three Linear(10,10) maps on a1, a2 and softmax(a3), summed.
-
-    a1 = vgg(x), a2 = resnet(x), a3 = w_v*a1 + w_r*a2, head = h1(a1) + h2(a2) + h3(softmax(a3)).
-    """
-
-    def __init__(self, resnet=None, vgg=None, resnet_weight=DEFAULT_RESNET_WEIGHT, vgg_weight=DEFAULT_VGG_WEIGHT,
-                 num_classes=10):
+class _TwoMembers(nn.Module):
+    def __init__(self, resnet, vgg, resnet_weight, vgg_weight, num_classes=10):
         super().__init__()
         self.resnet = resnet if resnet is not None else resnet18_cifar(num_classes)
         self.vgg = vgg if vgg is not None else vgg16_bn_cifar(num_classes)
         self.register_buffer("member_weights", torch.tensor([float(resnet_weight), float(vgg_weight)]))
+
+    def members(self, x):
+        """(a1, a2, a3): VGG16 logits, ResNet18 logits and their weighted sum; each member runs once."""
+        a1 = self.vgg(x)
+        a2 = self.resnet(x)
+        return a1, a2, self.member_weights[1] * a1 + self.member_weights[0] * a2
+
+
+class AvNet(_TwoMembers):
+    """``w_r * resnet(x) + w_v * vgg(x)`` on logits; the weights are a buffer (saved, never trained)."""
+
+    def __init__(self, resnet=None, vgg=None, resnet_weight=DEFAULT_RESNET_WEIGHT, vgg_weight=DEFAULT_VGG_WEIGHT):
+        super().__init__(resnet, vgg, resnet_weight, vgg_weight)
+
+    def forward_all(self, x):
+        return AvOutputs(*self.members(x))
+
+    def forward(self, x):
+        return self.members(x)[2]
+
+
+class JointNet(_TwoMembers):
+    """ResNet18 + VGG16 + a 330-parameter head: three Linear(10,10) maps on a1, a2 and softmax(a3), summed.
+
+    a1 = vgg(x), a2 = resnet(x), a3 = w_v*a1 + w_r*a2, head = h1(a1) + h2(a2) + h3(softmax(a3)).
+    Built frozen for joint training (``freeze=True``): only ``unfrozen_modules`` have trainable parameters
+    and every other BatchNorm stays in eval mode, however the network is created (factory, checkpoint, trainer).
+    In training mode ``forward`` keeps all four outputs in ``last_outputs`` for ``training_criterion``.
+    """
+
+    def __init__(self, resnet=None, vgg=None, resnet_weight=DEFAULT_RESNET_WEIGHT, vgg_weight=DEFAULT_VGG_WEIGHT,
+                 num_classes=10, freeze=True, loss_weights=JointLossWeights()):
+        super().__init__(resnet, vgg, resnet_weight, vgg_weight, num_classes)
         self.head_vgg = nn.Linear(num_classes, num_classes)
         self.head_resnet = nn.Linear(num_classes, num_classes)
         self.head_mix = nn.Linear(num_classes, num_classes)
+        self.loss_weights = JointLossWeights(*loss_weights)
+        self.last_outputs = None
         self._frozen_batchnorms = []
+        if freeze:
+            self.freeze_for_joint_training()
 
     def forward_all(self, x):
-        a1 = self.vgg(x)
-        a2 = self.resnet(x)
-        a3 = self.member_weights[1] * a1 + self.member_weights[0] * a2
+        a1, a2, a3 = self.members(x)
         head = self.head_vgg(a1) + self.head_resnet(a2) + self.head_mix(torch.softmax(a3, dim=1))
         return JointOutputs(a1, a2, a3, head)
 
     def forward(self, x):
-        return self.forward_all(x).head
+        outputs = self.forward_all(x)
+        self.last_outputs = outputs if self.training else None
+        return outputs.head
+
+    def training_criterion(self):
+        """The engine trains with this instead of plain CE (see ``JointNetLoss``)."""
+        return JointNetLoss(self)
 
     def unfrozen_modules(self):
         """The layers the original trains: VGG16's last three conv+BN and classifier, ResNet's last block and fc."""
@@ -72,12 +104,11 @@ class JointNet(nn.Module):
 
     def freeze_for_joint_training(self):
         """Freeze everything but ``unfrozen_modules``; frozen BatchNorms stay in eval mode so stats never drift."""
-        trainable = set()
-        for prefix, module in self.unfrozen_modules().items():
-            trainable.update(f"{prefix}.{n}" for n, _ in module.named_parameters())
+        unfrozen = self.unfrozen_modules()
+        trainable = {f"{prefix}.{n}" for prefix, module in unfrozen.items() for n, _ in module.named_parameters()}
         for name, param in self.named_parameters():
             param.requires_grad_(name in trainable)
-        trainable_modules = {id(m) for top in self.unfrozen_modules().values() for m in top.modules()}
+        trainable_modules = {id(m) for top in unfrozen.values() for m in top.modules()}
         self._frozen_batchnorms = [m for m in self.modules()
                                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in trainable_modules]
         self.train(self.training)
@@ -90,11 +121,33 @@ class JointNet(nn.Module):
         return self
 
 
+class JointNetLoss:
+    """``sum_k w_k * CE(output_k, labels)`` over JointNet's head, vgg (a1), resnet (a2) and mix (a3) outputs.
+
+    Called as ``criterion(head_logits, labels)`` like any criterion; the other three outputs come from the
+    forward pass that produced ``head_logits``. The weights are read from ``model.loss_weights`` at each call;
+    ``last_terms`` holds the four unweighted terms of the latest call.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.last_terms = None
+
+    def __call__(self, head_logits, labels):
+        outputs, self.model.last_outputs = self.model.last_outputs, None
+        if outputs is None or outputs.head is not head_logits:
+            raise RuntimeError("JointNetLoss needs the logits of the JointNet's latest training-mode forward pass")
+        terms = {name: F.cross_entropy(value, labels) for name, value in outputs._asdict().items()}
+        self.last_terms = {name: value.detach() for name, value in terms.items()}
+        weights = self.model.loss_weights._asdict()
+        return sum(weights[name] * value for name, value in terms.items())
+
+
 @register_model(aliases=("avg", "avnet"))
-def avnet_cifar(resnet_weight=DEFAULT_RESNET_WEIGHT, vgg_weight=DEFAULT_VGG_WEIGHT):
-    return AvNet(resnet_weight=resnet_weight, vgg_weight=vgg_weight)
+def avnet_cifar(resnet_weight=DEFAULT_RESNET_WEIGHT, vgg_weight=DEFAULT_VGG_WEIGHT, resnet=None, vgg=None):
+    return AvNet(resnet, vgg, resnet_weight=resnet_weight, vgg_weight=vgg_weight)
 
 
 @register_model(aliases=("jn", "jointnet"))
-def jointnet_cifar(resnet_weight=DEFAULT_RESNET_WEIGHT, vgg_weight=DEFAULT_VGG_WEIGHT):
-    return JointNet(resnet_weight=resnet_weight, vgg_weight=vgg_weight)
+def jointnet_cifar(resnet_weight=DEFAULT_RESNET_WEIGHT, vgg_weight=DEFAULT_VGG_WEIGHT, resnet=None, vgg=None):
+    return JointNet(resnet, vgg, resnet_weight=resnet_weight, vgg_weight=vgg_weight)
