@@ -2,7 +2,8 @@
 
 loss = w_student * CE(student, labels) + w_distill * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
 with the unscaled KL logged as the "Distill Loss" component. Unlike Distiller, the teacher is put in eval
-mode (its BatchNorm uses running statistics) and the KL gradient reaches the student.
+mode (Distiller leaves it in training mode, so its BatchNorm normalises with batch statistics and its running
+statistics drift during distillation).
 
 The policy captures the student's output with a forward hook while it is active, so it works both for a
 loop that calls ``policy.forward(x)`` (Distiller's compress_classifier) and for one that calls the student
