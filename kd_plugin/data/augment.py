@@ -37,17 +37,31 @@ def sample_views(count, augment, generator):
     return torch.randint(0, NUM_VIEWS[augment], (count,), generator=generator)
 
 
+def _view_index_table(height, width, device):
+    """(NUM_VIEWS['y'], height*width) flat indices into a padded image, one row per view id."""
+    views = torch.arange(NUM_VIEWS["y"], device=device)
+    dy, dx, flip = decode_views(views)
+    cols = torch.arange(width, device=device)
+    cols = torch.where(flip[:, None].bool(), cols.flip(0), cols) + dx[:, None]
+    rows = dy[:, None] + torch.arange(height, device=device)
+    return (rows[:, :, None] * (width + 2 * PAD) + cols[:, None, :]).reshape(len(views), height * width)
+
+
+_INDEX_TABLES = {}
+
+
 def apply_views(images, views):
-    """Crop/flip a uint8 (N,3,32,32) batch to the given views (N,), zero padding as torchvision pads."""
-    n, _, h, w = images.shape
-    dy, dx, flip = decode_views(views.to(images.device))
+    """Crop/flip a uint8 (N,3,H,W) batch to the given views (N,), zero padding as torchvision pads.
+
+    One gather over the padded batch with a per-view index table: no per-image work, any device.
+    """
+    n, c, h, w = images.shape
+    key = (images.device, h, w)
+    if key not in _INDEX_TABLES:
+        _INDEX_TABLES[key] = _view_index_table(h, w, images.device)
+    flat = _INDEX_TABLES[key].index_select(0, views.to(images.device)).view(n, 1, h * w).expand(n, c, h * w)
     padded = torch.nn.functional.pad(images, (PAD, PAD, PAD, PAD))
-    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = torch.arange(w, device=images.device)[None, :].expand(n, w)
-    cols = torch.where(flip[:, None].bool(), cols.flip(1), cols) + dx[:, None]
-    batch = torch.arange(n, device=images.device)[:, None, None, None]
-    channel = torch.arange(3, device=images.device)[None, :, None, None]
-    return padded[batch, channel, rows, cols[:, None, None, :]]
+    return padded.view(n, c, -1).gather(2, flat).view(n, c, h, w)
 
 
 class Normalizer:

@@ -59,13 +59,13 @@ class TensorLoader:
             yield self.make_batch(idx, view)
 
     def make_batch(self, indices, views):
-        raw = self.images[indices]
+        raw = self.images.index_select(0, indices)  # advanced indexing on uint8 is ~20x slower on CPU
         if self.augment == "y":
             raw = apply_views(raw, views)
         inputs = self.normalizer(raw, self.dtype)
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return Batch(inputs, self.labels[indices], indices, views)
+        return Batch(inputs, self.labels.index_select(0, indices), indices, views)
 
     def __iter__(self):
         return self.epoch(0)
