@@ -17,6 +17,7 @@ setup(
         "console_scripts": [
             "kd-plugin=kd_plugin.cli:main",
             "compress_classifier=kd_plugin.compress_classifier:main",
+            "main_KD_CIFAR10=kd_plugin.main_kd_cifar10:main",
         ]
     },
 )

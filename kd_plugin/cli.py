@@ -5,6 +5,7 @@ import sys
 from .checkpoint import load_model
 from .cli_args import OneLineParser
 from .data import load_split, write_synthetic_cifar
+from .ensembles.commands import COMMANDS as ENSEMBLE_COMMANDS
 from .errors import KDPluginError, cli_entry
 from .evaluation import model_card, write_card
 from .fileio import ensure_writable_dir
@@ -95,6 +96,9 @@ def cmd_models(args):
 
 
 ARG_BUILDERS = {"evaluate": add_evaluate_args, "make-data": add_make_data_args, "models": lambda p: None}
+for _name, (_command, _help, _arg_builder) in ENSEMBLE_COMMANDS.items():
+    subcommand(_name, _help)(_command)
+    ARG_BUILDERS[_name] = _arg_builder
 
 
 def build_parser():
