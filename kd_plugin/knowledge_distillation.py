@@ -66,10 +66,15 @@ class TeacherRunner:
 
 
 class DistillationMixin:
+    """All of KD, on top of a runtime's ScheduledTrainingPolicy: the built-in one here, Distiller's own in
+    ``kd_plugin.bridge``. Each runtime checks loss results against its own PolicyLoss/LossComponent types."""
+
     policy_loss_type = PolicyLoss
     loss_component_type = LossComponent
 
-    def _init_distillation(self, student_model, teacher_model, temperature, loss_weights):
+    def __init__(self, student_model, teacher_model, temperature=1.0,
+                 loss_weights=DistillationLossWeights(0.5, 0.5, 0)):
+        super().__init__()  # the runtime's ScheduledTrainingPolicy
         loss_weights = DistillationLossWeights(*loss_weights)
         check_loss_weights(temperature, loss_weights)
         self.active = False
@@ -121,11 +126,6 @@ class DistillationMixin:
 class KnowledgeDistillationPolicy(DistillationMixin, ScheduledTrainingPolicy):
     """Same constructor as ``distiller.KnowledgeDistillationPolicy``."""
 
-    def __init__(self, student_model, teacher_model, temperature=1.0,
-                 loss_weights=DistillationLossWeights(0.5, 0.5, 0)):
-        ScheduledTrainingPolicy.__init__(self)
-        self._init_distillation(student_model, teacher_model, temperature, loss_weights)
-
 
 def build_teacher(student_model, teacher_arch, teacher_checkpoint=None):
     """A teacher network on the student's device, from a checkpoint (or freshly initialised without one)."""
@@ -137,7 +137,7 @@ def build_teacher(student_model, teacher_arch, teacher_checkpoint=None):
     return teacher.to(device)
 
 
-class KnowledgeDistillationExtension(KnowledgeDistillationPolicy):
+class DistillationExtensionMixin:
     """KD declared in a YAML schedule's ``extensions:`` section (Distiller itself cannot do this)::
 
         extensions:
@@ -148,6 +148,9 @@ class KnowledgeDistillationExtension(KnowledgeDistillationPolicy):
             temperature: 1.5
             distill_weight: 0.5
             student_weight: 0.5
+
+    Every YAML key is a positional-or-keyword parameter, as Distiller's ``build_component`` requires; the
+    schedule parser passes the student as ``model``.
     """
 
     def __init__(self, model, teacher_arch, teacher_checkpoint=None, temperature=1.0, distill_weight=0.5,
@@ -157,3 +160,7 @@ class KnowledgeDistillationExtension(KnowledgeDistillationPolicy):
                          DistillationLossWeights(distill_weight, student_weight, teacher_weight))
         self.teacher_arch = teacher_arch
         self.teacher_checkpoint = teacher_checkpoint
+
+
+class KnowledgeDistillationExtension(DistillationExtensionMixin, KnowledgeDistillationPolicy):
+    __doc__ = DistillationExtensionMixin.__doc__
