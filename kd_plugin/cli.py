@@ -10,7 +10,10 @@ from .errors import KDPluginError, cli_entry
 from .evaluation import model_card, write_card
 from .fileio import ensure_writable_dir
 from .models import create_model, list_aliases, list_models, resolve_arch
+from .plots import add_plot_args, cmd_plot
+from .report import add_report_args, cmd_report
 from .summaries import parameter_count
+from .sweep import add_sweep_args, cmd_sweep
 
 SUBCOMMANDS = {}
 
@@ -96,6 +99,15 @@ def cmd_models(args):
 
 
 ARG_BUILDERS = {"evaluate": add_evaluate_args, "make-data": add_make_data_args, "models": lambda p: None}
+for _name, _command, _help, _arg_builder in (
+        ("report", cmd_report, "model report cards (JSON + Markdown + per-class PNG) for checkpoints, and a "
+                               "comparison table", add_report_args),
+        ("sweep", cmd_sweep, "run a resumable alpha x T (x teacher x student x seed) grid of KD runs in parallel; "
+                             "writes the table and accuracy-vs-T PNGs", add_sweep_args),
+        ("plot", cmd_plot, "training curves (losses, top-1, lr per epoch) as PNG from run directories",
+         add_plot_args)):
+    subcommand(_name, _help)(_command)
+    ARG_BUILDERS[_name] = _arg_builder
 for _name, (_command, _help, _arg_builder) in ENSEMBLE_COMMANDS.items():
     subcommand(_name, _help)(_command)
     ARG_BUILDERS[_name] = _arg_builder

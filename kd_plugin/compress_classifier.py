@@ -131,8 +131,10 @@ def evaluate_only(settings, confusion):
 
 @cli_entry
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
+    settings.command = ["compress_classifier", *argv]
     if args.summary:
         model = create_model(settings.arch)
         if settings.resume_from or settings.load_weights_from:

@@ -45,24 +45,31 @@ def batch1_latency(model, sample, repeats=50, warmup=5):
     return statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))]
 
 
-def model_card(model, arch, test_set, device="cpu", train_set=None, repeats=50, checkpoint=None):
+def timed_evaluation(model, test_set, device="cpu", repeats=50):
+    """Evaluate the test split once, timed, then time single-image forwards: (results, latency dict)."""
     device = torch.device(device)
     model = model.to(device).eval()
     loader = TensorLoader(test_set, 1024, "n", device=device)
     evaluate_loader(model, TensorLoader(test_set.subset(slice(0, 8)), 8, "n", device=device))  # warm-up
-    test, per_image = batched_latency(model, loader)
+    results, per_image = batched_latency(model, loader)
     sample = loader.make_batch(torch.arange(1, device=device), torch.zeros(1, dtype=torch.int64)).inputs
     median, p90 = batch1_latency(model, sample, repeats)
+    return results, {"device": _device_name(device), "batched_s_per_image": per_image,
+                     "batch1_median_s": median, "batch1_p90_s": p90}
+
+
+def model_card(model, arch, test_set, device="cpu", train_set=None, repeats=50, checkpoint=None):
+    test, latency = timed_evaluation(model, test_set, device, repeats)
     card = {
-        "arch": arch, "checkpoint": checkpoint, "device": _device_name(device),
+        "arch": arch, "checkpoint": checkpoint, "device": latency["device"],
         "parameters": parameter_count(model), "size_mib": round(weights_mib(model), 3), "macs": total_macs(model),
         "test_images": len(test_set), "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["Loss"],
         "test_per_class": per_class_accuracy(test["confusion"], test_set.classes),
-        "latency_batched_s_per_image": per_image,
-        "latency_batch1_median_s": median, "latency_batch1_p90_s": p90,
+        "latency_batched_s_per_image": latency["batched_s_per_image"],
+        "latency_batch1_median_s": latency["batch1_median_s"], "latency_batch1_p90_s": latency["batch1_p90_s"],
     }
     if train_set is not None:
-        train = evaluate_loader(model, TensorLoader(train_set, 1024, "n", device=device))
+        train = evaluate_loader(model, TensorLoader(train_set, 1024, "n", device=torch.device(device)))
         card.update({"train_images": len(train_set), "train_top1": train["top1"]})
     return card
 
@@ -83,13 +90,21 @@ def card_markdown(card):
     if "train_top1" in card:
         lines.append(f"| train top-1 (%) | {card['train_top1']:.2f} ({card['train_images']} images) |")
     lines += [f"| test top-1 (%) | {card['test_top1']:.2f} ({card['test_images']} images) |",
-              f"| test top-5 (%) | {card['test_top5']:.2f} |",
-              f"| latency, batched (s/image) | {card['latency_batched_s_per_image']:.6f} |",
-              f"| latency, batch 1 median / p90 (s) | {card['latency_batch1_median_s']:.6f} / "
-              f"{card['latency_batch1_p90_s']:.6f} |", "", "## Per-class test accuracy (%)", "",
+              f"| test top-5 (%) | {card['test_top5']:.2f} |"]
+    latencies = card.get("latency") or {"": {"batched_s_per_image": card["latency_batched_s_per_image"],
+                                             "batch1_median_s": card["latency_batch1_median_s"],
+                                             "batch1_p90_s": card["latency_batch1_p90_s"]}}
+    for kind, lat in latencies.items():
+        where = f" on {lat['device']}" if kind else ""
+        lines += [f"| latency{where}, batched (s/image) | {lat['batched_s_per_image']:.6f} |",
+                  f"| latency{where}, batch 1 median / p90 (s) | {lat['batch1_median_s']:.6f} / "
+                  f"{lat['batch1_p90_s']:.6f} |"]
+    lines += ["", "## Per-class test accuracy (%)", "",
               "| " + " | ".join(card["test_per_class"]) + " |",
               "|" + "---|" * len(card["test_per_class"]),
               "| " + " | ".join(f"{v:.1f}" for v in card["test_per_class"].values()) + " |"]
+    if card.get("per_class_png"):
+        lines += ["", f"![per-class test accuracy]({card['per_class_png']})"]
     return "\n".join(lines) + "\n"
 
 

@@ -101,6 +101,11 @@ class DistillationMixin:
             self._hook = None
             self.last_students_logits = self.last_teacher_logits = None
 
+    def epoch_counters(self):
+        """Counters of the teacher-output source for the epoch's log row (a teacher cache's hits and misses)."""
+        counters = getattr(self.teacher_outputs, "epoch_counters", None)
+        return counters() if counters is not None else {}
+
     def forward(self, *inputs):
         """Distiller's entry point; with the hook installed, the plain student call caches both outputs."""
         return self.student(*inputs)

@@ -39,7 +39,7 @@ def train_epoch(model, loader, criterion, optimizer, scheduler, epoch, start_bat
         overall = agg.overall_loss
         if (batch_id + 1) % check_every == 0 or batch_id + 1 == steps:
             if not bool(torch.isfinite(overall)):
-                raise NonFiniteLoss(f"loss became {float(overall)} at epoch {epoch}, batch {batch_id}; "
+                raise NonFiniteLoss(f"loss became {float(overall.detach())} at epoch {epoch}, batch {batch_id}; "
                                     f"stopped without saving (the last good and best checkpoints are untouched)")
         optimizer.zero_grad(set_to_none=True)
         overall.backward()

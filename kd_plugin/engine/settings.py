@@ -40,6 +40,7 @@ class RunSettings:
     progress: bool = True
     verbose: bool = True
     download: bool = False
+    command: list = None  # the command line that started the run (program first), for the resume hint
 
     def __post_init__(self):
         self.optimizer = (self.optimizer or "sgd").lower()

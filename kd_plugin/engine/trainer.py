@@ -5,6 +5,7 @@ The optimizer is built once and kept for the run; the best checkpoint is chosen 
 checkpoint, even mid-epoch, replays exactly what an uninterrupted run would have done.
 """
 import contextlib
+import hashlib
 import os
 import random
 import shlex
@@ -16,7 +17,7 @@ import torch
 from ..checkpoint import checkpoint_paths, load_checkpoint_file, load_weights, save_checkpoint
 from ..config import dict_config, read_schedule
 from ..data import TensorLoader, download_cifar10, load_split, validation_split
-from ..errors import KDPluginError, TrainingInterrupted
+from ..errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..fileio import ensure_writable_dir, write_json
 from ..knowledge_distillation import DistillationMixin, DistillationLossWeights, KnowledgeDistillationPolicy, \
     build_teacher
@@ -80,10 +81,11 @@ def stop_on_signals(stop):
             signal.signal(signum, old)
 
 
-def resume_command(path):
-    argv = [a for a in sys.argv]
+def resume_command(command, path):
+    """COMMAND (the argv that started the run, program first) with --resume-from PATH in place of any earlier one."""
+    command = command or [os.path.basename(sys.argv[0]), *sys.argv[1:]]
     cleaned, skip = [], False
-    for arg in argv:
+    for arg in command:
         if skip:
             skip = False
             continue
@@ -120,6 +122,7 @@ class TrainingRun:
         self.test_set = load_split(s.data, "test")
         self.classes = train.classes
         train, valid = validation_split(train, s.validation_split, seed=self.seed)
+        self.train_hash = data_fingerprint(train)
         self.train_loader = TensorLoader(train, s.batch_size, s.augment, shuffle=True, seed=self.seed,
                                          device=self.device)
         self.valid_loader = TensorLoader(valid, 1024, "n", device=self.device) if valid is not None else None
@@ -147,8 +150,7 @@ class TrainingRun:
         load_weights(self.model, resume)
         if s.reset_optimizer:
             return
-        for key, now in (("batch_size", s.batch_size), ("augment", s.augment), ("num_train", len(self.train_loader
-                                                                                                  .image_set))):
+        for key, now in self.run_identity().items():
             if key in run_state and run_state[key] != now:
                 raise KDPluginError(f"{s.resume_from}: checkpoint was trained with {key}={run_state[key]}, this run "
                                     f"has {key}={now}; resume with the same settings or pass --reset-optimizer")
@@ -173,16 +175,25 @@ class TrainingRun:
             self.best = {"top1": float(best["best_top1"]), "epoch": int(best.get("best_epoch", -1))}
 
     # --- checkpoints --------------------------------------------------------------------------------------
+    def run_identity(self):
+        """What a resumed run must share with the checkpoint's to continue it exactly (data order included)."""
+        return {"seed": self.seed, "batch_size": self.s.batch_size, "augment": self.s.augment,
+                "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash}
+
     def plugin_state(self, resume_batch=None):
-        state = {"run": {"seed": self.seed, "batch_size": self.s.batch_size, "augment": self.s.augment,
-                         "num_train": len(self.train_loader.image_set), "arch": self.arch,
-                         "data": self.test_set.source, "epochs": self.s.epochs},
+        state = {"run": {**self.run_identity(), "arch": self.arch, "data": self.test_set.source,
+                         "epochs": self.s.epochs},
                  "rng": capture_rng(), "resume_batch": resume_batch}
         if resume_batch is not None:
             state["meter"] = self.meter.state_dict()
         return state
 
     def save(self, epoch, top1=None, is_best=False, resume_batch=None):
+        bad = next((n for n, t in self.model.state_dict().items() if t.is_floating_point() and
+                    not bool(torch.isfinite(t).all())), None)
+        if bad is not None:  # never replace the last good checkpoint with one that cannot be loaded
+            raise NonFiniteLoss(f"weights of {bad} became NaN or Inf in epoch {epoch}; stopped without saving "
+                                f"(the last good and best checkpoints are untouched)")
         extras = {"current_top1": top1 if top1 is not None else float("nan"),
                   "best_top1": self.best["top1"], "best_epoch": self.best["epoch"]}
         extras = {k: v for k, v in extras.items() if not (isinstance(v, float) and (v != v or v == float("-inf")))}
@@ -206,8 +217,15 @@ class TrainingRun:
         stop = StopRequest()
         with stop_on_signals(stop):
             for epoch in range(self.start_epoch, s.epochs):
-                self._run_epoch(epoch, stop, batch_hook)
+                path = self._run_epoch(epoch, stop, batch_hook)
+                if stop:  # the signal came after the epoch's last step: its checkpoint is the resumable one
+                    raise self._interrupted(stop, f"the end of epoch {epoch}", path)
         return self.finish()
+
+    def _interrupted(self, stop, where, path):
+        name = signal.Signals(stop.signum).name
+        return TrainingInterrupted(f"{name} at {where}: resumable checkpoint saved to {path}; resume with: "
+                                   f"{resume_command(self.s.command, path)}", SIGNAL_EXIT[stop.signum])
 
     def _run_epoch(self, epoch, stop, batch_hook):
         s, log = self.s, self.logger
@@ -221,9 +239,7 @@ class TrainingRun:
         self.start_batch, self.meter = 0, EpochMeter()
         if next_batch < len(self.train_loader):
             path = self.save(epoch, resume_batch=next_batch)
-            name = signal.Signals(stop.signum).name
-            raise TrainingInterrupted(f"{name} at epoch {epoch}, batch {next_batch}: resumable checkpoint saved to "
-                                      f"{path}; resume with: {resume_command(path)}", SIGNAL_EXIT[stop.signum])
+            raise self._interrupted(stop, f"epoch {epoch}, batch {next_batch}", path)
         train_stats = meter.results()
         valid = evaluate_loader(self.model, self.valid_loader) if self.valid_loader else None
         score = valid["top1"] if valid else train_stats["top1"]
@@ -233,7 +249,7 @@ class TrainingRun:
         is_best = score > self.best["top1"]
         if is_best:
             self.best = {"top1": score, "epoch": epoch}
-        self.save(epoch, score, is_best)
+        path = self.save(epoch, score, is_best)
         row = {"epoch": epoch, "lr": lr, **{f"train {k}": v for k, v in train_stats.items()}}
         if valid:
             row.update({"valid Loss": valid["Loss"], "valid top1": valid["top1"], "valid top5": valid["top5"]})
@@ -244,6 +260,7 @@ class TrainingRun:
         self.csv.append(row)
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
         log.info("Epoch %d: %s%s", epoch, shown, " (best)" if is_best else "")
+        return path
 
     def finish(self):
         """Evaluate the best checkpoint on the test split and write summary.json."""
@@ -265,6 +282,13 @@ class TrainingRun:
                          test["top1"], test["top5"], test["Loss"], len(self.test_set))
         close_logger(self.logger)
         return summary
+
+
+def data_fingerprint(image_set):
+    """A short hash of a split's images and labels: a resume on other data with the same size is caught too."""
+    digest = hashlib.blake2b(image_set.labels.cpu().numpy().tobytes(), digest_size=8)
+    digest.update(image_set.images.cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_model_into(model, path, arch):

@@ -1,0 +1,94 @@
+import csv
+import json
+import os
+
+import pytest
+
+from kd_plugin import create_model
+from kd_plugin.checkpoint import save_checkpoint
+from kd_plugin.cli import main as kd_plugin
+from kd_plugin.compress_classifier import main as compress_classifier
+from kd_plugin.data import CLASS_NAMES
+
+
+def has_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpts")
+    cnn5 = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name="small", dir=str(folder))
+    vgg = save_checkpoint(0, "vgg6as_bn_cifar", create_model("vgg6as"), name="other", dir=str(folder))
+    return cnn5, vgg
+
+
+def test_report_card_fields(tiny_data, two_checkpoints, tmp_path, capsys):
+    out = str(tmp_path / "reports")
+    assert kd_plugin(["report", two_checkpoints[0], "--data", tiny_data, "-o", out, "--repeats", "3"]) == 0
+    card = json.load(open(os.path.join(out, "small_checkpoint.json")))
+    assert card["arch"] == "cnn5_cifar" and card["parameters"] == 357_514
+    assert card["size_mib"] == pytest.approx(357_514 * 4 / 2**20, abs=1e-3)  # the original's "memory"
+    assert card["macs"] > 10_000_000
+    assert card["train_images"] == 200 and card["test_images"] == 60
+    assert 0 <= card["train_top1"] <= 100 and 0 <= card["test_top1"] <= 100
+    assert list(card["test_per_class"]) == list(CLASS_NAMES)
+    cpu = card["latency"]["cpu"]
+    assert cpu["batched_s_per_image"] > 0 and 0 < cpu["batch1_median_s"] <= cpu["batch1_p90_s"]
+    markdown = open(os.path.join(out, "small_checkpoint.md")).read()
+    assert "| parameters | 357,514 |" in markdown and "airplane" in markdown and "batch 1 median / p90" in markdown
+    if has_matplotlib():
+        assert os.path.getsize(os.path.join(out, "small_checkpoint_per_class.png")) > 1000
+        assert "![per-class test accuracy](small_checkpoint_per_class.png)" in markdown
+    assert not os.path.exists(os.path.join(out, "comparison.md"))  # one checkpoint: no comparison
+
+
+def test_report_compares_several_checkpoints(tiny_data, two_checkpoints, tmp_path):
+    out = str(tmp_path / "reports")
+    assert kd_plugin(["report", *two_checkpoints, "--data", tiny_data, "-o", out, "--repeats", "2",
+                      "--no-train-accuracy"]) == 0
+    with open(os.path.join(out, "comparison.csv")) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["arch"] for r in rows] == ["cnn5_cifar", "vgg6as_bn_cifar"]
+    assert rows[0]["train_top1"] == "" and float(rows[1]["cpu_batched_s_per_image"]) > 0
+    table = open(os.path.join(out, "comparison.md")).read()
+    assert "| small_checkpoint | cnn5_cifar | 357,514 |" in table
+
+
+def test_plot_training_curves(tiny_data, tmp_path):
+    if not has_matplotlib():
+        pytest.skip("matplotlib not installed")
+    out = str(tmp_path / "logs")
+    assert compress_classifier([tiny_data, "-a", "cnn5", "--epochs", "2", "-b", "64", "--seed", "0", "-o", out,
+                                "-n", "run", "--no-progress"]) == 0
+    (run_dir,) = [os.path.join(out, d) for d in os.listdir(out)]
+    assert kd_plugin(["plot", run_dir]) == 0
+    assert os.path.getsize(os.path.join(run_dir, "training_curves.png")) > 1000
+    assert kd_plugin(["plot", os.path.join(run_dir, "training.csv"), "-o", str(tmp_path / "pngs")]) == 0
+    assert os.listdir(tmp_path / "pngs") == [f"{os.path.basename(run_dir)}_curves.png"]
+
+
+def exit_code(argv):
+    """kd-plugin's exit code, whether it returns it or argparse exits."""
+    try:
+        return kd_plugin(argv)
+    except SystemExit as exit_:
+        return exit_.code
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report", "missing.pth.tar", "--data", "{data}"], "missing.pth.tar: checkpoint file not found"),
+    (["report", "{ckpt}", "--data", "{data}", "--repeats", "0"], "--repeats must be >= 1"),
+    (["report", "{ckpt}", "--data", "{data}", "--device", "tpu"], "--device must be auto, cpu or cuda"),
+    (["report", "{ckpt}", "--data", "no-such-dir"], "no-such-dir"),
+    (["report", "{ckpt}"], "--data"),
+    (["plot", "{data}"], "no training.csv there"),
+])
+def test_bad_inputs_exit_2_with_one_line(argv, message, tiny_data, two_checkpoints, workdir, capsys):
+    code = exit_code([a.format(data=tiny_data, ckpt=two_checkpoints[0]) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
