@@ -65,6 +65,17 @@ def build_parser():
     p.add_argument("--summary", choices=SUMMARY_CHOICES, action="append", help="print a summary and exit")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 into DATASET_DIR first (needs internet)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bar")
+    speed = p.add_argument_group("Speed (kd-plugin additions)")
+    speed.add_argument("--amp", choices=("bf16", "fp16"), default=None,
+                       help="autocast precision for student and teacher (default: fp32)")
+    speed.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the student's forward")
+    speed.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
+    speed.add_argument("--teacher-cache", default="auto", metavar="auto|off|DIR",
+                       help="exact per-(image, view) cache of the KD teacher's outputs: auto keeps it in "
+                            "OUT_DIR/teacher_cache, DIR elsewhere (share it across a sweep), off disables it")
+    speed.add_argument("--no-teacher-cache", dest="teacher_cache", action="store_const", const="off",
+                       help="same as --teacher-cache off")
     kd = p.add_argument_group("Knowledge distillation (Distiller's flags)")
     kd.add_argument("--kd-teacher", help="teacher model name")
     kd.add_argument("--kd-pretrained", action="store_true", help="pretrained teacher (not available offline)")
@@ -109,7 +120,9 @@ def settings_from_args(args):
         load_weights_from=args.load_weights_from, reset_optimizer=args.reset_optimizer, print_freq=args.print_freq,
         kd_teacher=args.kd_teacher, kd_resume=args.kd_resume, kd_temperature=args.kd_temperature,
         kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
-        kd_start_epoch=args.kd_start_epoch, progress=args.progress, download=args.download, **values)
+        kd_start_epoch=args.kd_start_epoch, teacher_cache=args.teacher_cache, amp=args.amp,
+        channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
+        download=args.download, **values)
 
 
 def evaluate_only(settings, confusion):

@@ -19,8 +19,12 @@ class StopRequest:
 
 
 def train_epoch(model, loader, criterion, optimizer, scheduler, epoch, start_batch=0, meter=None,
-                stop=None, batch_hook=None, progress=True, check_every=1):
-    """Train one epoch. Returns (meter, next_batch, seconds); next_batch < len(loader) if stopped early."""
+                stop=None, batch_hook=None, progress=True, check_every=1, grad_scaler=None):
+    """Train one epoch. Returns (meter, next_batch, seconds); next_batch < len(loader) if stopped early.
+
+    ``grad_scaler`` (torch.amp.GradScaler, for fp16 autocast) scales the backward pass; gradients are
+    unscaled again before the scheduler's ``before_parameter_optimization`` sees them.
+    """
     model.train()
     meter = meter or EpochMeter()
     steps = len(loader)
@@ -42,9 +46,17 @@ def train_epoch(model, loader, criterion, optimizer, scheduler, epoch, start_bat
                 raise NonFiniteLoss(f"loss became {float(overall.detach())} at epoch {epoch}, batch {batch_id}; "
                                     f"stopped without saving (the last good and best checkpoints are untouched)")
         optimizer.zero_grad(set_to_none=True)
-        overall.backward()
+        if grad_scaler is None:
+            overall.backward()
+        else:
+            grad_scaler.scale(overall).backward()
+            grad_scaler.unscale_(optimizer)
         scheduler.before_parameter_optimization(epoch, batch_id, steps, optimizer)
-        optimizer.step()
+        if grad_scaler is None:
+            optimizer.step()
+        else:
+            grad_scaler.step(optimizer)
+            grad_scaler.update()
         scheduler.on_minibatch_end(epoch, batch_id, steps, optimizer)
         top1, top5 = topk_correct(output.detach(), batch.labels)
         components = {c.name: c.value for c in agg.loss_components}

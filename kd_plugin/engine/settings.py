@@ -6,6 +6,7 @@ from ..errors import KDPluginError
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3}
+AMP_CHOICES = (None, "bf16", "fp16")
 
 
 @dataclass
@@ -37,6 +38,11 @@ class RunSettings:
     kd_student_wt: float = None
     kd_teacher_wt: float = None
     kd_start_epoch: int = 0
+    teacher_cache: str = "auto"  # 'auto' (<out_dir>/teacher_cache), 'off', or a directory
+    amp: str = None  # None (fp32), 'bf16' or 'fp16' autocast for student and teacher
+    channels_last: bool = False
+    compile: bool = False
+    threads: int = None  # CPU intra-op threads; None keeps torch's default
     progress: bool = True
     verbose: bool = True
     download: bool = False
@@ -70,6 +76,11 @@ class RunSettings:
             _require(value is None or (_num(value) and value >= 0), f"{flag} must be >= 0, got {value!r}")
         _require(_int(self.kd_start_epoch) and 0 <= self.kd_start_epoch < self.epochs,
                  f"--kd-start-epoch must be in 0..{self.epochs - 1}, got {self.kd_start_epoch!r}")
+        _require(self.amp in AMP_CHOICES, f"--amp must be one of bf16, fp16, got {self.amp!r}")
+        _require(isinstance(self.teacher_cache, str) and self.teacher_cache != "",
+                 f"--teacher-cache must be auto, off or a directory, got {self.teacher_cache!r}")
+        _require(self.threads is None or (_int(self.threads) and self.threads >= 1),
+                 f"--threads must be an integer >= 1, got {self.threads!r}")
         return self
 
     def as_dict(self):

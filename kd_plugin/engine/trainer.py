@@ -23,6 +23,8 @@ from ..knowledge_distillation import DistillationMixin, DistillationLossWeights,
     build_teacher
 from ..models import create_model, resolve_arch
 from ..scheduler import CompressionScheduler
+from ..teacher_cache import install_teacher_caches
+from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
 from .loop import StopRequest, evaluate_loader, per_class_accuracy, train_epoch
 from .meters import EpochMeter
 from .rng import capture_rng, restore_rng, seed_everything
@@ -116,6 +118,7 @@ class TrainingRun:
         run_state = resume.plugin_state.get("run", {}) if resume is not None else {}
         self.seed = s.seed if s.seed is not None else run_state.get("seed", random.randrange(2**31))
         seed_everything(self.seed, s.deterministic)
+        set_cpu_threads(s.threads)
         if s.download:
             download_cifar10(s.data)
         train = load_split(s.data, "train")
@@ -124,13 +127,19 @@ class TrainingRun:
         train, valid = validation_split(train, s.validation_split, seed=self.seed)
         self.train_hash = data_fingerprint(train)
         self.train_loader = TensorLoader(train, s.batch_size, s.augment, shuffle=True, seed=self.seed,
-                                         device=self.device)
-        self.valid_loader = TensorLoader(valid, 1024, "n", device=self.device) if valid is not None else None
+                                         device=self.device, channels_last=s.channels_last)
+        self.valid_loader = TensorLoader(valid, 1024, "n", device=self.device, channels_last=s.channels_last) \
+            if valid is not None else None
         self.model = create_model(self.arch).to(self.device)
         if s.load_weights_from:
             load_model_into(self.model, s.load_weights_from, self.arch)
+        accelerate_model(self.model, self.device, s.channels_last, s.amp, s.compile)
         self.optimizer = build_optimizer(self.model, s)
         self.scheduler = build_schedule(self.model, self.optimizer, s, self.sched_dict)
+        accelerate_teachers(distillation_policies(self.scheduler), s.channels_last, s.amp)
+        self.grad_scaler = grad_scaler(s.amp, self.device)
+        self.teacher_caches = install_teacher_caches(distillation_policies(self.scheduler), self.train_loader,
+                                                     s.teacher_cache, s.out_dir)
         # A model may define its own training loss (JointNet's multi-branch CE); evaluation always uses plain CE.
         self.criterion = self.model.training_criterion() if hasattr(self.model, "training_criterion") \
             else torch.nn.CrossEntropyLoss()
@@ -197,6 +206,8 @@ class TrainingRun:
         extras = {"current_top1": top1 if top1 is not None else float("nan"),
                   "best_top1": self.best["top1"], "best_epoch": self.best["epoch"]}
         extras = {k: v for k, v in extras.items() if not (isinstance(v, float) and (v != v or v == float("-inf")))}
+        for cache in self.teacher_caches:  # with every checkpoint, so a resumed run sees the cache as it was
+            cache.save()
         return save_checkpoint(epoch, self.arch, self.model, self.optimizer, self.scheduler, extras, is_best,
                                self.name, self.run_dir, self.plugin_state(resume_batch))
 
@@ -213,7 +224,13 @@ class TrainingRun:
                      policy.loss_wts.distill, policy.loss_wts.student,
                      self.scheduler.sched_metadata[policy]["starting_epoch"],
                      self.scheduler.sched_metadata[policy]["ending_epoch"] - 1)
-        batch_hook = self.batch_hook_factory(self) if self.batch_hook_factory else None
+        for cache in self.teacher_caches:
+            log.info("Teacher-output cache %s: %d of %d (image, view) rows filled",
+                     cache.cache_file.path if cache.cache_file else "(in memory)", cache.cache.num_filled,
+                     cache.cache.size)
+        hooks = [cache.set_batch for cache in self.teacher_caches]
+        hooks += [self.batch_hook_factory(self)] if self.batch_hook_factory else []
+        batch_hook = (lambda batch: [hook(batch) for hook in hooks]) if hooks else None
         stop = StopRequest()
         with stop_on_signals(stop):
             for epoch in range(self.start_epoch, s.epochs):
@@ -234,7 +251,7 @@ class TrainingRun:
         meter, next_batch, seconds = train_epoch(
             self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler, epoch,
             start_batch=self.start_batch, meter=self.meter, stop=stop, batch_hook=batch_hook,
-            progress=s.progress, check_every=1 if self.device.type == "cpu" else 50)
+            progress=s.progress, check_every=1 if self.device.type == "cpu" else 50, grad_scaler=self.grad_scaler)
         images = (next_batch - self.start_batch) * s.batch_size
         self.start_batch, self.meter = 0, EpochMeter()
         if next_batch < len(self.train_loader):
