@@ -1,0 +1,208 @@
+"""Issue 5: AvNet and JointNet built from member checkpoints, JointNet's joint training, ensembles as KD teachers."""
+import glob
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kd_plugin import create_model
+from kd_plugin.checkpoint import load_checkpoint_file, load_model, save_checkpoint
+from kd_plugin.cli import main as kd_plugin
+from kd_plugin.compress_classifier import main as compress_classifier
+from kd_plugin.config import ScheduleError, dict_config
+from kd_plugin.data import TensorLoader, load_split, write_synthetic_cifar
+from kd_plugin.engine.loop import train_epoch
+from kd_plugin.engine.settings import RunSettings
+from kd_plugin.engine.trainer import build_optimizer
+from kd_plugin.knowledge_distillation import KnowledgeDistillationPolicy
+from kd_plugin.scheduler import CompressionScheduler
+
+# VGG16's features: conv/BN/ReLU per number, one MaxPool per M; its last three convs sit at 34, 37, 40.
+VGG16_LAST_CONV_BN = (34, 35, 37, 38, 40, 41)
+JOINTNET_TRAINABLE = (
+    {f"vgg.features.{i}.{p}" for i in VGG16_LAST_CONV_BN for p in ("weight", "bias")}
+    | {"vgg.classifier.weight", "vgg.classifier.bias", "resnet.linear.weight", "resnet.linear.bias"}
+    | {f"resnet.layer4.1.{m}.weight" for m in ("conv1", "bn1", "conv2", "bn2")}
+    | {f"resnet.layer4.1.{m}.bias" for m in ("bn1", "bn2")}
+    | {f"head_{h}.{p}" for h in ("vgg", "resnet", "mix") for p in ("weight", "bias")}
+)
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    return write_synthetic_cifar(str(tmp_path_factory.mktemp("micro")), train_images=40, test_images=20, seed=3)
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    """A ResNet18 as a plain state_dict (the original's .pt) and a VGG16 as a kd-plugin checkpoint."""
+    folder = tmp_path_factory.mktemp("members")
+    torch.manual_seed(0)
+    resnet_path = str(folder / "resnet18.pt")
+    torch.save(create_model("resnet18_cifar").state_dict(), resnet_path)
+    vgg_path = save_checkpoint(0, "vgg16_bn_cifar", create_model("vgg16_bn_cifar"), name="vgg16", dir=str(folder))
+    return ["--resnet18-ckpt", resnet_path, "--vgg16-ckpt", vgg_path]
+
+
+def member_nets(members):
+    return load_model(members[1], "resnet18")[0].eval(), load_model(members[3], "vgg16")[0].eval()
+
+
+@pytest.fixture(scope="module")
+def avnet_path(members, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("avnet") / "avnet.pth.tar")
+    assert kd_plugin(["create-ensemble", "avg", "-o", path, "--resnet-weight", "0.6", "--vgg-weight", "0.4"]
+                     + members) == 0
+    return path
+
+
+def test_avnet_output_is_weighted_sum_of_members(avnet_path, members):
+    model, checkpoint = load_model(avnet_path, "avnet_cifar")
+    assert checkpoint.arch == "avnet_cifar" and checkpoint.kind == "distiller"
+    resnet, vgg = member_nets(members)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), 0.6 * resnet(x) + 0.4 * vgg(x), atol=1e-5)
+        outputs = model.forward_all(x)
+        assert torch.equal(outputs.resnet, resnet(x)) and torch.equal(outputs.vgg, vgg(x))
+    assert sum(p.numel() for p in model.parameters()) == 25_902_228
+
+
+def test_create_ensemble_refuses_to_overwrite_and_needs_members(avnet_path, members, capsys, monkeypatch):
+    before = os.path.getmtime(avnet_path)
+    assert kd_plugin(["create-ensemble", "avg", "-o", avnet_path] + members) == 2
+    assert "already exists" in capsys.readouterr().err and os.path.getmtime(avnet_path) == before
+    monkeypatch.delenv("KD_VGG16_CKPT", raising=False)
+    assert kd_plugin(["create-ensemble", "jn", "-o", avnet_path + ".new"] + members[:2]) == 2
+    assert "--vgg16-ckpt PATH or set KD_VGG16_CKPT" in capsys.readouterr().err
+    assert kd_plugin(["create-ensemble", "vgg7", "-o", avnet_path + ".new"] + members) == 2
+    swapped = ["--resnet18-ckpt", members[3], "--vgg16-ckpt", members[1]]
+    assert kd_plugin(["create-ensemble", "avg", "-o", avnet_path + ".new"] + swapped) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "not the requested resnet18_cifar" in err
+    assert not os.path.exists(avnet_path + ".new")
+
+
+def test_jointnet_trainable_parameters_are_exactly_the_named_layers():
+    model = create_model("jn")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == JOINTNET_TRAINABLE
+    assert model.freeze_for_joint_training() == sorted(JOINTNET_TRAINABLE)
+    optimizer = build_optimizer(model, RunSettings(data="unused", arch="jn"))
+    assert {id(p) for g in optimizer.param_groups for p in g["params"]} == \
+        {id(p) for n, p in model.named_parameters() if n in JOINTNET_TRAINABLE}
+    assert sum(p.numel() for p in model.parameters()) == 25_902_558
+    head = sum(getattr(model, f"head_{h}").weight.numel() + getattr(model, f"head_{h}").bias.numel()
+               for h in ("vgg", "resnet", "mix"))
+    assert head == 330
+
+
+def test_jointnet_frozen_batchnorms_stay_in_eval_mode():
+    model = create_model("jn").train()
+    assert not model.resnet.bn1.training and not model.vgg.features[1].training
+    assert model.vgg.features[35].training and model.resnet.layer4[1].bn2.training
+    model.eval().train()
+    assert not model.resnet.layer4[0].bn1.training
+
+
+def test_joint_loss_is_the_weighted_sum_of_branch_ces_with_yaml_weights():
+    model = create_model("jn")
+    sched = {"extensions": {"joint": {"class": "JointNetLossWeights", "head_ce_weight": 2.0, "vgg_ce_weight": 0.5,
+                                      "resnet_ce_weight": 0.0, "mix_ce_weight": 1.0}}}
+    dict_config(model, None, sched)
+    criterion = model.training_criterion()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    model.eval()
+    with torch.no_grad():
+        outputs = model.forward_all(x)
+    model.train()
+    model.vgg.features[35].eval()  # keep the comparison free of batch statistics
+    model.vgg.features[38].eval()
+    model.vgg.features[41].eval()
+    model.resnet.layer4[1].eval()
+    loss = criterion(model(x), y)
+    expected = 2.0 * F.cross_entropy(outputs.head, y) + 0.5 * F.cross_entropy(outputs.vgg, y) \
+        + F.cross_entropy(outputs.mix, y)
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert set(criterion.last_terms) == {"vgg", "resnet", "mix", "head"}
+    with pytest.raises(RuntimeError, match="latest training-mode forward"):
+        criterion(torch.zeros(4, 10), y)
+
+
+@pytest.mark.parametrize("definition,message", [
+    ({"head_ce_weight": 0.0}, "head_ce_weight must be > 0"),
+    ({"vgg_ce_weight": -1.0}, "must be a number >= 0"),
+])
+def test_joint_loss_weights_are_checked(definition, message):
+    sched = {"extensions": {"joint": {"class": "JointNetLossWeights", **definition}}}
+    with pytest.raises(ScheduleError, match=message):
+        dict_config(create_model("jn"), None, sched)
+    with pytest.raises(ScheduleError, match="applies to jointnet_cifar"):
+        dict_config(create_model("cnn5"), None, {"extensions": {"joint": {"class": "JointNetLossWeights"}}})
+
+
+def test_train_jointnet_keeps_frozen_weights_and_bn_stats_and_reports_branches(micro, members, tmp_path, capsys):
+    out = str(tmp_path / "logs")
+    assert kd_plugin(["train-jointnet"] + members + [micro, "--epochs", "1", "-b", "20", "--vs", "0", "--lr", "0.05",
+                                                     "-o", out, "--no-progress", "--seed", "1"]) == 0
+    (run_dir,) = glob.glob(os.path.join(out, "jointnet_cifar___*"))
+    assert not glob.glob(os.path.join(out, ".jointnet-init-*"))  # the initial checkpoint was temporary
+    report = json.load(open(os.path.join(run_dir, "branch_accuracy.json")))
+    assert set(report["before"]) == set(report["after"]) == {"vgg", "resnet", "mix", "head"}
+    assert report["test_images"] == 20
+    assert "before" in capsys.readouterr().out
+
+    start = create_model("jn")
+    resnet, vgg = member_nets(members)
+    start.resnet.load_state_dict(resnet.state_dict())
+    start.vgg.load_state_dict(vgg.state_dict())
+    before = start.state_dict()
+    after = load_checkpoint_file(os.path.join(run_dir, "jointnet_cifar_checkpoint.pth.tar")).state_dict
+    trainable_modules = {name.rsplit(".", 1)[0] for name in JOINTNET_TRAINABLE}
+    frozen = [k for k in before if k.rsplit(".", 1)[0] not in trainable_modules]
+    assert len(frozen) > 150 and any(k.endswith("running_mean") for k in frozen)
+    changed = [k for k in frozen if not torch.equal(before[k], after[k])]
+    assert changed == []
+    assert not torch.equal(before["resnet.linear.weight"], after["resnet.linear.weight"])
+    assert not torch.equal(before["vgg.features.41.running_mean"], after["vgg.features.41.running_mean"])
+
+
+@pytest.mark.parametrize("arch", ["avnet_cifar", "jointnet_cifar"])
+def test_ensemble_teacher_runs_each_member_once_per_batch_in_eval_mode_without_grad(arch, micro):
+    student, teacher = create_model("cnn5"), create_model(arch)
+    calls = {"resnet": [], "vgg": []}
+    for name in calls:
+        getattr(teacher, name).register_forward_hook(
+            lambda module, i, o, name=name: calls[name].append((module.training, torch.is_grad_enabled())))
+    policy = KnowledgeDistillationPolicy(student, teacher, 2.0)
+    scheduler = CompressionScheduler(student)
+    scheduler.add_policy(policy, starting_epoch=0, ending_epoch=1)
+    loader = TensorLoader(load_split(micro, "train").subset(slice(0, 12)), 4, "y", shuffle=True)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
+    scheduler.on_epoch_begin(0, optimizer)
+    train_epoch(student, loader, torch.nn.CrossEntropyLoss(), optimizer, scheduler, 0, progress=False)
+    scheduler.on_epoch_end(0, optimizer)
+    assert len(loader) == 3
+    assert calls == {"resnet": [(False, False)] * 3, "vgg": [(False, False)] * 3}
+
+
+@pytest.mark.parametrize("arch", ["avnet_cifar", "jointnet_cifar"])
+def test_ensemble_checkpoint_evaluates_and_teaches_through_the_distiller_flags(arch, avnet_path, micro, members,
+                                                                               tmp_path):
+    path = avnet_path
+    if arch == "jointnet_cifar":
+        path = str(tmp_path / "jn.pth.tar")
+        assert kd_plugin(["create-ensemble", "jn", "-o", path, "--data", micro] + members) == 0
+        report = json.load(open(str(tmp_path / "jn_branches.json")))
+        assert set(report["test_top1"]) == {"vgg", "resnet", "mix", "head"}
+    else:
+        assert kd_plugin(["evaluate", path, "--data", micro, "-o", str(tmp_path / "reports"), "--repeats", "1"]) == 0
+        card = json.load(open(glob.glob(str(tmp_path / "reports" / "*.json"))[0]))
+        assert card["arch"] == arch and card["test_images"] == 20
+    out = str(tmp_path / "logs")
+    assert compress_classifier([micro, "-a", "vgg7", "--kd-teacher", arch, "--kd-resume", path, "--epochs", "1",
+                                "-b", "20", "--vs", "0", "-o", out, "--no-progress"]) == 0
+    (summary,) = glob.glob(os.path.join(out, "*", "summary.json"))
+    assert "train Distill Loss" in json.load(open(summary))["rows"][0]
