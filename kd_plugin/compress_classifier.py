@@ -11,12 +11,12 @@ import torch
 
 from .checkpoint import load_model
 from .cli_args import OneLineParser, str2bool_yn
-from .config import read_schedule
 from .data import load_split
 from .engine.settings import RunSettings
 from .engine.trainer import run_training
 from .errors import KDPluginError, cli_entry
 from .models import create_model, list_aliases, list_models
+from .runtime import BACKENDS, schedule_reader
 from .summaries import SUMMARY_CHOICES, render_summary
 
 # Flags whose argparse default is None so that "not given" is distinguishable from a schedule's value.
@@ -65,6 +65,9 @@ def build_parser():
     p.add_argument("--summary", choices=SUMMARY_CHOICES, action="append", help="print a summary and exit")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 into DATASET_DIR first (needs internet)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bar")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="whose scheduler, schedule parser and policy classes drive the run: kd-plugin's own "
+                        "(builtin) or IntelLabs Distiller's (distiller); auto: Distiller when importable")
     speed = p.add_argument_group("Speed (kd-plugin additions)")
     speed.add_argument("--amp", choices=("bf16", "fp16"), default=None,
                        help="autocast precision for student and teacher (default: fp32)")
@@ -105,7 +108,7 @@ def pick_device(args):
 
 def settings_from_args(args):
     """Merge flags over the schedule's training section over Distiller's defaults."""
-    training = (read_schedule(args.compress).get("training") or {}) if args.compress else {}
+    training = (schedule_reader(args.backend)(args.compress).get("training") or {}) if args.compress else {}
     values = {}
     for name in TRAINING_FLAG_NAMES:
         flag = getattr(args, name)
@@ -120,7 +123,7 @@ def settings_from_args(args):
         load_weights_from=args.load_weights_from, reset_optimizer=args.reset_optimizer, print_freq=args.print_freq,
         kd_teacher=args.kd_teacher, kd_resume=args.kd_resume, kd_temperature=args.kd_temperature,
         kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
-        kd_start_epoch=args.kd_start_epoch, teacher_cache=args.teacher_cache, amp=args.amp,
+        kd_start_epoch=args.kd_start_epoch, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
         download=args.download, **values)
 

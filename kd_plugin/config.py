@@ -38,6 +38,8 @@ TRAINING_KEYS = {
     "validation_split": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
 }
 POLICY_KINDS = {"lr_scheduler": "lr_schedulers", "extension": "extensions"}
+# Policy kinds only Distiller's own parser builds (``--backend distiller``).
+DISTILLER_POLICY_KINDS = {"pruner": "pruners", "regularizer": "regularizers", "quantizer": "quantizers"}
 SCHEDULE_KEYS = {"epochs", "starting_epoch", "ending_epoch", "frequency"}
 INJECTED_ARGS = {"lr_schedulers": ("optimizer",), "extensions": ("model",)}
 
@@ -68,8 +70,13 @@ class ScheduleError(KDPluginError):
     pass
 
 
-def read_schedule(path):
-    """Load and structurally validate a schedule file; returns the dict."""
+def read_schedule(path, distiller_components=False):
+    """Load and structurally validate a schedule file; returns the dict.
+
+    With ``distiller_components`` (Distiller's runtime builds the schedule), pruners, regularizers, quantizers
+    and classes kd-plugin does not know are left for Distiller's parser to check; kd-plugin's own classes and
+    the ``training`` section are still checked here.
+    """
     sched = load_yaml(path)
     if sched is None:
         sched = {}
@@ -78,7 +85,7 @@ def read_schedule(path):
     unknown = sorted(set(sched) - KNOWN_SECTIONS)
     if unknown:
         raise ScheduleError(f"{path}: unknown section {unknown[0]!r} (known: {', '.join(sorted(KNOWN_SECTIONS))})")
-    for section in UNSUPPORTED_SECTIONS:
+    for section in () if distiller_components else UNSUPPORTED_SECTIONS:
         if sched.get(section):
             raise ScheduleError(f"{path}: section {section!r} needs Distiller's own runtime (--backend distiller); "
                                 f"the built-in runtime supports lr_schedulers and extensions")
@@ -88,12 +95,15 @@ def read_schedule(path):
         if not isinstance(entries, dict):
             raise ScheduleError(f"{path}: section {section!r} must map instance names to definitions")
         for name, definition in entries.items():
+            if distiller_components and isinstance(definition, dict) and definition.get("class") not in classes:
+                continue
             _check_component(path, section, name, definition, classes)
     policies = sched.get("policies") or []
     if not isinstance(policies, list):
         raise ScheduleError(f"{path}: 'policies' must be a list")
+    kinds = {**POLICY_KINDS, **DISTILLER_POLICY_KINDS} if distiller_components else POLICY_KINDS
     for index, policy_def in enumerate(policies):
-        _check_policy(path, sched, index, policy_def)
+        _check_policy(path, sched, index, policy_def, kinds)
     return sched
 
 
@@ -133,20 +143,20 @@ def _check_component(path, section, name, definition, classes):
         raise ScheduleError(f"{where}: missing argument {missing[0]!r} for {class_name}")
 
 
-def _check_policy(path, sched, index, policy_def):
+def _check_policy(path, sched, index, policy_def, policy_kinds=POLICY_KINDS):
     where = f"{path}: policies[{index}]"
     if not isinstance(policy_def, dict):
         raise ScheduleError(f"{where}: must be a mapping")
-    kinds = [k for k in policy_def if k in POLICY_KINDS]
-    unknown = [k for k in policy_def if k not in POLICY_KINDS and k not in SCHEDULE_KEYS]
+    kinds = [k for k in policy_def if k in policy_kinds]
+    unknown = [k for k in policy_def if k not in policy_kinds and k not in SCHEDULE_KEYS]
     if unknown:
         raise ScheduleError(f"{where}: unknown key {unknown[0]!r}")
     if len(kinds) != 1:
-        raise ScheduleError(f"{where}: needs exactly one of {', '.join(POLICY_KINDS)}")
+        raise ScheduleError(f"{where}: needs exactly one of {', '.join(policy_kinds)}")
     ref = policy_def[kinds[0]]
     if not isinstance(ref, dict) or "instance_name" not in ref:
         raise ScheduleError(f"{where}: {kinds[0]} must be a mapping with 'instance_name'")
-    section = POLICY_KINDS[kinds[0]]
+    section = policy_kinds[kinds[0]]
     if ref["instance_name"] not in (sched.get(section) or {}):
         raise ScheduleError(f"{where}: instance_name {ref['instance_name']!r} is not defined in {section}")
     _policy_epochs(where, policy_def)
@@ -181,9 +191,7 @@ def dict_config(model, optimizer, sched_dict, scheduler=None, resumed_epoch=None
     for section, classes in COMPONENT_CLASSES.items():
         instances[section] = {}
         for name, definition in (sched_dict.get(section) or {}).items():
-            args = {k: v for k, v in definition.items() if k != "class"}
-            accepted = inspect.signature(classes[definition["class"]].__init__).parameters
-            args.update({k: v for k, v in overrides.get(section, {}).items() if v is not None and k in accepted})
+            args = component_args(section, definition, overrides)
             injected = {"optimizer": optimizer} if section == "lr_schedulers" else {"model": model}
             try:
                 instances[section][name] = classes[definition["class"]](**injected, **args)
@@ -198,6 +206,16 @@ def dict_config(model, optimizer, sched_dict, scheduler=None, resumed_epoch=None
         scheduler.add_policy(policy, **_policy_epochs(f"{source}: policies[{index}]", policy_def))
     scheduler.components = instances
     return scheduler
+
+
+def component_args(section, definition, overrides):
+    """A component's arguments: the schedule's, with the ``overrides`` its class accepts (non-None) winning."""
+    args = {k: v for k, v in definition.items() if k != "class"}
+    cls = COMPONENT_CLASSES.get(section, {}).get(definition["class"])
+    if cls is not None:
+        accepted = inspect.signature(cls.__init__).parameters
+        args.update({k: v for k, v in (overrides or {}).get(section, {}).items() if v is not None and k in accepted})
+    return args
 
 
 def file_config(model, optimizer, filename, scheduler=None, resumed_epoch=None, overrides=None):

@@ -3,6 +3,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import KDPluginError
+from ..runtime import BACKENDS
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3}
@@ -43,6 +44,7 @@ class RunSettings:
     channels_last: bool = False
     compile: bool = False
     threads: int = None  # CPU intra-op threads; None keeps torch's default
+    backend: str = "builtin"  # the runtime's classes: 'builtin', 'distiller' or 'auto' (kd_plugin.runtime)
     progress: bool = True
     verbose: bool = True
     download: bool = False
@@ -74,6 +76,7 @@ class RunSettings:
         for flag, value in (("--kd-distill-wt", self.kd_distill_wt), ("--kd-student-wt", self.kd_student_wt),
                             ("--kd-teacher-wt", self.kd_teacher_wt)):
             _require(value is None or (_num(value) and value >= 0), f"{flag} must be >= 0, got {value!r}")
+        _require(self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         _require(_int(self.kd_start_epoch) and 0 <= self.kd_start_epoch < self.epochs,
                  f"--kd-start-epoch must be in 0..{self.epochs - 1}, got {self.kd_start_epoch!r}")
         _require(self.amp in AMP_CHOICES, f"--amp must be one of bf16, fp16, got {self.amp!r}")

@@ -15,14 +15,12 @@ import sys
 import torch
 
 from ..checkpoint import checkpoint_paths, load_checkpoint_file, load_weights, save_checkpoint
-from ..config import dict_config, read_schedule
 from ..data import TensorLoader, download_cifar10, load_split, validation_split
 from ..errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..fileio import ensure_writable_dir, write_json
-from ..knowledge_distillation import DistillationMixin, DistillationLossWeights, KnowledgeDistillationPolicy, \
-    build_teacher
+from ..knowledge_distillation import DistillationMixin, DistillationLossWeights, build_teacher
 from ..models import create_model, resolve_arch
-from ..scheduler import CompressionScheduler
+from ..runtime import BUILTIN, select_runtime
 from ..teacher_cache import install_teacher_caches
 from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
 from .loop import StopRequest, evaluate_loader, per_class_accuracy, train_epoch
@@ -47,12 +45,13 @@ def distillation_policies(scheduler):
     return [p for p in scheduler.sched_metadata if isinstance(p, DistillationMixin)]
 
 
-def build_schedule(model, optimizer, settings, sched_dict=None):
-    """The CompressionScheduler: YAML policies (flags overriding their KD arguments) plus flag-declared KD."""
-    scheduler = CompressionScheduler(model)
+def build_schedule(model, optimizer, settings, sched_dict=None, runtime=BUILTIN):
+    """The CompressionScheduler: YAML policies (flags overriding their KD arguments) plus flag-declared KD,
+    built from RUNTIME's classes (kd-plugin's own, or Distiller's: ``kd_plugin.runtime``)."""
+    scheduler = runtime.CompressionScheduler(model)
     overrides = {"extensions": {arg: getattr(settings, flag) for flag, arg in KD_OVERRIDES.items()}}
     if sched_dict:
-        dict_config(model, optimizer, sched_dict, scheduler, overrides=overrides, source=settings.compress)
+        runtime.dict_config(model, optimizer, sched_dict, scheduler, overrides=overrides, source=settings.compress)
     if settings.kd_teacher and not distillation_policies(scheduler):
         teacher = build_teacher(model, settings.kd_teacher, settings.kd_resume)
         weights = DistillationLossWeights(
@@ -60,7 +59,7 @@ def build_schedule(model, optimizer, settings, sched_dict=None):
             0.5 if settings.kd_student_wt is None else settings.kd_student_wt,
             0.0 if settings.kd_teacher_wt is None else settings.kd_teacher_wt)
         temperature = 1.0 if settings.kd_temperature is None else settings.kd_temperature
-        policy = KnowledgeDistillationPolicy(model, teacher, temperature, weights)
+        policy = runtime.KnowledgeDistillationPolicy(model, teacher, temperature, weights)
         scheduler.add_policy(policy, starting_epoch=settings.kd_start_epoch, ending_epoch=settings.epochs, frequency=1)
     elif settings.kd_resume and not settings.kd_teacher and not distillation_policies(scheduler):
         raise KDPluginError("--kd-resume needs --kd-teacher (or a KD extension in the schedule)")
@@ -111,7 +110,8 @@ class TrainingRun:
         s = self.s
         self.arch = resolve_arch(s.arch)
         ensure_writable_dir(s.out_dir)
-        self.sched_dict = read_schedule(s.compress) if s.compress else None
+        self.runtime = select_runtime(s.backend)
+        self.sched_dict = self.runtime.read_schedule(s.compress) if s.compress else None
         resume = load_checkpoint_file(s.resume_from) if s.resume_from else None
         if resume is not None and resume.arch and resume.arch != self.arch:
             raise KDPluginError(f"{s.resume_from}: checkpoint is a {resume.arch}, not the requested {self.arch}")
@@ -135,7 +135,7 @@ class TrainingRun:
             load_model_into(self.model, s.load_weights_from, self.arch)
         accelerate_model(self.model, self.device, s.channels_last, s.amp, s.compile)
         self.optimizer = build_optimizer(self.model, s)
-        self.scheduler = build_schedule(self.model, self.optimizer, s, self.sched_dict)
+        self.scheduler = build_schedule(self.model, self.optimizer, s, self.sched_dict, self.runtime)
         accelerate_teachers(distillation_policies(self.scheduler), s.channels_last, s.amp)
         self.grad_scaler = grad_scaler(s.amp, self.device)
         self.teacher_caches = install_teacher_caches(distillation_policies(self.scheduler), self.train_loader,
