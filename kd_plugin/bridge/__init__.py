@@ -9,6 +9,7 @@ from .availability import DistillerUnavailable, distiller_available, import_dist
 
 def register_with_distiller():
     """Register kd-plugin's models and YAML extension classes with Distiller (idempotent); see ``registration``."""
+    import_distiller()
     from .registration import register_with_distiller as register
 
     return register()

@@ -1,5 +1,8 @@
 """Writes a small, learnable CIFAR-10-format dataset (python pickles) for tests and the offline demo.
 
+Keys are str, as the official Python-2 pickles load under ``encoding="latin1"`` (torchvision's and therefore
+Distiller's reader index ``entry["data"]``); kd-plugin's own reader accepts str and bytes keys.
+
 Each class is a smooth random colour template; images are that template, randomly shifted, plus noise,
 so a small network separates the classes within an epoch or two while augmentation still matters.
 """
@@ -41,12 +44,12 @@ def write_synthetic_cifar(root, train_images=500, test_images=200, seed=0, noise
     _dump(os.path.join(folder, TEST_FILES[0]), _images(rng, templates, test_labels, noise), test_labels,
           "testing batch 1 of 1")
     with open(os.path.join(folder, META_FILE), "wb") as fh:
-        pickle.dump({b"label_names": [n.encode() for n in CLASS_NAMES], b"num_vis": 3072,
-                     b"num_cases_per_batch": len(test_labels)}, fh, protocol=2)
+        pickle.dump({"label_names": list(CLASS_NAMES), "num_vis": 3072, "num_cases_per_batch": len(test_labels)}, fh,
+                    protocol=2)
     return root
 
 
 def _dump(path, data, labels, tag):
     with open(path, "wb") as fh:
-        pickle.dump({b"batch_label": tag.encode(), b"labels": [int(x) for x in labels], b"data": data,
-                     b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))]}, fh, protocol=2)
+        pickle.dump({"batch_label": tag, "labels": [int(x) for x in labels], "data": data,
+                     "filenames": [f"img_{i}.png" for i in range(len(labels))]}, fh, protocol=2)
