@@ -28,12 +28,24 @@ def one_line(text):
     return " ".join(str(text).split())
 
 
+# Console-script names of the entry-point modules (as users type them).
+PROGRAM_NAMES = {"kd_plugin.cli": "kd-plugin", "kd_plugin.__main__": "kd-plugin",
+                 "kd_plugin.compress_classifier": "compress_classifier", "kd_plugin.main_kd_cifar10": "main_KD_CIFAR10"}
+
+
+def program_name(module_name):
+    """The command a user typed, also under ``python -m`` (where the module is called ``__main__``)."""
+    spec = getattr(sys.modules.get(module_name), "__spec__", None)
+    name = spec.name if spec is not None else module_name
+    return PROGRAM_NAMES.get(name, name.rsplit(".", 1)[-1])
+
+
 def cli_entry(main):
     """Wrap a console entry point: KDPluginError -> 'prog: error: ...' on stderr and its exit code."""
 
     @functools.wraps(main)
     def wrapper(argv=None):
-        prog = main.__module__.rsplit(".", 1)[-1]
+        prog = program_name(main.__module__)
         try:
             return main(argv)
         except KDPluginError as err:
