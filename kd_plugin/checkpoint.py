@@ -39,6 +39,17 @@ class ClassReference:
 
 
 SAFE_GLOBALS = [(ClassReference(cls), f"{cls.__module__}.{cls.__qualname__}") for cls in PICKLED_CLASSES]
+
+
+def optimizer_class(optimizer_type):
+    """The allow-listed optimizer class that a checkpoint's ``optimizer_type`` (name or ClassReference) names;
+    for code that calls it, as Distiller's ``load_checkpoint`` does."""
+    name = optimizer_type.name if isinstance(optimizer_type, ClassReference) else optimizer_type
+    for cls in PICKLED_CLASSES:
+        if cls.__name__ == name:
+            return cls
+    raise KDPluginError(f"optimizer_type {name!r} is not one of the allowed optimizers "
+                        f"({', '.join(c.__name__ for c in PICKLED_CLASSES)})")
 MAX_CHECKPOINT_BYTES = 8 * 2**30
 ZIP_MAGIC = b"PK\x03\x04"
 

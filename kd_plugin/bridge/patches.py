@@ -1,0 +1,118 @@
+"""The launcher's fixes for running IntelLabs Distiller 0.4 on current PyTorch, torchvision and pandas.
+
+Each fix replaces one module-level name inside one Distiller module with a view of the module it named
+(every other attribute passes through); ``distiller_runtime_patches`` applies them on entry and restores
+the originals on exit, so they are active only while ``kd_plugin.distiller_launcher`` runs a script.
+Distiller's source files are never modified. A fix that the installed Distiller does not need is harmless:
+
+``checkpoint``
+    ``distiller.apputils.checkpoint`` calls ``torch.load`` with torch's default ``weights_only=True`` (torch
+    2.6+), which refuses Distiller's own checkpoints (their ``optimizer_type`` is a pickled class), and then
+    calls ``checkpoint['optimizer_type'](params, lr=1)``, which kd-plugin writes as a name. Its ``torch.load``
+    becomes kd-plugin's reader (weights only, an allow-list of optimizer classes, never full pickle, zip
+    CRCs checked) with ``optimizer_type`` turned back into the allow-listed class.
+``cifar10``
+    ``distiller.apputils.data_loaders`` calls ``torchvision.datasets.CIFAR10(..., download=True)``, which
+    downloads again whenever any file's md5 differs from the official release (a subset, a re-pickled copy)
+    and fails offline. When ``DATA/cifar-10-batches-py`` exists, its ``datasets.CIFAR10`` reads that folder
+    with kd-plugin's reader (no pickled code runs; str or bytes keys); otherwise torchvision's class runs.
+``pandas_precision``
+    ``distiller.model_summaries`` calls ``pd.set_option('precision', n)``; pandas 1.4+ only knows
+    ``display.precision`` and raises "Pattern matched multiple keys" at the end of the first epoch. Applied
+    only when the installed pandas lacks the short name.
+"""
+import contextlib
+import importlib
+import os
+
+import pandas
+import torch
+import torchvision
+
+from ..checkpoint import optimizer_class, read_checkpoint_file
+from ..data.cifar10 import BATCHES_DIR, load_split
+
+
+class ModuleView:
+    """MODULE with some attributes replaced; everything else is looked up on MODULE."""
+
+    def __init__(self, module, **replaced):
+        self._module = module
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    def __repr__(self):
+        return f"<view of {self._module!r} replacing {', '.join(k for k in vars(self) if k != '_module')}>"
+
+
+def load_checkpoint_for_distiller(f, map_location=None, **kwargs):
+    """``torch.load`` as Distiller's checkpoint module calls it; tensors always land on the CPU, as with the
+    ``map_location`` Distiller passes."""
+    content = read_checkpoint_file(os.fspath(f))
+    if isinstance(content, dict) and content.get("optimizer_type") is not None:
+        content["optimizer_type"] = optimizer_class(content["optimizer_type"])
+    return content
+
+
+class LocalCIFAR10(torchvision.datasets.CIFAR10):
+    """torchvision's CIFAR10 (same items, transforms and attributes) filled by kd-plugin's safe reader."""
+
+    def __init__(self, root, train=True, transform=None, target_transform=None, download=False):
+        torchvision.datasets.VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
+        split = load_split(root, "train" if train else "test")
+        self.train = train
+        self.data = split.images.permute(0, 2, 3, 1).contiguous().numpy()  # N x 32 x 32 x 3, like torchvision
+        self.targets = split.labels.tolist()
+        self.classes = list(split.classes)
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+def cifar10_for_distiller(root, train=True, transform=None, target_transform=None, download=False):
+    if os.path.isdir(os.path.join(os.fspath(root), BATCHES_DIR)):
+        return LocalCIFAR10(root, train, transform, target_transform)
+    return torchvision.datasets.CIFAR10(root, train=train, transform=transform, target_transform=target_transform,
+                                        download=download)
+
+
+def pandas_knows_precision():
+    try:
+        pandas.get_option("precision")
+        return True
+    except (KeyError, AttributeError):  # pandas.errors.OptionError derives from both
+        return False
+
+
+def set_option_for_distiller(*args, **kwargs):
+    """``pandas.set_option`` with the pre-1.4 key 'precision' read as 'display.precision'."""
+    args = tuple("display.precision" if i % 2 == 0 and arg == "precision" else arg for i, arg in enumerate(args))
+    return pandas.set_option(*args, **kwargs)
+
+
+def _fixes():
+    """(name, module, attribute, replacement) for every fix the installed Distiller and libraries need."""
+    # By module path: distiller.apputils re-exports names over its submodules' attribute names.
+    checkpoint = importlib.import_module("distiller.apputils.checkpoint")
+    data_loaders = importlib.import_module("distiller.apputils.data_loaders")
+    fixes = [("checkpoint", checkpoint, "torch", ModuleView(torch, load=load_checkpoint_for_distiller)),
+             ("cifar10", data_loaders, "datasets", ModuleView(data_loaders.datasets, CIFAR10=cifar10_for_distiller))]
+    if not pandas_knows_precision():
+        fixes.append(("pandas_precision", importlib.import_module("distiller.model_summaries"), "pd",
+                      ModuleView(pandas, set_option=set_option_for_distiller)))
+    return fixes
+
+
+@contextlib.contextmanager
+def distiller_runtime_patches():
+    """Apply the fixes; yields their names; restores Distiller's modules on exit."""
+    replaced, names = [], []
+    try:
+        for name, module, attribute, replacement in _fixes():
+            replaced.append((module, attribute, getattr(module, attribute)))
+            setattr(module, attribute, replacement)
+            names.append(name)
+        yield names
+    finally:
+        for module, attribute, original in reversed(replaced):
+            setattr(module, attribute, original)
