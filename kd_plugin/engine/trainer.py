@@ -152,6 +152,7 @@ class TrainingRun:
         self.logger = make_logger(self.run_dir, self.name, s.verbose)
         copy_configs(self.run_dir, [s.compress])
         self.csv = CsvLog(os.path.join(self.run_dir, "training.csv"))
+        self.tensorboard = tensorboard_writer(self.run_dir)
         return self
 
     def _resume(self, resume, run_state):
@@ -275,6 +276,7 @@ class TrainingRun:
             if hasattr(policy, "epoch_counters"):
                 row.update(policy.epoch_counters())
         self.csv.append(row)
+        write_scalars(self.tensorboard, row, epoch)
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
         log.info("Epoch %d: %s%s", epoch, shown, " (best)" if is_best else "")
         return path
@@ -322,3 +324,21 @@ def run_training(settings, batch_hook_factory=None):
     finally:
         if run.logger is not None:
             close_logger(run.logger)
+
+
+def tensorboard_writer(run_dir):
+    """TensorBoard event files beside training.csv, only when tensorboard is installed (never a dependency)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(run_dir)
+
+
+def write_scalars(writer, row, epoch):
+    if writer is None:
+        return
+    for name, value in row.items():
+        if isinstance(value, (int, float)) and name != "epoch":
+            writer.add_scalar(name.replace(" ", "/", 1), value, epoch)
+    writer.flush()
