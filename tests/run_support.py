@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import torch
 
@@ -67,7 +68,7 @@ class Child:
     def __init__(self, command):
         self.proc = subprocess.Popen(command, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True)
-        self.lines = []
+        self.lines, self.times = [], []
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -76,6 +77,7 @@ class Child:
         for line in self.proc.stderr:
             with self._changed:
                 self.lines.append(line.rstrip("\n"))
+                self.times.append(time.monotonic())
                 self._changed.notify_all()
         with self._changed:
             self.lines.append(None)  # end of stream
@@ -83,12 +85,18 @@ class Child:
 
     def wait_for(self, text, timeout=120):
         """True once a stderr line contains TEXT; False if the process ended without one."""
+        return self.seconds_before(text, timeout) is not None
+
+    def seconds_before(self, text, timeout=120):
+        """Once a stderr line contains TEXT: the seconds between it and the line before (None if the process
+        ended without one)."""
         with self._changed:
             while True:
-                if any(line is not None and text in line for line in self.lines):
-                    return True
+                found = [i for i, line in enumerate(self.lines) if line is not None and text in line]
+                if found:
+                    return self.times[found[0]] - self.times[max(found[0] - 1, 0)]
                 if self.lines and self.lines[-1] is None:
-                    return False
+                    return None
                 if not self._changed.wait(timeout):
                     raise TimeoutError(f"no line with {text!r} after {timeout} s")
 

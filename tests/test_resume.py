@@ -60,6 +60,8 @@ def test_resume_at_an_epoch_boundary_in_a_new_process_is_bit_identical(tmp_path_
     result = support.run_cli(support.kd_argv(support.kd_inputs(tmp_path_factory), tmp_path, "--resume-from",
                                              boundary_checkpoint))
     assert result.returncode == 0, result.stderr
+    # the resumed run (other -o) keeps the teacher-output cache of the run it continues
+    assert f"Teacher-output cache {saved.plugin_state['teacher_cache_dir']}/" in result.stderr
     resumed = support.last_checkpoint(tmp_path)
     assert support.max_difference(reference, resumed) == 0.0
     assert support.bit_identical(reference, resumed)

@@ -21,7 +21,7 @@ from ..fileio import ensure_writable_dir, write_json
 from ..knowledge_distillation import DistillationMixin, DistillationLossWeights, build_teacher
 from ..models import create_model, resolve_arch
 from ..runtime import BUILTIN, select_runtime
-from ..teacher_cache import install_teacher_caches
+from ..teacher_cache import cache_directory, install_teacher_caches
 from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
 from .loop import StopRequest, evaluate_loader, per_class_accuracy, train_epoch
 from .meters import EpochMeter
@@ -138,8 +138,9 @@ class TrainingRun:
         self.scheduler = build_schedule(self.model, self.optimizer, s, self.sched_dict, self.runtime)
         accelerate_teachers(distillation_policies(self.scheduler), s.channels_last, s.amp)
         self.grad_scaler = grad_scaler(s.amp, self.device)
+        self.teacher_cache_dir = teacher_cache_dir(s, resume)
         self.teacher_caches = install_teacher_caches(distillation_policies(self.scheduler), self.train_loader,
-                                                     s.teacher_cache, s.out_dir)
+                                                     self.teacher_cache_dir or "off", s.out_dir)
         # A model may define its own training loss (JointNet's multi-branch CE); evaluation always uses plain CE.
         self.criterion = self.model.training_criterion() if hasattr(self.model, "training_criterion") \
             else torch.nn.CrossEntropyLoss()
@@ -193,7 +194,7 @@ class TrainingRun:
     def plugin_state(self, resume_batch=None):
         state = {"run": {**self.run_identity(), "arch": self.arch, "data": self.test_set.source,
                          "epochs": self.s.epochs},
-                 "rng": capture_rng(), "resume_batch": resume_batch}
+                 "rng": capture_rng(), "resume_batch": resume_batch, "teacher_cache_dir": self.teacher_cache_dir}
         if resume_batch is not None:
             state["meter"] = self.meter.state_dict()
         return state
@@ -301,6 +302,17 @@ class TrainingRun:
                          test["top1"], test["top5"], test["Loss"], len(self.test_set))
         close_logger(self.logger)
         return summary
+
+
+def teacher_cache_dir(settings, resume=None):
+    """The teacher-output cache directory (None: no cache). With 'auto', a resumed run keeps using the cache
+    its checkpoint's run used, wherever -o now points: teacher rows computed in another batch differ in the
+    last fp16 bit now and then, so a fresh cache would end a resumed run a few ulps away from an unbroken one."""
+    recorded = resume.plugin_state.get("teacher_cache_dir") if resume is not None else None
+    if settings.teacher_cache == "auto" and recorded and os.path.isdir(recorded):
+        return recorded
+    directory = cache_directory(settings.teacher_cache, settings.out_dir)
+    return os.path.abspath(directory) if directory else None
 
 
 def data_fingerprint(image_set):

@@ -1,0 +1,119 @@
+"""Issue 8, clause 7: a KD run killed with SIGKILL again and again (during steps and inside checkpoint saves)
+and resumed each time from its latest checkpoint ends bit-identical to the run done in one go."""
+import glob
+import os
+import random
+import sys
+import time
+
+import run_support as support
+from kd_plugin.checkpoint import load_checkpoint_file
+
+# The child for kills inside a save: compress_classifier with torch.save / os.replace wrapped (here, not in
+# the product) so that the Nth checkpoint save stops half-written, or written but not yet renamed.
+PAUSING_CHILD = r"""
+import io, os, sys, time
+import torch
+mode, at = os.environ["KD_TEST_PAUSE"].split(":")
+calls = [0]
+
+def pause_if_due():
+    calls[0] += 1
+    if calls[0] == int(at):
+        print("PAUSED INSIDE A CHECKPOINT SAVE", file=sys.stderr, flush=True)
+        time.sleep(3600)
+
+if mode == "mid-write":
+    real_save = torch.save
+    def save(obj, fh, *args, **kwargs):
+        if not (isinstance(obj, dict) and "state_dict" in obj):  # only checkpoints
+            return real_save(obj, fh, *args, **kwargs)
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        data = buffer.getvalue()
+        fh.write(data[:len(data) // 2])
+        fh.flush()
+        pause_if_due()
+        fh.write(data[len(data) // 2:])
+    torch.save = save
+else:
+    real_replace = os.replace
+    def replace(src, dst):
+        if str(dst).endswith(".pth.tar"):
+            pause_if_due()
+        return real_replace(src, dst)
+    os.replace = replace
+
+from kd_plugin.compress_classifier import main
+sys.exit(main(sys.argv[1:]))
+"""
+KILL_PLAN = ["mid-write", "step", "before-rename", "step", "step"]
+
+
+def start(mode, argv, rng):
+    if mode == "step" or mode == "finish":
+        return support.Child(support.console_script("compress_classifier") + argv), None
+    os.environ["KD_TEST_PAUSE"] = f"{mode}:{rng.randint(1, 2)}"
+    try:
+        return support.Child([sys.executable, "-c", PAUSING_CHILD, *argv]), "PAUSED INSIDE A CHECKPOINT SAVE"
+    finally:
+        del os.environ["KD_TEST_PAUSE"]
+
+
+def kill_at_random_step(child, done_epoch, rng):
+    """Once epoch DONE+1 has ended, SIGKILL at a random moment of about one epoch's length (so in epoch DONE+2's
+    steps or its save). False if no such epoch remains or the run ended first."""
+    if done_epoch + 2 >= support.EPOCHS:
+        return False
+    epoch_length = child.seconds_before(f"Epoch {done_epoch + 1}:")
+    if epoch_length is None:
+        return False
+    time.sleep(rng.uniform(0.0, 0.9 * epoch_length))
+    if child.proc.poll() is not None:
+        return False
+    child.proc.kill()
+    return True
+
+
+def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path_factory, tmp_path):
+    inputs = support.kd_inputs(tmp_path_factory)
+    reference = support.reference_checkpoint(tmp_path_factory)
+    rng = random.Random(8)
+    latest, kills, save_kills, resumes, leftovers, history = None, 0, 0, 0, 0, []
+    for attempt, mode in enumerate(KILL_PLAN + ["finish"]):
+        out = tmp_path / f"attempt{attempt}"
+        argv = support.kd_argv(inputs, out) + (["--resume-from", latest] if latest else [])
+        resumes += latest is not None
+        done_epoch = load_checkpoint_file(latest).epoch if latest else -1
+        child, pause_line = start(mode, argv, rng)
+        if mode == "finish":
+            killed = False
+        elif pause_line:
+            killed = child.wait_for(pause_line)
+            if killed:
+                child.proc.kill()
+        else:
+            killed = kill_at_random_step(child, done_epoch, rng)
+        code, lines = child.finish()
+        history.append((mode, done_epoch, killed, code, lines[-1:]))
+        if not killed:
+            assert code == 0, lines[-3:]
+            latest = support.last_checkpoint(out) or latest
+            break
+        assert code == -9
+        kills += 1
+        temps = glob.glob(str(out / "kd___*" / ".*.tmp"))
+        leftovers += len(temps)
+        save_kills += bool(pause_line)
+        assert all(".pth.tar." in t and t.endswith(".tmp") for t in temps)
+        saved = support.last_checkpoint(out)
+        if saved:
+            checkpoint = load_checkpoint_file(saved)  # the kill never leaves a damaged checkpoint behind
+            assert checkpoint.epoch > done_epoch and checkpoint.plugin_state["resume_batch"] is None
+            latest = saved
+    assert kills >= 3 and save_kills >= 1, history
+    assert load_checkpoint_file(latest).epoch == support.EPOCHS - 1
+    difference = support.max_difference(reference, latest)
+    print(f"\nfault test: {kills} SIGKILLs ({save_kills} inside checkpoint saves, {leftovers} temp files left "
+          f"behind), {resumes} resumes, max difference to the uninterrupted run {difference}")
+    assert difference == 0.0 and support.bit_identical(reference, latest)
