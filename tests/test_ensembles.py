@@ -8,16 +8,18 @@ import torch
 import torch.nn.functional as F
 
 from kd_plugin import create_model
-from kd_plugin.checkpoint import load_checkpoint_file, load_model, save_checkpoint
+from kd_plugin.checkpoint import load_model
 from kd_plugin.cli import main as kd_plugin
 from kd_plugin.compress_classifier import main as compress_classifier
 from kd_plugin.config import ScheduleError, dict_config
-from kd_plugin.data import TensorLoader, load_split, write_synthetic_cifar
+from kd_plugin.data import TensorLoader, load_split
 from kd_plugin.engine.loop import train_epoch
 from kd_plugin.engine.settings import RunSettings
 from kd_plugin.engine.trainer import build_optimizer
-from kd_plugin.knowledge_distillation import KnowledgeDistillationPolicy
+from kd_plugin.knowledge_distillation import KnowledgeDistillationPolicy, build_teacher
 from kd_plugin.scheduler import CompressionScheduler
+
+from ensemble_support import member_files, micro  # noqa: F401  (fixtures)
 
 # VGG16's features: conv/BN/ReLU per number, one MaxPool per M; its last three convs sit at 34, 37, 40.
 VGG16_LAST_CONV_BN = (34, 35, 37, 38, 40, 41)
@@ -31,19 +33,8 @@ JOINTNET_TRAINABLE = (
 
 
 @pytest.fixture(scope="module")
-def micro(tmp_path_factory):
-    return write_synthetic_cifar(str(tmp_path_factory.mktemp("micro")), train_images=40, test_images=20, seed=3)
-
-
-@pytest.fixture(scope="module")
-def members(tmp_path_factory):
-    """A ResNet18 as a plain state_dict (the original's .pt) and a VGG16 as a kd-plugin checkpoint."""
-    folder = tmp_path_factory.mktemp("members")
-    torch.manual_seed(0)
-    resnet_path = str(folder / "resnet18.pt")
-    torch.save(create_model("resnet18_cifar").state_dict(), resnet_path)
-    vgg_path = save_checkpoint(0, "vgg16_bn_cifar", create_model("vgg16_bn_cifar"), name="vgg16", dir=str(folder))
-    return ["--resnet18-ckpt", resnet_path, "--vgg16-ckpt", vgg_path]
+def members(member_files):
+    return ["--resnet18-ckpt", member_files["resnet18_cifar"], "--vgg16-ckpt", member_files["vgg16_bn_cifar"]]
 
 
 def member_nets(members):
@@ -143,30 +134,28 @@ def test_joint_loss_weights_are_checked(definition, message):
         dict_config(create_model("cnn5"), None, {"extensions": {"joint": {"class": "JointNetLossWeights"}}})
 
 
-def test_train_jointnet_keeps_frozen_weights_and_bn_stats_and_reports_branches(micro, members, tmp_path, capsys):
-    out = str(tmp_path / "logs")
-    assert kd_plugin(["train-jointnet"] + members + [micro, "--epochs", "1", "-b", "20", "--vs", "0", "--lr", "0.05",
-                                                     "-o", out, "--no-progress", "--seed", "1"]) == 0
-    (run_dir,) = glob.glob(os.path.join(out, "jointnet_cifar___*"))
-    assert not glob.glob(os.path.join(out, ".jointnet-init-*"))  # the initial checkpoint was temporary
-    report = json.load(open(os.path.join(run_dir, "branch_accuracy.json")))
-    assert set(report["before"]) == set(report["after"]) == {"vgg", "resnet", "mix", "head"}
-    assert report["test_images"] == 20
-    assert "before" in capsys.readouterr().out
-
-    start = create_model("jn")
-    resnet, vgg = member_nets(members)
-    start.resnet.load_state_dict(resnet.state_dict())
-    start.vgg.load_state_dict(vgg.state_dict())
-    before = start.state_dict()
-    after = load_checkpoint_file(os.path.join(run_dir, "jointnet_cifar_checkpoint.pth.tar")).state_dict
+def test_jointnet_training_steps_keep_frozen_weights_and_bn_stats(micro):
+    model = create_model("jn")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = build_optimizer(model, RunSettings(data="unused", arch="jn", lr=0.05, weight_decay=5e-4))
+    loader = TensorLoader(load_split(micro, "train").subset(slice(0, 8)), 4, "y", shuffle=True)
+    train_epoch(model, loader, model.training_criterion(), optimizer, CompressionScheduler(model), 0, progress=False)
+    after = model.state_dict()
     trainable_modules = {name.rsplit(".", 1)[0] for name in JOINTNET_TRAINABLE}
     frozen = [k for k in before if k.rsplit(".", 1)[0] not in trainable_modules]
-    assert len(frozen) > 150 and any(k.endswith("running_mean") for k in frozen)
-    changed = [k for k in frozen if not torch.equal(before[k], after[k])]
-    assert changed == []
-    assert not torch.equal(before["resnet.linear.weight"], after["resnet.linear.weight"])
-    assert not torch.equal(before["vgg.features.41.running_mean"], after["vgg.features.41.running_mean"])
+    assert len(frozen) > 150 and sum(k.endswith("running_mean") for k in frozen) > 20
+    assert [k for k in frozen if not torch.equal(before[k], after[k])] == []
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert JOINTNET_TRAINABLE <= changed  # every trainable weight moved (weight decay at least)
+    assert {"vgg.features.41.running_mean", "resnet.layer4.1.bn2.running_var"} <= changed
+
+
+def test_train_jointnet_refuses_other_archs_and_missing_members(micro, members, capsys, monkeypatch):
+    monkeypatch.delenv("KD_RESNET18_CKPT", raising=False)
+    assert kd_plugin(["train-jointnet"] + members + [micro, "-a", "vgg7", "--epochs", "1"]) == 2
+    assert "train-jointnet trains jointnet_cifar, not vgg7_bn_cifar" in capsys.readouterr().err
+    assert kd_plugin(["train-jointnet"] + members[2:] + [micro, "--epochs", "1"]) == 2
+    assert "--resnet18-ckpt PATH or set KD_RESNET18_CKPT" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("arch", ["avnet_cifar", "jointnet_cifar"])
@@ -188,21 +177,22 @@ def test_ensemble_teacher_runs_each_member_once_per_batch_in_eval_mode_without_g
     assert calls == {"resnet": [(False, False)] * 3, "vgg": [(False, False)] * 3}
 
 
-@pytest.mark.parametrize("arch", ["avnet_cifar", "jointnet_cifar"])
-def test_ensemble_checkpoint_evaluates_and_teaches_through_the_distiller_flags(arch, avnet_path, micro, members,
-                                                                               tmp_path):
-    path = avnet_path
-    if arch == "jointnet_cifar":
-        path = str(tmp_path / "jn.pth.tar")
-        assert kd_plugin(["create-ensemble", "jn", "-o", path, "--data", micro] + members) == 0
-        report = json.load(open(str(tmp_path / "jn_branches.json")))
-        assert set(report["test_top1"]) == {"vgg", "resnet", "mix", "head"}
-    else:
-        assert kd_plugin(["evaluate", path, "--data", micro, "-o", str(tmp_path / "reports"), "--repeats", "1"]) == 0
-        card = json.load(open(glob.glob(str(tmp_path / "reports" / "*.json"))[0]))
-        assert card["arch"] == arch and card["test_images"] == 20
+def test_avnet_checkpoint_evaluates_and_teaches_through_the_distiller_flags(avnet_path, micro, tmp_path):
+    assert kd_plugin(["evaluate", avnet_path, "--data", micro, "-o", str(tmp_path / "reports"), "--repeats", "1"]) == 0
+    card = json.load(open(glob.glob(str(tmp_path / "reports" / "*.json"))[0]))
+    assert card["arch"] == "avnet_cifar" and card["test_images"] == 20 and card["parameters"] == 25_902_228
     out = str(tmp_path / "logs")
-    assert compress_classifier([micro, "-a", "vgg7", "--kd-teacher", arch, "--kd-resume", path, "--epochs", "1",
-                                "-b", "20", "--vs", "0", "-o", out, "--no-progress"]) == 0
+    assert compress_classifier([micro, "-a", "vgg7", "--kd-teacher", "avnet_cifar", "--kd-resume", avnet_path,
+                                "--epochs", "1", "-b", "20", "--vs", "0", "-o", out, "--no-progress"]) == 0
     (summary,) = glob.glob(os.path.join(out, "*", "summary.json"))
     assert "train Distill Loss" in json.load(open(summary))["rows"][0]
+
+
+def test_jointnet_checkpoint_reports_branches_and_loads_as_teacher(micro, members, tmp_path):
+    path = str(tmp_path / "jn.pth.tar")
+    assert kd_plugin(["create-ensemble", "jn", "-o", path, "--data", micro] + members) == 0
+    report = json.load(open(str(tmp_path / "jn_branches.json")))
+    assert set(report["test_top1"]) == {"vgg", "resnet", "mix", "head"} and report["arch"] == "jointnet_cifar"
+    teacher = build_teacher(create_model("cnn5"), "jn", path)
+    resnet, _ = member_nets(members)
+    assert torch.equal(teacher.resnet.linear.weight, resnet.linear.weight)

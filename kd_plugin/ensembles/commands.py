@@ -70,7 +70,7 @@ def cmd_train(args):
         run_args.arch = training.get("arch", JOINTNET)
     settings = settings_from_args(run_args)
     if resolve_arch(settings.arch) != JOINTNET:
-        raise KDPluginError(f"train-jointnet trains {JOINTNET}, not {settings.arch}")
+        raise KDPluginError(f"train-jointnet trains {JOINTNET}, not {resolve_arch(settings.arch)}")
     if settings.load_weights_from or settings.resume_from:
         summary = train_jointnet(settings)
     else:
