@@ -125,7 +125,7 @@ class JointNetLoss:
     """``sum_k w_k * CE(output_k, labels)`` over JointNet's head, vgg (a1), resnet (a2) and mix (a3) outputs.
 
     Called as ``criterion(head_logits, labels)`` like any criterion; the other three outputs come from the
-    forward pass that produced ``head_logits``. The weights are read from ``model.loss_weights`` at each call;
+    forward pass that produced ``head_logits`` (each stash is used once). The weights are read from ``model.loss_weights`` at each call;
     ``last_terms`` holds the four unweighted terms of the latest call.
     """
 
@@ -135,9 +135,11 @@ class JointNetLoss:
 
     def __call__(self, head_logits, labels):
         outputs, self.model.last_outputs = self.model.last_outputs, None
-        if outputs is None or outputs.head is not head_logits:
+        if outputs is None or outputs.head.shape != head_logits.shape:
             raise RuntimeError("JointNetLoss needs the logits of the JointNet's latest training-mode forward pass")
-        terms = {name: F.cross_entropy(value, labels) for name, value in outputs._asdict().items()}
+        # head_logits may be a cast copy of outputs.head (autocast wrappers return .float()); use it as given.
+        outputs = outputs._replace(head=head_logits)
+        terms = {name: F.cross_entropy(value.float(), labels) for name, value in outputs._asdict().items()}
         self.last_terms = {name: value.detach() for name, value in terms.items()}
         weights = self.model.loss_weights._asdict()
         return sum(weights[name] * value for name, value in terms.items())
