@@ -126,13 +126,15 @@ def _verify_archive(path):
         raise KDPluginError(f"{path}: corrupt checkpoint (CRC mismatch in {bad})")
 
 
-_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
 
 
 def _refusal_reason(err):
     """The informative line of torch's multi-line message (never its advice to retry with weights_only=False)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    informative = [line for line in lines if not line.startswith(_TORCH_ADVICE)]
+    informative = [line.removeprefix("WeightsUnpickler error:").strip() for line in lines
+                   if not line.startswith(_TORCH_ADVICE)]
+    informative = [line.split(". Please use")[0] for line in informative if line]
     reason = informative[0].rstrip(".") if informative else type(err).__name__
     refused = lines and lines[0].startswith(_TORCH_ADVICE[0]) or any("GLOBAL" in line for line in informative)
     return "refused to unpickle: " + reason if refused else reason

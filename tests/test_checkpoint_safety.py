@@ -4,28 +4,18 @@ import errno
 import os
 import pickle
 import random
-import struct
 import zipfile
 
 import pytest
 import torch
 
+from bad_input_cases import MarkerExploit, record_data_spans
 from kd_plugin import create_model
 from kd_plugin.checkpoint import load_checkpoint_file, load_model, save_checkpoint
 from kd_plugin.engine.rundir import create_run_dir
 from kd_plugin.errors import KDPluginError
 from kd_plugin.fileio import write_json
 from kd_plugin.scheduler import CompressionScheduler
-
-
-class MarkerExploit:
-    """Unpickling this runs a shell command that creates MARKER: what every refusal below must prevent."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 class CallsSGD:
@@ -117,12 +107,16 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, writer):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("extra", [torch.optim.lr_scheduler.StepLR, os.system, argparse.Namespace(lr=0.1),
-                                   torch.nn.Linear(2, 2)], ids=["other-class", "function", "namespace", "module"])
-def test_globals_outside_the_allow_list_are_refused(tmp_path, extra):
+@pytest.mark.parametrize("extra,named", [
+    (torch.optim.lr_scheduler.StepLR, "GLOBAL torch.optim.lr_scheduler.StepLR was not an allowed"),
+    (os.system, "GLOBAL posix.system"), (argparse.Namespace(lr=0.1), "GLOBAL argparse.Namespace was not an allowed"),
+    (torch.nn.Linear(2, 2), "GLOBAL torch.nn.modules.linear.Linear was not an allowed")],
+    ids=["other-class", "function", "namespace", "module"])
+def test_globals_outside_the_allow_list_are_refused_by_name(tmp_path, extra, named):
     path = tmp_path / "extra.pth.tar"
     torch.save({"state_dict": create_model("cnn5").state_dict(), "optimizer_type": extra}, path)
-    one_line_error(path, "refused to unpickle")
+    message = one_line_error(path, "refused to unpickle: ")
+    assert named in message and "Please use" not in message
 
 
 def _content(**changes):
@@ -197,26 +191,13 @@ def test_module_prefixes_are_stripped_explicitly_and_collisions_refused(tmp_path
     one_line_error(both, "holds fc2.weight twice")
 
 
-def _record_data_spans(path):
-    """(start, length) of every stored record's bytes inside the archive."""
-    spans = []
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            assert info.compress_type == zipfile.ZIP_STORED
-            name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
-            spans.append((info.header_offset + 30 + name_len + extra_len, info.file_size))
-    return spans
-
-
 def test_torch_writes_crcs_and_any_single_bit_flip_is_caught_or_harmless(saved, tmp_path):
     path, model = saved
     with zipfile.ZipFile(path) as archive:
         assert archive.testzip() is None and all(i.CRC for i in archive.infolist() if i.file_size)
     raw = open(path, "rb").read()
     rng = random.Random(0)
-    data_positions = [start + rng.randrange(length) for start, length in _record_data_spans(path) if length]
+    data_positions = [start + rng.randrange(length) for start, length in record_data_spans(path) if length]
     anywhere = [rng.randrange(len(raw)) for _ in range(150)]
     outcomes = {"refused": 0, "identical": 0}
     for index, position in enumerate(data_positions + anywhere):

@@ -1,0 +1,291 @@
+"""The bad-input matrix of issue 8: every entry point, every kind of bad file or value -> exit code and one line.
+
+``python -m tests.bad_input_cases`` (from the repository root) builds the inputs in a temporary directory,
+runs every case in-process and prints the matrix as a Markdown table; tests/test_bad_input_matrix.py asserts it.
+"""
+import contextlib
+import io
+import os
+import pickle
+import random
+import re
+import struct
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+
+import torch
+
+from kd_plugin import create_model
+from kd_plugin.checkpoint import save_checkpoint
+from kd_plugin.data import write_synthetic_cifar
+
+
+class MarkerExploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def record_data_spans(path):
+    """(start, length) of every stored record's bytes inside a torch zip archive."""
+    raw = open(path, "rb").read()
+    spans = []
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            assert info.compress_type == zipfile.ZIP_STORED
+            name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+            spans.append((info.header_offset + 30 + name_len + extra_len, info.file_size))
+    return spans
+
+
+def _flip_inside_tensor_data(path, target):
+    raw = bytearray(open(path, "rb").read())
+    start, length = max(record_data_spans(path), key=lambda span: span[1])
+    raw[start + length // 2] ^= 0x04
+    open(target, "wb").write(bytes(raw))
+
+
+def build_inputs(root):
+    """Create every file the cases name under ROOT; returns {placeholder: path}."""
+    p = {"root": root, "marker": os.path.join(root, "MARKER")}
+    path = lambda name: os.path.join(root, name)  # noqa: E731
+    p["data"] = write_synthetic_cifar(path("data"), train_images=40, test_images=20, seed=2)
+    torch.manual_seed(0)
+    p["good"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name="good", dir=root)
+    raw = open(p["good"], "rb").read()
+    files = {"empty.pth.tar": b"", "truncated.pth.tar": raw[:len(raw) // 2],
+             "random.pth.tar": random.Random(0).randbytes(5000), "plain.txt": b"x"}
+    for name, content in files.items():
+        open(path(name), "wb").write(content)
+    _flip_inside_tensor_data(p["good"], path("bitflip.pth.tar"))
+    torch.save({"state_dict": {}, "x": MarkerExploit(p["marker"])}, path("evil_zip.pth.tar"))
+    with open(path("evil_raw.pth.tar"), "wb") as fh:
+        pickle.dump({"state_dict": {}, "x": MarkerExploit(p["marker"])}, fh, protocol=2)
+    torch.save({"state_dict": create_model("cnn5").state_dict(), "optimizer_type": torch.optim.lr_scheduler.StepLR},
+               path("extra_global.pth.tar"))
+    nan_state = create_model("cnn5").state_dict()
+    nan_state["fc2.weight"][0, 0] = float("nan")
+    torch.save({"epoch": 0, "arch": "cnn5_cifar", "state_dict": nan_state}, path("nan.pth.tar"))
+    torch.save({"epoch": -3, "arch": "cnn5_cifar", "state_dict": create_model("cnn5").state_dict()},
+               path("bad_epoch.pth.tar"))
+    _bad_datasets(root, p)
+    yamls = {
+        "evil.yaml": f"training:\n  lr: !!python/object/apply:os.system ['touch {p['marker']}']\n",
+        "malformed.yaml": "training:\n  lr: [0.1\n",
+        "duplicate.yaml": "training: {epochs: 2}\ntraining: {epochs: 3}\n",
+        "bomb.yaml": "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n",
+        "zero_lr.yaml": "training: {lr: 0}\n",
+        "zero_temperature.yaml": "extensions:\n  kd: {class: KnowledgeDistillationExtension, teacher_arch: cnn5, "
+                                 "temperature: 0}\n",
+        "milestones.yaml": "lr_schedulers:\n  ms: {class: MultiStepLR, milestones: [30, 10]}\n",
+        "unknown_key.yaml": "training: {epochs: 2, batchsize: 8}\n",
+        "big.yaml": "#" * (2**20 + 1),
+    }
+    for name, text in yamls.items():
+        open(path(name), "w").write(text)
+        p[name.split(".")[0] + "_yaml"] = path(name)
+    p.update({k.replace(".", "_").replace("_pth_tar", ""): path(k) for k in os.listdir(root)
+              if k.endswith(".pth.tar") or k == "plain.txt"})
+    p["missing"] = path("does_not_exist.pth.tar")
+    p["unwritable"] = os.path.join(path("plain.txt"), "sub")
+    return p
+
+
+def _bad_datasets(root, p):
+    good = os.path.join(p["data"], "cifar-10-batches-py")
+    for kind in ("truncated", "random", "evil", "shape"):
+        folder = os.path.join(root, f"data_{kind}", "cifar-10-batches-py")
+        os.makedirs(folder)
+        for name in os.listdir(good):
+            content = open(os.path.join(good, name), "rb").read()
+            if name == "test_batch":
+                content = {"truncated": content[:len(content) // 3], "random": random.Random(1).randbytes(4096),
+                           "evil": pickle.dumps(MarkerExploit(p["marker"]), protocol=2),
+                           "shape": pickle.dumps({b"data": bytes(10), b"labels": [1]}, protocol=2)}[kind]
+            open(os.path.join(folder, name), "wb").write(content)
+        p[f"data_{kind}"] = os.path.dirname(folder)
+    p["data_missing"] = os.path.join(root, "no_such_data")
+    os.makedirs(os.path.join(root, "data_empty"))
+    p["data_empty"] = os.path.join(root, "data_empty")
+
+
+@dataclass
+class Case:
+    name: str
+    program: str          # compress_classifier | kd-plugin | main_KD_CIFAR10
+    argv: str             # with {placeholders} from build_inputs
+    message: str          # regex the stderr line must match (after "PROGRAM: error: ")
+    code: int = 2
+
+
+CC = "{data} -a cnn5 --epochs 1 -b 20 --no-progress -o {root}/out"
+EVAL = "evaluate {ckpt} --data {data} -a cnn5 -o {root}/reports --repeats 1"
+CASES = [
+    Case("missing checkpoint", "compress_classifier", CC + " --resume-from {missing}", r"{missing}: checkpoint file not found"),
+    Case("empty checkpoint", "compress_classifier", CC + " --resume-from {empty}", r"{empty}: checkpoint file is empty"),
+    Case("truncated checkpoint", "compress_classifier", CC + " --resume-from {truncated}",
+         r"{truncated}: (corrupt checkpoint|not a loadable checkpoint)"),
+    Case("random-bytes checkpoint", "compress_classifier", CC + " --resume-from {random}",
+         r"{random}: not a loadable checkpoint"),
+    Case("bit-flipped checkpoint", "compress_classifier", CC + " --resume-from {bitflip}",
+         r"{bitflip}: corrupt checkpoint \(CRC mismatch in .*data/\d+\)"),
+    Case("malicious pickle (zip)", "compress_classifier", CC + " --resume-from {evil_zip}",
+         r"{evil_zip}: not a loadable checkpoint \(refused to unpickle: .*posix.system"),
+    Case("malicious pickle (raw)", "compress_classifier", CC + " --resume-from {evil_raw}",
+         r"{evil_raw}: not a loadable checkpoint \(refused to unpickle: .*posix.system"),
+    Case("extra global", "compress_classifier", CC + " --resume-from {extra_global}",
+         r"{extra_global}: not a loadable checkpoint \(refused to unpickle: .*StepLR"),
+    Case("wrong arch", "compress_classifier", CC.replace("cnn5", "vgg7") + " --resume-from {good}",
+         r"{good}: checkpoint is a cnn5_cifar, not the requested vgg7_bn_cifar"),
+    Case("NaN weights", "compress_classifier", CC + " --exp-load-weights-from {nan}",
+         r"{nan}: weights of fc2.weight contain NaN or Inf"),
+    Case("negative epoch in checkpoint", "compress_classifier", CC + " --resume-from {bad_epoch}",
+         r"{bad_epoch}: 'epoch' must be an integer >= 0, found -3"),
+    Case("evaluate: malicious checkpoint", "compress_classifier", CC + " -e --resume-from {evil_zip}",
+         r"{evil_zip}: not a loadable checkpoint \(refused to unpickle"),
+    Case("missing data dir", "compress_classifier", CC.replace("{data}", "{data_missing}"),
+         r"data directory '{data_missing}' does not exist"),
+    Case("empty data dir", "compress_classifier", CC.replace("{data}", "{data_empty}"),
+         r"{data_empty}: no CIFAR-10 python batches found"),
+    Case("truncated data batch", "compress_classifier", CC.replace("{data}", "{data_truncated}"),
+         r"{data_truncated}/cifar-10-batches-py/test_batch: not a readable CIFAR batch"),
+    Case("random-bytes data batch", "compress_classifier", CC.replace("{data}", "{data_random}"),
+         r"{data_random}/cifar-10-batches-py/test_batch: not a readable CIFAR batch"),
+    Case("malicious data batch", "compress_classifier", CC.replace("{data}", "{data_evil}"),
+         r"{data_evil}/cifar-10-batches-py/test_batch: not a readable CIFAR batch .*refusing to load posix.system"),
+    Case("malformed data batch", "compress_classifier", CC.replace("{data}", "{data_shape}"),
+         r"{data_shape}/cifar-10-batches-py/test_batch: 'data' must be a uint8 array"),
+    Case("malicious YAML", "compress_classifier", CC + " --compress {evil_yaml}",
+         r"{evil_yaml}: invalid YAML \(line 2, column 7\): could not determine a constructor .*os.system"),
+    Case("malformed YAML", "compress_classifier", CC + " --compress {malformed_yaml}", r"{malformed_yaml}: invalid YAML"),
+    Case("duplicate YAML key", "compress_classifier", CC + " --compress {duplicate_yaml}",
+         r"{duplicate_yaml}: invalid YAML .*duplicate key 'training'"),
+    Case("YAML alias bomb", "compress_classifier", CC + " --compress {bomb_yaml}",
+         r"{bomb_yaml}: invalid YAML .*anchors \(&name\) are not allowed"),
+    Case("oversized YAML", "compress_classifier", CC + " --compress {big_yaml}", r"{big_yaml}: 1048577 bytes exceeds"),
+    Case("YAML lr = 0", "compress_classifier", CC + " --compress {zero_lr_yaml}",
+         r"{zero_lr_yaml}: training.lr must be a number > 0, got 0"),
+    Case("YAML temperature = 0", "compress_classifier", CC + " --compress {zero_temperature_yaml}",
+         r"{zero_temperature_yaml}: extensions.kd: temperature must be a number > 0"),
+    Case("YAML milestones decreasing", "compress_classifier", CC + " --compress {milestones_yaml}",
+         r"{milestones_yaml}: lr_schedulers.ms: milestones must be a strictly increasing list"),
+    Case("YAML unknown key", "compress_classifier", CC + " --compress {unknown_key_yaml}",
+         r"{unknown_key_yaml}: training.batchsize: unknown key"),
+    Case("--lr 0", "compress_classifier", CC + " --lr 0", r"--lr must be a number > 0, got 0.0"),
+    Case("--lr nan", "compress_classifier", CC + " --lr nan", r"--lr must be a number > 0, got nan"),
+    Case("--epochs 0", "compress_classifier", CC.replace("--epochs 1", "--epochs 0"),
+         r"--epochs must be an integer >= 1, got 0"),
+    Case("--batch-size 0", "compress_classifier", CC.replace("-b 20", "-b 0"),
+         r"--batch-size must be an integer >= 1, got 0"),
+    Case("--kd-temp 0", "compress_classifier", CC + " --kd-teacher cnn5 --kd-temp 0",
+         r"--kd-temperature must be > 0, got 0.0"),
+    Case("--kd-dw -1", "compress_classifier", CC + " --kd-teacher cnn5 --kd-dw -1", r"--kd-distill-wt must be >= 0"),
+    Case("--epochs abc", "compress_classifier", CC + " --epochs abc", r"argument --epochs: invalid int value: 'abc'"),
+    Case("unknown arch", "compress_classifier", CC.replace("cnn5", "resnet9000"), r"unknown model 'resnet9000'"),
+    Case("unwritable output", "compress_classifier", CC.replace("{root}/out", "{unwritable}"),
+         r"output directory {unwritable} is not writable \(Not a directory\)"),
+    Case("evaluate: bit-flipped checkpoint", "kd-plugin", EVAL.replace("{ckpt}", "{bitflip}"),
+         r"{bitflip}: corrupt checkpoint \(CRC mismatch"),
+    Case("evaluate: malicious raw pickle", "kd-plugin", EVAL.replace("{ckpt}", "{evil_raw}"),
+         r"{evil_raw}: not a loadable checkpoint \(refused to unpickle"),
+    Case("evaluate: wrong arch", "kd-plugin", EVAL.replace("{ckpt}", "{good}").replace("cnn5", "resnet18"),
+         r"{good}: checkpoint is a cnn5_cifar, not the requested resnet18_cifar"),
+    Case("evaluate: missing checkpoint", "kd-plugin", EVAL.replace("{ckpt}", "{missing}"),
+         r"{missing}: checkpoint file not found"),
+    Case("evaluate: malicious data", "kd-plugin", EVAL.replace("{ckpt}", "{good}").replace("{data}", "{data_evil}"),
+         r"{data_evil}/cifar-10-batches-py/test_batch: not a readable CIFAR batch"),
+    Case("evaluate: unwritable output", "kd-plugin", EVAL.replace("{ckpt}", "{good}").replace("{root}/reports",
+                                                                                            "{unwritable}"),
+         r"output directory {unwritable} is not writable"),
+    Case("evaluate: --repeats 0", "kd-plugin", EVAL.replace("{ckpt}", "{good}").replace("--repeats 1", "--repeats 0"),
+         r"--repeats must be >= 1, got 0"),
+    Case("make-data: unwritable output", "kd-plugin", "make-data {unwritable}",
+         r"output directory {unwritable} is not writable"),
+    Case("make-data: too few images", "kd-plugin", "make-data {root}/made --train-images 5",
+         r"--train-images and --test-images must be >= 10"),
+    Case("unknown subcommand", "kd-plugin", "frobnicate", r"argument COMMAND: invalid choice: 'frobnicate'"),
+    Case("main_KD: malicious checkpoint", "main_KD_CIFAR10", "{data} tst 5-CNN {evil_zip} -o {root}/mk --no-progress",
+         r"{evil_zip}: not a loadable checkpoint \(refused to unpickle"),
+    Case("main_KD: truncated checkpoint", "main_KD_CIFAR10",
+         "{data} tst 5-CNN {truncated} -o {root}/mk --no-progress",
+         r"{truncated}: (corrupt checkpoint|not a loadable checkpoint)"),
+    Case("main_KD: wrong arch", "main_KD_CIFAR10", "{data} tst VGG7 {good} -o {root}/mk --no-progress",
+         r"{good}: checkpoint is a cnn5_cifar, not the requested vgg7_bn_cifar"),
+    Case("main_KD: missing data", "main_KD_CIFAR10", "{data_missing} tst 5-CNN {good} -o {root}/mk --no-progress",
+         r"data directory '{data_missing}' does not exist"),
+    Case("main_KD: ALPHA out of range", "main_KD_CIFAR10",
+         "{data} trn n sgd 2 0 20 y 1.5 2 5-CNN {root}/s.pt 5-CNN {good} -o {root}/mk --no-progress",
+         r"ALPHA must be a number in \[0, 1\], got '1.5'"),
+    Case("main_KD: T = 0", "main_KD_CIFAR10",
+         "{data} trn n sgd 2 0 20 y 0.5 0 5-CNN {root}/s.pt 5-CNN {good} -o {root}/mk --no-progress",
+         r"T must be a number > 0, got '0'"),
+    Case("main_KD: unwritable output", "main_KD_CIFAR10",
+         "{data} trn n sgd 2 0 20 n 5-CNN {root}/s.pt -o {unwritable} --no-progress",
+         r"output directory {unwritable} is not writable"),
+]
+# Run through the installed console scripts as well, to prove the real commands behave the same.
+SUBPROCESS_CASES = ["malicious pickle (zip)", "malicious YAML", "evaluate: bit-flipped checkpoint",
+                    "main_KD: malicious checkpoint"]
+
+
+def fill(template, inputs):
+    return template.format(**inputs)
+
+
+def entry_point(program):
+    if program == "compress_classifier":
+        from kd_plugin.compress_classifier import main
+    elif program == "kd-plugin":
+        from kd_plugin.cli import main
+    else:
+        from kd_plugin.main_kd_cifar10 import main
+    return main
+
+
+def run_in_process(case, inputs):
+    """(exit code, stderr lines) of the entry point's main(argv), as the console script would exit."""
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            code = entry_point(case.program)(fill(case.argv, inputs).split())
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, err.getvalue().splitlines()
+
+
+def run_as_subprocess(case, inputs):
+    import subprocess
+
+    script = os.path.join(os.path.dirname(sys.executable), case.program)
+    result = subprocess.run([script, *fill(case.argv, inputs).split()], capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stderr.splitlines()
+
+
+def expected_line(case, inputs):
+    """The regex the whole stderr line must match."""
+    escaped = {k: re.escape(v) for k, v in inputs.items()}
+    return re.compile(rf"^{re.escape(case.program)}: error: " + case.message.format(**escaped))
+
+
+def matrix(results):
+    rows = ["| # | entry point | case | exit | stderr |", "|---|---|---|---|---|"]
+    for index, (case, code, lines) in enumerate(results, 1):
+        shown = " / ".join(lines).replace("|", "\\|")
+        rows.append(f"| {index} | {case.program} | {case.name} | {code} | `{shown}` |")
+    return "\n".join(rows)
+
+
+def main():
+    with tempfile.TemporaryDirectory() as root:
+        inputs = build_inputs(root)
+        results = [(case, *run_in_process(case, inputs)) for case in CASES]
+        text = matrix(results).replace(root, "$TMP")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
