@@ -12,6 +12,7 @@ from .fileio import ensure_writable_dir
 from .models import create_model, list_aliases, list_models, resolve_arch
 from .plots import add_plot_args, cmd_plot
 from .report import add_report_args, cmd_report
+from .reproduce.command import add_reproduce_args, cmd_reproduce
 from .summaries import parameter_count
 from .sweep import add_sweep_args, cmd_sweep
 
@@ -104,6 +105,9 @@ for _name, _command, _help, _arg_builder in (
                                "comparison table", add_report_args),
         ("sweep", cmd_sweep, "run a resumable alpha x T (x teacher x student x seed) grid of KD runs in parallel; "
                              "writes the table and accuracy-vs-T PNGs", add_sweep_args),
+        ("reproduce", cmd_reproduce, "the original experiment end to end (teachers, AvNet, JointNet, students, every "
+                                     "KD row, cards) with REPORT.md beside the original's numbers; resumable",
+         add_reproduce_args),
         ("plot", cmd_plot, "training curves (losses, top-1, lr per epoch) as PNG from run directories",
          add_plot_args)):
     subcommand(_name, _help)(_command)

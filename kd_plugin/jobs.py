@@ -9,6 +9,7 @@ orphan writing into a directory the next attempt will use.
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import glob
 import importlib
 import json
@@ -128,6 +129,11 @@ class JobRunner:
 
     def run(self, jobs):
         """Run every unfinished job; returns {name: result} for all finished ones. Failures: JobsFailed."""
+        for job in jobs:
+            done = job.result()
+            if done is not None and done.get("command") != job.command()[2:]:
+                raise KDPluginError(f"{job.directory} holds a finished run of another command (different options "
+                                    f"or inputs); use another output directory, or remove it to run it again")
         pending = [job for job in jobs if job.result() is None]
         skipped = len(jobs) - len(pending)
         if skipped:
@@ -200,3 +206,22 @@ def _stop(running):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def exclusive_directory(out_dir, what, wait_s=60):
+    """Hold OUT/.lock for a sweep or pipeline; yields the lock's fd. Pass it to JobRunner(keep_fds=...) so the
+    runs inherit the lock: it stays held until the last one exits, and a rerun right after a killed parent
+    waits for the killed parent's runs to stop instead of racing them."""
+    with open(os.path.join(out_dir, ".lock"), "w") as fh:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise KDPluginError(f"another {what} (or runs it left behind) is still running in {out_dir}; "
+                                        f"wait for it or use another output directory") from None
+                time.sleep(0.5)
+        yield fh.fileno()

@@ -6,15 +6,12 @@ OUT/runs/NAME, resumable through jobs.Job's done markers. The results become the
 (teacher -> student, alpha, T, accuracy; mean ± std over seeds) as Markdown and CSV, plus one PNG per
 teacher/student pair of accuracy against T per alpha with the student's baseline as a horizontal line.
 """
-import contextlib
 import csv
-import fcntl
 import io
 import json
 import os
 import shlex
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
 from .checkpoint import load_model
@@ -23,7 +20,7 @@ from .data import TensorLoader, load_split
 from .engine.loop import evaluate_loader
 from .errors import KDPluginError
 from .fileio import ensure_writable_dir, write_json, write_text
-from .jobs import Job, JobRunner
+from .jobs import Job, JobRunner, exclusive_directory
 from .models import resolve_arch
 from .plots import accuracy_vs_temperature, plot_or_warn
 from .report import markdown_table
@@ -61,7 +58,8 @@ def kd_job(plan, teacher, student, alpha, temperature, seed):
     name = f"{teacher.label}-to-{short(student)}_a{alpha:g}_T{temperature:g}_s{seed}"
     argv = [plan.data, *(["--compress", plan.kd_schedule] if plan.kd_schedule else []), "-a", student,
             "--kd-teacher", teacher.arch, "--kd-resume", teacher.checkpoint, "--kd-dw", f"{alpha:.10g}",
-            "--kd-sw", f"{1 - alpha:.10g}", "--kd-temp", f"{temperature:.10g}", "--seed", str(seed), *plan.run_args]
+            "--kd-sw", f"{1 - alpha:.10g}", "--kd-temp", f"{temperature:.10g}", "--seed", str(seed),
+            "--teacher-cache", os.path.join(plan.out, "teacher_cache"), *plan.run_args]
     meta = {"teacher": teacher.arch, "teacher_label": teacher.label, "teacher_checkpoint": teacher.checkpoint,
             "student": student, "alpha": alpha, "temperature": temperature, "seed": seed}
     return Job.training_run(name, os.path.join(plan.out, "runs", name), argv, meta=meta)
@@ -146,19 +144,20 @@ def write_tables(rows, out_dir):
 
 
 def write_plots(rows, out_dir, warn=print):
-    """One PNG per teacher -> student pair: accuracy against T, a line per alpha, the baseline dashed."""
+    """One PNG per teacher -> student pair: accuracy against T, a line per alpha, the baseline dashed.
+    Returns [(title, path)]."""
     pngs = []
     pairs = sorted({(r["teacher"], r["teacher_arch"], r["student"]) for r in rows if r["teacher_arch"]})
     for label, teacher, student in pairs:
         points = [{"alpha": r["alpha"], "temperature": r["temperature"], "mean": r["mean"], "std": r["std"]}
                   for r in rows if r["teacher"] == label and r["student"] == student]
         baseline = next((r["baseline"] for r in rows if r["student"] == student), None)
+        title = f"{display_name(teacher)} → {display_name(student)}"
         png = plot_or_warn(accuracy_vs_temperature, points,
                            os.path.join(out_dir, f"accuracy_vs_T_{label}_to_{short(student)}.png"),
-                           baseline=baseline, warn=warn,
-                           title=f"{display_name(teacher)} → {display_name(student)}")
+                           baseline=baseline, warn=warn, title=title)
         if png:
-            pngs.append(png)
+            pngs.append((title, png))
     return pngs
 
 
@@ -250,24 +249,6 @@ def plan_from_args(args):
                      kd_schedule, baseline_schedule, args.train_baseline, run_args)
 
 
-@contextlib.contextmanager
-def sweep_lock(out_dir, wait_s=60):
-    """Hold OUT/.sweep.lock; runs started under it inherit the lock, so it stays held until the last one exits
-    (a rerun right after a killed sweep waits for the killed sweep's runs to stop)."""
-    with open(os.path.join(out_dir, ".sweep.lock"), "w") as fh:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise KDPluginError(f"another sweep (or runs it left behind) is still running in {out_dir}; "
-                                        f"wait for it or use another -o") from None
-                time.sleep(0.5)
-        yield fh.fileno()
-
-
 def add_sweep_args(p):
     p.add_argument("--data", required=True, help="CIFAR-10 python batches dir")
     p.add_argument("--schedule", help="base YAML schedule (with a KnowledgeDistillationExtension, or without "
@@ -293,7 +274,7 @@ def cmd_sweep(args):
     test_set = load_split(plan.data, "test")  # fails early, with one line, on a bad --data
     given = dict(baseline_accuracy(path, test_set) for path in args.baseline or [])
     jobs = sweep_jobs(plan)
-    with sweep_lock(plan.out) as lock_fd:
+    with exclusive_directory(plan.out, "sweep") as lock_fd:
         write_json(os.path.join(plan.out, "sweep.json"), {**asdict(plan), "teachers": [asdict(t) for t in
                                                                                        plan.teachers]})
         print(f"sweep: {len(jobs)} runs ({len(plan.teachers)} teacher(s) x {len(plan.students)} student(s) x "

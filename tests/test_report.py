@@ -10,6 +10,8 @@ from kd_plugin.cli import main as kd_plugin
 from kd_plugin.compress_classifier import main as compress_classifier
 from kd_plugin.data import CLASS_NAMES
 
+from cli_support import assert_one_line_error
+
 
 def has_matplotlib():
     try:
@@ -72,14 +74,6 @@ def test_plot_training_curves(tiny_data, tmp_path):
     assert os.listdir(tmp_path / "pngs") == [f"{os.path.basename(run_dir)}_curves.png"]
 
 
-def exit_code(argv):
-    """kd-plugin's exit code, whether it returns it or argparse exits."""
-    try:
-        return kd_plugin(argv)
-    except SystemExit as exit_:
-        return exit_.code
-
-
 @pytest.mark.parametrize("argv, message", [
     (["report", "missing.pth.tar", "--data", "{data}"], "missing.pth.tar: checkpoint file not found"),
     (["report", "{ckpt}", "--data", "{data}", "--repeats", "0"], "--repeats must be >= 1"),
@@ -89,6 +83,4 @@ def exit_code(argv):
     (["plot", "{data}"], "no training.csv there"),
 ])
 def test_bad_inputs_exit_2_with_one_line(argv, message, tiny_data, two_checkpoints, workdir, capsys):
-    code = exit_code([a.format(data=tiny_data, ckpt=two_checkpoints[0]) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert_one_line_error([a.format(data=tiny_data, ckpt=two_checkpoints[0]) for a in argv], message, capsys)

@@ -16,6 +16,8 @@ from kd_plugin.config import read_schedule
 from kd_plugin.schedule_scaling import scale_schedule, strip_distillation
 from kd_plugin.sweep import table_rows
 
+from cli_support import assert_one_line_error, exit_code
+
 SCHEDULES = os.path.join(os.path.dirname(__file__), "..", "schedules")
 
 
@@ -33,13 +35,6 @@ def kd_schedule(tmp_path, teacher):
     path = tmp_path / "kd.yaml"
     path.write_text(yaml.safe_dump(sched))
     return str(path)
-
-
-def exit_code(argv):
-    try:
-        return kd_plugin(argv)
-    except SystemExit as exit_:
-        return exit_.code
 
 
 def test_scale_schedule_keeps_the_recipe_shape():
@@ -139,9 +134,7 @@ def test_bad_inputs_exit_2_with_one_line(extra, message, tiny_data, teacher, wor
     argv = ["sweep", "--data", tiny_data, "--student", "cnn5", "-o", "sw"]
     if not any(a.startswith("--teacher") or a == "--schedule" for a in extra):
         argv += ["--teacher", f"cnn5={teacher}"]
-    code = exit_code(argv + extra)
-    err = capsys.readouterr().err
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert_one_line_error(argv + extra, message, capsys)
 
 
 def test_sweep_needs_a_student_and_a_teacher(tiny_data, workdir, capsys):
