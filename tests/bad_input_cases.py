@@ -125,8 +125,10 @@ class Case:
 CC = "{data} -a cnn5 --epochs 1 -b 20 --no-progress -o {root}/out"
 EVAL = "evaluate {ckpt} --data {data} -a cnn5 -o {root}/reports --repeats 1"
 CASES = [
-    Case("missing checkpoint", "compress_classifier", CC + " --resume-from {missing}", r"{missing}: checkpoint file not found"),
-    Case("empty checkpoint", "compress_classifier", CC + " --resume-from {empty}", r"{empty}: checkpoint file is empty"),
+    Case("missing checkpoint", "compress_classifier", CC + " --resume-from {missing}",
+         r"{missing}: checkpoint file not found"),
+    Case("empty checkpoint", "compress_classifier", CC + " --resume-from {empty}",
+         r"{empty}: checkpoint file is empty"),
     Case("truncated checkpoint", "compress_classifier", CC + " --resume-from {truncated}",
          r"{truncated}: (corrupt checkpoint|not a loadable checkpoint)"),
     Case("random-bytes checkpoint", "compress_classifier", CC + " --resume-from {random}",
@@ -161,7 +163,8 @@ CASES = [
          r"{data_shape}/cifar-10-batches-py/test_batch: 'data' must be a uint8 array"),
     Case("malicious YAML", "compress_classifier", CC + " --compress {evil_yaml}",
          r"{evil_yaml}: invalid YAML \(line 2, column 7\): could not determine a constructor .*os.system"),
-    Case("malformed YAML", "compress_classifier", CC + " --compress {malformed_yaml}", r"{malformed_yaml}: invalid YAML"),
+    Case("malformed YAML", "compress_classifier", CC + " --compress {malformed_yaml}",
+         r"{malformed_yaml}: invalid YAML \(line 3, column 1\)"),
     Case("duplicate YAML key", "compress_classifier", CC + " --compress {duplicate_yaml}",
          r"{duplicate_yaml}: invalid YAML .*duplicate key 'training'"),
     Case("YAML alias bomb", "compress_classifier", CC + " --compress {bomb_yaml}",

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 
+import pytest
 import torch
 
 from kd_plugin import create_model
@@ -40,10 +41,12 @@ def kd_inputs(tmp_path_factory):
 
 
 def kd_argv(inputs, out, *extra):
-    """compress_classifier arguments of the shared run: 10 batches of 8 per epoch, KD from epoch 0, CPU."""
+    """compress_classifier arguments of the shared run: 10 batches of 8 per epoch, KD from epoch 0, CPU, one
+    thread (the same float results in every process, and no spinning OpenMP threads on a busy machine)."""
     return [inputs["data"], "-a", "cnn5", "--epochs", str(EPOCHS), "-b", "8", "--lr", "0.05", "--seed", "3",
-            "--deterministic", "--cpu", "--vs", "0.2", "--compress", inputs["schedule"], "--kd-teacher", "cnn5",
-            "--kd-resume", inputs["teacher"], "--kd-temp", "2", "--no-progress", "-n", "kd", "-o", str(out), *extra]
+            "--deterministic", "--cpu", "--threads", "1", "--vs", "0.2", "--compress", inputs["schedule"],
+            "--kd-teacher", "cnn5", "--kd-resume", inputs["teacher"], "--kd-temp", "2", "--no-progress", "-n", "kd",
+            "-o", str(out), *extra]
 
 
 def console_script(name):
@@ -53,8 +56,15 @@ def console_script(name):
 
 
 def child_env():
-    """The same thread count as this process, so runs here and in children compute identical floats."""
-    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def restore_threads():
+    """In-process runs of kd_argv set torch's thread count (--threads 1); give the next test its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def run_cli(argv, timeout=240):

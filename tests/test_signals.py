@@ -8,13 +8,16 @@ import shlex
 import signal
 
 import pytest
+
 import run_support as support
+from run_support import restore_threads  # noqa: F401 (fixture)
 from kd_plugin.compress_classifier import build_parser, main, settings_from_args
 from kd_plugin.engine.trainer import run_training
 from kd_plugin.errors import NonFiniteLoss, TrainingInterrupted
 
-INTERRUPTED = re.compile(r"^compress_classifier: interrupted: (SIGINT|SIGTERM) at (epoch \d+, batch \d+|the end of epoch "
-                         r"\d+): resumable checkpoint saved to (\S+); resume with: (.+)$")
+pytestmark = pytest.mark.usefixtures("restore_threads")
+INTERRUPTED = re.compile(r"^compress_classifier: interrupted: (SIGINT|SIGTERM) at (epoch \d+, batch \d+|the end of "
+                         r"epoch \d+): resumable checkpoint saved to (\S+); resume with: (.+)$")
 
 
 def resume_from_message(line, tmp_path):
