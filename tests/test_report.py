@@ -84,3 +84,12 @@ def test_plot_training_curves(tiny_data, tmp_path):
 ])
 def test_bad_inputs_exit_2_with_one_line(argv, message, tiny_data, two_checkpoints, workdir, capsys):
     assert_one_line_error([a.format(data=tiny_data, ckpt=two_checkpoints[0]) for a in argv], message, capsys)
+
+
+def test_tensorboard_events_when_installed(tiny_data, tmp_path):
+    pytest.importorskip("torch.utils.tensorboard")
+    out = str(tmp_path / "logs")
+    assert compress_classifier([tiny_data, "-a", "cnn5", "--epochs", "1", "-b", "100", "--seed", "0", "-o", out,
+                                "-n", "tb", "--no-progress"]) == 0
+    (run_dir,) = [os.path.join(out, d) for d in os.listdir(out)]
+    assert any(name.startswith("events.out.tfevents.") for name in os.listdir(run_dir))
