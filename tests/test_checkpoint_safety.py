@@ -4,6 +4,7 @@ import errno
 import os
 import pickle
 import random
+import stat
 import zipfile
 
 import pytest
@@ -274,6 +275,20 @@ def test_failed_save_keeps_the_previous_checkpoint_and_removes_the_temp_file(sav
     assert open(path, "rb").read() == before
     assert _leftovers(tmp_path) == []
     assert load_checkpoint_file(path).epoch == 3
+
+
+def test_save_writes_a_temp_file_beside_the_target_fsyncs_then_renames(saved, tmp_path, monkeypatch):
+    path, model = saved
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", stat.S_ISDIR(os.fstat(fd).st_mode)))
+                        or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda src, dst: events.append(("replace", os.path.dirname(src) ==
+                                                                       os.path.dirname(dst))) or real_replace(src, dst))
+    save_checkpoint(5, "cnn5_cifar", model, dir=str(tmp_path))
+    monkeypatch.undo()
+    assert events == [("fsync", False), ("replace", True), ("fsync", True)]  # file, rename, directory
+    assert load_checkpoint_file(path).epoch == 5 and _leftovers(tmp_path) == []
 
 
 def test_best_copy_is_atomic_too(saved, tmp_path, monkeypatch):
