@@ -74,6 +74,8 @@ def training_curves(csv_path, png_path, title=None):
             if xs:
                 ax.plot(xs, ys, marker=marker, label=name)
         ax.set_xlabel("epoch")
+        if len(rows) <= 12:  # few epochs: one tick each, not fractional ones
+            ax.set_xticks([row["epoch"] for row in rows])
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         if len(names) > 1:

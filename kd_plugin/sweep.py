@@ -275,8 +275,7 @@ def cmd_sweep(args):
     given = dict(baseline_accuracy(path, test_set) for path in args.baseline or [])
     jobs = sweep_jobs(plan)
     with exclusive_directory(plan.out, "sweep") as lock_fd:
-        write_json(os.path.join(plan.out, "sweep.json"), {**asdict(plan), "teachers": [asdict(t) for t in
-                                                                                       plan.teachers]})
+        write_json(os.path.join(plan.out, "sweep.json"), asdict(plan))
         print(f"sweep: {len(jobs)} runs ({len(plan.teachers)} teacher(s) x {len(plan.students)} student(s) x "
               f"{len(plan.alphas)} alpha x {len(plan.temperatures)} T x {len(plan.seeds)} seed(s)"
               f"{' + baselines' if plan.train_baseline else ''}), {args.jobs} at a time, in {plan.out}")
@@ -287,6 +286,6 @@ def cmd_sweep(args):
             if results:
                 rows = table_rows(results, {**given, **baselines_from_results(results)})
                 md, csv_path = write_tables(rows, plan.out)
-                write_plots(rows, plan.out, warn=lambda text: print(text))
+                write_plots(rows, plan.out)
                 print(f"wrote {md} and {csv_path} ({len(results)} of {len(jobs)} runs)")
     return 0
