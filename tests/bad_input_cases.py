@@ -277,7 +277,8 @@ def expected_line(case, inputs):
 def matrix(results):
     rows = ["| # | entry point | case | exit | stderr |", "|---|---|---|---|---|"]
     for index, (case, code, lines) in enumerate(results, 1):
-        shown = " / ".join(lines).replace("|", "\\|")
+        shown = (lines[0] if lines else "") + (f" (+{len(lines) - 1} more lines)" if len(lines) > 1 else "")
+        shown = shown.replace("|", "\\|")
         rows.append(f"| {index} | {case.program} | {case.name} | {code} | `{shown}` |")
     return "\n".join(rows)
 
