@@ -6,7 +6,7 @@ import shutil
 import time
 
 from ..errors import KDPluginError
-from ..fileio import ensure_writable_dir
+from ..fileio import atomic_write, ensure_writable_dir
 
 
 def create_run_dir(out_dir, name):
@@ -67,12 +67,13 @@ class CsvLog:
         columns = []
         for r in self.rows:
             columns += [k for k in r if k not in columns]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
+
+        def write(fh):
+            writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+
+        atomic_write(self.path, write, mode="w")
 
 
 def _fmt(value):
