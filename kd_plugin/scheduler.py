@@ -3,7 +3,32 @@ from .errors import KDPluginError
 from .policy import LossComponent, PolicyLoss
 
 
-class CompressionScheduler:
+def _state_owner(policy):
+    """What holds a policy's checkpoint state: the policy, or the LR scheduler of Distiller's LRPolicy."""
+    return policy if hasattr(policy, "state_dict") else getattr(policy, "lr_scheduler", None)
+
+
+class PolicyStates:
+    """The checkpoint state of a scheduler's stateful policies (LR schedulers), which Distiller does not keep
+    (its scheduler state is the pruning masks only); mixed into both runtimes' schedulers."""
+
+    def stateful_policies(self):
+        return [p for p in self.sched_metadata if _state_owner(p) is not None]
+
+    def policy_states(self):
+        return [_state_owner(p).state_dict() for p in self.stateful_policies()]
+
+    def load_policy_states(self, state):
+        states = state.get("policy_states", [])
+        policies = self.stateful_policies()
+        if len(states) != len(policies):
+            raise KDPluginError(f"checkpoint holds {len(states)} policy states but the schedule has {len(policies)} "
+                                f"stateful policies; resume with the same schedule")
+        for policy, policy_state in zip(policies, states):
+            _state_owner(policy).load_state_dict(policy_state)
+
+
+class CompressionScheduler(PolicyStates):
     def __init__(self, model, zeros_mask_dict=None, device=None):
         self.model = model
         self.device = device
@@ -73,21 +98,11 @@ class CompressionScheduler:
             meta["optimizer"] = optimizer
             policy.on_epoch_end(self.model, self.zeros_mask_dict, meta, **kwargs)
 
-    def stateful_policies(self):
-        return [p for p in self.sched_metadata if hasattr(p, "state_dict")]
-
     def state_dict(self):
-        return {"masks_dict": dict(self.zeros_mask_dict),
-                "policy_states": [p.state_dict() for p in self.stateful_policies()]}
+        return {"masks_dict": dict(self.zeros_mask_dict), "policy_states": self.policy_states()}
 
     def load_state_dict(self, state, normalize_dataparallel_keys=False):
-        states = state.get("policy_states", [])
-        policies = self.stateful_policies()
-        if len(states) != len(policies):
-            raise KDPluginError(f"checkpoint holds {len(states)} policy states but the schedule has {len(policies)} "
-                                f"stateful policies; resume with the same schedule")
-        for policy, policy_state in zip(policies, states):
-            policy.load_state_dict(policy_state)
+        self.load_policy_states(state)
 
     @staticmethod
     def verify_policy_loss(policy_loss):

@@ -341,8 +341,10 @@ def test_backends_run_the_same_experiment_with_their_own_classes(tiny_data, tmp_
             assert not any(isinstance(p, distiller.ScheduledTrainingPolicy) for p in policies)
         results[backend] = record_losses(run.scheduler)
         results[backend]["rows"] = run.fit()["rows"]
+        results[backend]["lr_state"] = run.scheduler.state_dict()["policy_states"]  # checkpointed for resume
     builtin, other = results["builtin"], results["distiller"]
     assert [float(row["lr"]) for row in other["rows"]] == [float(row["lr"]) for row in builtin["rows"]] == [0.05, 0.005]
+    assert other["lr_state"] == builtin["lr_state"] and builtin["lr_state"][0]["last_epoch"] == 2
     assert len(other["overall"]) == len(builtin["overall"]) == 2 * 4  # 2 epochs of 160 images / 50 per batch
     for key in ("overall", "distill"):
         assert other[key] == pytest.approx(builtin[key], rel=BACKEND_LOSS_RTOL)

@@ -12,6 +12,7 @@ from distiller.policy import LossComponent, PolicyLoss, ScheduledTrainingPolicy
 from ..config import COMPONENT_CLASSES, ScheduleError, component_args, read_schedule
 from ..errors import KDPluginError
 from ..runtime import Runtime
+from ..scheduler import PolicyStates
 from .policies import KnowledgeDistillationPolicy
 from .registration import register_with_distiller
 
@@ -41,7 +42,20 @@ def dict_config(model, optimizer, sched_dict, scheduler=None, resumed_epoch=None
         raise ScheduleError(f"{source}: Distiller's schedule parser: {type(err).__name__}: {err}") from None
 
 
+class CompressionScheduler(PolicyStates, distiller.CompressionScheduler):
+    """Distiller's scheduler (every callback is Distiller's); its checkpoint state also holds the LR schedulers'
+    states, as the built-in one does, so a resumed run continues exactly. Distiller's own ``load_checkpoint``
+    reads the masks and ignores the rest."""
+
+    def state_dict(self):
+        return {**super().state_dict(), "policy_states": self.policy_states()}
+
+    def load_state_dict(self, state, normalize_dataparallel_keys=False):
+        super().load_state_dict(state, normalize_dataparallel_keys)
+        self.load_policy_states(state)
+
+
 def distiller_runtime():
     register_with_distiller()
-    return Runtime("distiller", distiller.CompressionScheduler, ScheduledTrainingPolicy, PolicyLoss, LossComponent,
+    return Runtime("distiller", CompressionScheduler, ScheduledTrainingPolicy, PolicyLoss, LossComponent,
                    KnowledgeDistillationPolicy, partial(read_schedule, distiller_components=True), dict_config)
