@@ -54,6 +54,9 @@ def test_smoke_pipeline_end_to_end_then_resumes(reduced_schedules, tmp_path, cap
     capsys.readouterr()
 
     os.remove(os.path.join(out, "REPORT.md"))
+    assert kd_plugin(["reproduce", "--report-only", "-o", out, "--schedules", reduced_schedules]) == 0
+    assert open(os.path.join(out, "REPORT.md")).read().split("## Models")[1] == report.split("## Models")[1]
+    assert "Partial" not in report
     assert kd_plugin(argv) == 0  # every stage is found done; only the report is written again
     printed = capsys.readouterr().out
     for line in ("4 of 4 runs already done", "2 of 2 runs already done", "2 of 2 runs already done"):
@@ -73,6 +76,7 @@ def test_smoke_pipeline_end_to_end_then_resumes(reduced_schedules, tmp_path, cap
     (["--data", "no-such-dir"], "--data no-such-dir: no such directory"),
     (["--profile", "huge"], "invalid choice: 'huge'"),
     (["--extra-args", "'open"], "--extra-args"),
+    (["--report-only"], "out: no reproduce run there (state.json missing)"),
 ])
 def test_bad_inputs_exit_2_with_one_line(extra, message, workdir, capsys):
     assert_one_line_error(["reproduce", "-o", "out", *extra], message, capsys)

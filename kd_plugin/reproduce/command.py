@@ -4,6 +4,7 @@ Resumable stage by stage: each training or ensemble stage is a jobs.Job with its
 card a JSON file; a rerun of the same command skips what exists and carries on. OUT/state.json (written
 atomically) records the profile and data the directory belongs to, and every stage's status and time.
 """
+import glob
 import json
 import os
 import shlex
@@ -23,7 +24,7 @@ from ..sweep import short, table_rows, write_plots
 from .profiles import PROFILES
 from .reference import display_name
 from .report_md import write_report
-from .stages import MODEL_ORDER, Pipeline
+from .stages import ENSEMBLES, MODEL_ORDER, Pipeline
 
 
 def add_reproduce_args(p):
@@ -39,15 +40,17 @@ def add_reproduce_args(p):
     p.add_argument("--device", default="auto", help="latency devices for the cards: auto, cpu or cuda")
     p.add_argument("--schedules", help="folder of the original's schedules (default: the repository's schedules/)")
     p.add_argument("--extra-args", help="more compress_classifier options for every training run, as one string")
+    p.add_argument("--report-only", action="store_true",
+                   help="only write REPORT.md from what OUT holds so far (also while a run is going on)")
 
 
 class State:
     """OUT/state.json: what this directory holds, kept current after every stage."""
 
-    def __init__(self, out_dir, profile, data, seed):
+    def __init__(self, out_dir, profile, data, seed, generated=False):
         self.path = os.path.join(out_dir, "state.json")
         identity = {"profile": profile, "data": data, "seed": seed}
-        self.content = {**identity, "stages": {}, "invocations": []}
+        self.content = {**identity, "generated": generated, "stages": {}, "invocations": []}
         if os.path.isfile(self.path):
             with open(self.path) as fh:
                 previous = json.load(fh)
@@ -122,8 +125,8 @@ def _cards(checkpoints, data, profile, devices, out_dir, state, say):
 
 def _figures(results, kd_results, baselines, cards, plots_dir, say):
     pngs = []
-    png = plot_or_warn(per_class_bars, {display_name(a): c["test_per_class"] for a, c in cards.items()},
-                       os.path.join(plots_dir, "per_class.png"), warn=say)
+    png = cards and plot_or_warn(per_class_bars, {display_name(a): c["test_per_class"] for a, c in cards.items()},
+                                 os.path.join(plots_dir, "per_class.png"), warn=say)
     if png:
         pngs.append(("Per-class test accuracy, our models", png))
     for title, png in write_plots(table_rows(kd_results, baselines), plots_dir, warn=say):
@@ -138,6 +141,47 @@ def _figures(results, kd_results, baselines, cards, plots_dir, say):
     return pngs, curves
 
 
+def finished_results(out_dir):
+    """{stage: result} of every finished run under OUT/runs, in pipeline order (networks, ensembles, KD)."""
+    results = []
+    for path in glob.glob(os.path.join(out_dir, "runs", "*", "result.json")):
+        with open(path) as fh:
+            result = json.load(fh)
+        group = 2 if result.get("teacher") else 1 if result["arch"] in ENSEMBLES else 0
+        rank = MODEL_ORDER.index(result["arch"]) if group < 2 and result["arch"] in MODEL_ORDER else 0
+        results.append(((group, rank, result["stage"]), result))
+    return {key[2]: result for key, result in sorted(results, key=lambda item: item[0])}
+
+
+def finished_cards(cards_dir):
+    cards = {}
+    for arch in MODEL_ORDER:
+        path = os.path.join(cards_dir, f"{short(arch)}.json")
+        if os.path.isfile(path):
+            with open(path) as fh:
+                cards[arch] = json.load(fh)
+    return cards
+
+
+def write_pipeline_report(out_dir, profile, data, generated, seed, state_content, wall_seconds, expected_runs, say):
+    """REPORT.md from whatever OUT holds: complete after a full run, marked partial otherwise."""
+    results, cards = finished_results(out_dir), finished_cards(os.path.join(out_dir, "cards"))
+    kd_results = [r for r in results.values() if r.get("teacher")]
+    baselines = {r["arch"]: r["test_top1"] for r in results.values()
+                 if not r.get("teacher") and r["arch"] in ("vgg7_bn_cifar", "cnn5_cifar")}
+    figures = _figures(results, kd_results, baselines, cards, os.path.join(out_dir, "plots"), say)
+    train_split, test_split = load_split(data, "train"), load_split(data, "test")
+    context = {"profile": profile, "seed": seed, "when": time.strftime("%Y-%m-%d %H:%M"), "commit": _commit(),
+               "devices": sorted({lat["device"] for card in cards.values() for lat in card["latency"].values()}),
+               "wall_seconds": wall_seconds,
+               "compute_seconds": sum(s.get("seconds") or 0 for s in state_content["stages"].values()),
+               "progress": (len(results), expected_runs, len(cards), len(MODEL_ORDER)),
+               "data": {"path": data, "generated": generated, "train": len(train_split), "test": len(test_split),
+                        "valid": len(validation_split(train_split, 0.1, seed=seed)[1] or [])}}
+    return write_report(os.path.join(out_dir, "REPORT.md"), context, cards, results, kd_results, baselines,
+                        *figures)
+
+
 def _commit():
     try:
         here = os.path.dirname(os.path.abspath(__file__))
@@ -148,6 +192,8 @@ def _commit():
 
 
 def cmd_reproduce(args):
+    if args.report_only:
+        return report_only(args)
     profile = PROFILES[args.profile or ("subset" if args.data else "smoke")]
     _check(args, profile)
     devices = latency_devices(args.device)
@@ -159,34 +205,40 @@ def cmd_reproduce(args):
         raise KDPluginError(f"--extra-args: {err}") from None
     with exclusive_directory(out_dir, "reproduce") as lock_fd:
         data, generated = _dataset(args, profile, out_dir, say)
-        state = State(out_dir, profile.name, data, args.seed)
+        state = State(out_dir, profile.name, data, args.seed, generated)
         state.save()
         pipeline = Pipeline(out_dir, data, profile, args.seed, args.schedules, extra)
-        train_split = load_split(data, "train")
-        num_valid = len(validation_split(train_split, 0.1, seed=args.seed)[1] or [])
-        say(f"reproduce --profile {profile.name}: {len(train_split):,} training / {len(load_split(data, 'test')):,} "
-            f"test images from {data}; output in {out_dir}")
+        say(f"reproduce --profile {profile.name}: {len(load_split(data, 'train')):,} training / "
+            f"{len(load_split(data, 'test')):,} test images from {data}; output in {out_dir}")
         runner = JobRunner(parallel=0 if args.jobs == 1 else args.jobs, say=say, keep_fds=(lock_fd,))
         results = _run_group("stage 1/3, networks trained alone", pipeline.plain_jobs(), runner, state, say)
         checkpoints = {r["arch"]: r["checkpoint"] for r in results.values()}
         results.update(_run_group("stage 2/3, ensembles", pipeline.ensemble_jobs(checkpoints), runner, state, say))
         checkpoints.update({r["arch"]: r["checkpoint"] for r in results.values()})
         kd_jobs = pipeline.kd_jobs(checkpoints)
-        results.update(_run_group("stage 3/3, knowledge distillation", kd_jobs, runner, state, say))
-        kd_results = [results[job.name] for job in kd_jobs]
+        _run_group("stage 3/3, knowledge distillation", kd_jobs, runner, state, say)
         say("== report cards")
-        cards = _cards(checkpoints, data, profile, devices, os.path.join(out_dir, "cards"), state, say)
-        baselines = {arch: results[short(arch)]["test_top1"] for arch in ("vgg7_bn_cifar", "cnn5_cifar")}
-        say("== figures")
-        figures = _figures(results, kd_results, baselines, cards, os.path.join(out_dir, "plots"), say)
-        timed_on = [lat["device"] for lat in cards[MODEL_ORDER[0]]["latency"].values()]
-        context = {"profile": profile, "seed": args.seed, "devices": timed_on, "when": time.strftime("%Y-%m-%d %H:%M"),
-                   "commit": _commit(), "wall_seconds": state.wall_seconds,
-                   "compute_seconds": sum(s.get("seconds") or 0 for s in state.content["stages"].values()),
-                   "data": {"path": data, "generated": generated, "train": len(train_split), "valid": num_valid,
-                            "test": cards[MODEL_ORDER[0]]["test_images"]}}
-        report = write_report(os.path.join(out_dir, "REPORT.md"), context, cards, results, kd_results, baselines,
-                              *figures)
+        _cards(checkpoints, data, profile, devices, os.path.join(out_dir, "cards"), state, say)
+        say("== figures and REPORT.md")
+        report = write_pipeline_report(out_dir, profile, data, generated, args.seed, state.content,
+                                       state.wall_seconds, len(results) + len(kd_jobs), say)
         state.record("REPORT.md", "done")
         say(f"wrote {report} ({state.wall_seconds:.0f} s this invocation; torch threads {torch.get_num_threads()})")
+    return 0
+
+
+def report_only(args):
+    """REPORT.md from what a (possibly still running) reproduce directory holds so far; runs nothing."""
+    out_dir = args.out_dir or f"reproduce-{args.profile or ('subset' if args.data else 'smoke')}"
+    path = os.path.join(out_dir, "state.json")
+    if not os.path.isfile(path):
+        raise KDPluginError(f"{out_dir}: no reproduce run there (state.json missing)")
+    with open(path) as fh:
+        state = json.load(fh)
+    profile = PROFILES[state["profile"]]
+    schedules = Pipeline(out_dir, state["data"], profile, state["seed"], args.schedules).kd_schedule_stems()
+    generated = state.get("generated", os.path.abspath(state["data"]) == os.path.abspath(os.path.join(out_dir, "data")))
+    report = write_pipeline_report(os.path.abspath(out_dir), profile, state["data"], generated,
+                                   state["seed"], state, None, 6 + len(schedules), print)
+    print(f"wrote {report}")
     return 0

@@ -40,15 +40,24 @@ def header_lines(context):
             f"checkpoint), {data['test']:,} test images. The original: full CIFAR-10, 50,000 / 10,000.",
             f"- **Epochs**: {epochs}; KD rows use their student's. Learning-rate steps scale with the epochs.",
             f"- **Batch size**: {p.batch_size or 'the schedules’ 128 (as the original)'}; seed {context['seed']}; "
-            f"latency device(s): {', '.join(context['devices'])}.",
-            f"- **Time**: {context['compute_seconds']:.0f} s of stage time in total; this invocation "
-            f"{context['wall_seconds']:.0f} s wall. Generated {context['when']}"
-            f"{', kd-plugin ' + context['commit'] if context.get('commit') else ''}.",
+            f"latency device(s): {', '.join(context['devices']) or '—'}.",
+            f"- **Time**: {context['compute_seconds']:.0f} s of stage time in total"
+            f"{'' if context['wall_seconds'] is None else '; this invocation %.0f s wall' % context['wall_seconds']}. "
+            f"Generated {context['when']}{', kd-plugin ' + context['commit'] if context.get('commit') else ''}.",
+            *_progress_line(context["progress"]),
             "", "Δ = ours − original. " + ("With this data size and these epochs our numbers are not comparable "
                                            "to the original's; they show that every stage runs."
                                            if p.name != "full" else
                                            "Test accuracy is on our test split; latency depends on the machine."),
             ""]
+
+
+def _progress_line(progress):
+    runs, expected_runs, cards, expected_cards = progress
+    if runs == expected_runs and cards == expected_cards:
+        return []
+    return [f"- **Partial**: {runs} of {expected_runs} runs and {cards} of {expected_cards} model cards are done; "
+            f"missing numbers show as —. Rerun the same command to continue."]
 
 
 def models_table(cards, results):
@@ -57,18 +66,20 @@ def models_table(cards, results):
               "GPU s/img orig", "ours", "batch-1 CPU median / p90 (s)"]
     rows = []
     for arch in MODEL_ORDER:
-        ref, card = MODELS[arch], cards.get(arch)
-        if card is None:
+        ref, card, run = MODELS[arch], cards.get(arch), results.get(arch)
+        if card is None and run is None:
             continue
+        card = card or {"test_top1": run.get("test_top1"), "latency": {}}  # trained, no card yet
         cpu, gpu = card["latency"].get("cpu", {}), card["latency"].get("cuda", {})
-        epochs = (results.get(arch) or {}).get("epochs")
+        epochs = (run or {}).get("epochs")
         test_orig = f"{ref['test_top1']:.2f}" + (f" ({ref['note']})" if ref.get("note") else "")
         rows.append([display_name(arch), f"{ref['epochs'] or '—'} / {epochs or '—'}",
                      _num(ref["train_top1"], 3), _num(card.get("train_top1")),
                      _diff(card.get("train_top1"), ref["train_top1"]),
                      test_orig, _num(card["test_top1"]), _diff(card["test_top1"], ref["test_top1"]),
-                     _num(ref["size_mib"]), _num(card["size_mib"]),
-                     _num(ref["parameters"]), _num(card["parameters"]), _diff(card["parameters"], ref["parameters"]),
+                     _num(ref["size_mib"]), _num(card.get("size_mib")),
+                     _num(ref["parameters"]), _num(card.get("parameters")),
+                     _diff(card.get("parameters"), ref["parameters"]),
                      _num(ref["latency_cpu"], 4), _num(cpu.get("batched_s_per_image"), 4),
                      _num(ref["latency_gpu"], 6), _num(gpu.get("batched_s_per_image"), 6),
                      f"{_num(cpu.get('batch1_median_s'), 4)} / {_num(cpu.get('batch1_p90_s'), 4)}"])
