@@ -106,21 +106,17 @@ def _run_group(title, jobs, runner, state, say):
 
 
 def _cards(checkpoints, data, profile, devices, out_dir, state, say):
+    """A report card per model (OUT/cards/NAME.json, .md, _per_class.png); existing ones are kept."""
     train, test = load_split(data, "train"), load_split(data, "test")
-    cards = {}
     for arch in MODEL_ORDER:
-        path = os.path.join(out_dir, f"{short(arch)}.json")
-        if not os.path.isfile(path):
-            began = time.perf_counter()
-            model, _ = load_model(checkpoints[arch], arch)
-            card = report_card(model, arch, test, train, devices, profile.latency_repeats, checkpoints[arch])
-            write_report_card(card, out_dir, short(arch), warn=say)
-            state.record(f"card {short(arch)}", "done", round(time.perf_counter() - began, 2))
-            say(f"card {display_name(arch)}: test top-1 {card['test_top1']:.2f}%, train top-1 "
-                f"{card['train_top1']:.2f}%")
-        with open(path) as fh:
-            cards[arch] = json.load(fh)
-    return cards
+        if os.path.isfile(os.path.join(out_dir, f"{short(arch)}.json")):
+            continue
+        began = time.perf_counter()
+        model, _ = load_model(checkpoints[arch], arch)
+        card = report_card(model, arch, test, train, devices, profile.latency_repeats, checkpoints[arch])
+        write_report_card(card, out_dir, short(arch), warn=say)
+        state.record(f"card {short(arch)}", "done", round(time.perf_counter() - began, 2))
+        say(f"card {display_name(arch)}: test top-1 {card['test_top1']:.2f}%, train top-1 {card['train_top1']:.2f}%")
 
 
 def _figures(results, kd_results, baselines, cards, plots_dir, say):
