@@ -287,7 +287,9 @@ def main(argv=None):
         if opts.repeats < 1:
             raise UsageError(f"--repeats must be >= 1, got {opts.repeats}")
     except UsageError as err:
-        print(f"{PROG}: error: {err}\n\n{parser.format_help()}", file=sys.stderr)
+        # The original's users expect the usage text; it goes to stdout so stderr keeps its one error line.
+        print(parser.format_help())
+        print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     device = pick_device(opts)
     if job.mode == "tst":

@@ -9,7 +9,6 @@ import bad_input_cases as matrix
 
 BY_NAME = {case.name: case for case in matrix.CASES}
 # main_KD_CIFAR10 (issue 5) reports a wrong positional value with its usage text after the error line.
-USAGE_TEXT_CASES = {"main_KD: ALPHA out of range", "main_KD: T = 0"}
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +36,7 @@ def test_the_matrix_covers_every_entry_point_and_kind():
     assert {case.program for case in matrix.CASES} == {"compress_classifier", "kd-plugin", "main_KD_CIFAR10"}
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xfail(
-    strict=True, reason="main_KD_CIFAR10 prints its usage text after the error line")) if name in USAGE_TEXT_CASES
-    else name for name in BY_NAME])
+@pytest.mark.parametrize("name", list(BY_NAME))
 def test_bad_input_in_process(name, inputs):
     run_and_check(matrix.run_in_process, BY_NAME[name], inputs)
 
