@@ -392,7 +392,7 @@ def cache_lines(augment, by_case):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", help="CIFAR-10 python batches (default: ../shared/data/cifar10-subset, else generated)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per case (default 20)")
+    p.add_argument("--steps", type=int, default=12, help="timed steps per case (default 12)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--augment", nargs="+", choices=("n", "y"), default=["n", "y"])
     p.add_argument("--repeats", type=int, default=1,
