@@ -68,7 +68,9 @@ def kill_at_random_step(child, done_epoch, rng):
     epoch_length = child.seconds_before(f"Epoch {done_epoch + 1}:")
     if epoch_length is None:
         return False
-    time.sleep(rng.uniform(0.0, 0.9 * epoch_length))
+    # Well inside the epoch: epoch lengths vary with machine load, and a kill that lands after the save
+    # would let the run finish its epochs before the plan has made its kills.
+    time.sleep(rng.uniform(0.0, 0.6 * epoch_length))
     if child.proc.poll() is not None:
         return False
     child.proc.kill()
