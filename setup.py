@@ -15,9 +15,9 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "kd-plugin=kd_plugin.cli:main",
-            "compress_classifier=kd_plugin.compress_classifier:main",
-            "main_KD_CIFAR10=kd_plugin.main_kd_cifar10:main",
+            "kd-plugin=kd_plugin.cli.kd_plugin:main",
+            "compress_classifier=kd_plugin.cli.compress_classifier:main",
+            "main_KD_CIFAR10=kd_plugin.cli.main_kd_cifar10:main",
         ]
     },
 )

@@ -94,6 +94,7 @@ class MarkedLoader:
 
 def pil_loader(image_set, augment, total_steps, workers, device):
     import torchvision.transforms as T
+
     from kd_plugin.data import MEAN, STD
 
     crop = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if augment == "y" else []
@@ -383,8 +384,8 @@ def cache_lines(augment, by_case):
         print(f"  building it all up front: {views} teacher-epochs = {build_s / 60:.1f} min at the teacher's "
               f"{inference:.0f} img/s (batch 512, inference); it saves {saved_per_epoch:.0f} s per student KD epoch, "
               f"so it pays off after {build_s / saved_per_epoch:.1f} student-epochs (epochs x students) in total")
-        print(f"  filled lazily: nothing up front; the first run costs what c0 costs, every later run of the sweep "
-              f"with the same seed and split is warm" + (
+        print("  filled lazily: nothing up front; the first run costs what c0 costs, every later run of the sweep "
+              "with the same seed and split is warm" + (
                   "; with other seeds a run of E epochs finds a fraction 1-(161/162)^E of its rows "
                   "(E=30: 17%, E=350: 89%)" if views > 1 else ""))
 

@@ -241,11 +241,11 @@ def fill(template, inputs):
 
 def entry_point(program):
     if program == "compress_classifier":
-        from kd_plugin.compress_classifier import main
+        from kd_plugin.cli.compress_classifier import main
     elif program == "kd-plugin":
-        from kd_plugin.cli import main
+        from kd_plugin.cli.kd_plugin import main
     else:
-        from kd_plugin.main_kd_cifar10 import main
+        from kd_plugin.cli.main_kd_cifar10 import main
     return main
 
 

@@ -1,5 +1,5 @@
 """Shared by the report, sweep and reproduce tests: ``kd-plugin`` in-process, and its one-line error contract."""
-from kd_plugin.cli import main as kd_plugin
+from kd_plugin.cli.kd_plugin import main as kd_plugin
 
 
 def exit_code(argv):

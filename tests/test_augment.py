@@ -6,8 +6,7 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from kd_plugin.data.augment import IDENTITY_VIEW, NUM_VIEWS, PAD, apply_views, decode_views, encode_views, \
-    sample_views
+from kd_plugin.data.augment import IDENTITY_VIEW, NUM_VIEWS, PAD, apply_views, decode_views, encode_views, sample_views
 
 
 @pytest.fixture(scope="module")

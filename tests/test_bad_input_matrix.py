@@ -3,9 +3,8 @@ main_KD_CIFAR10 and kd-plugin: one line on stderr naming the problem, exit 2, no
 and nothing written."""
 import os
 
-import pytest
-
 import bad_input_cases as matrix
+import pytest
 
 BY_NAME = {case.name: case for case in matrix.CASES}
 # main_KD_CIFAR10 (issue 5) reports a wrong positional value with its usage text after the error line.

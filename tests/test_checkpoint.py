@@ -3,8 +3,8 @@ import torch
 
 from kd_plugin import create_model
 from kd_plugin.checkpoint import load_checkpoint_file, load_model, save_checkpoint
-from kd_plugin.errors import KDPluginError
-from kd_plugin.scheduler import CompressionScheduler
+from kd_plugin.protocol.scheduler import CompressionScheduler
+from kd_plugin.util.errors import KDPluginError
 
 
 def test_round_trip_in_distiller_format(tmp_path):

@@ -9,14 +9,14 @@ import zipfile
 
 import pytest
 import torch
-
 from bad_input_cases import MarkerExploit, record_data_spans
+
 from kd_plugin import create_model
 from kd_plugin.checkpoint import load_checkpoint_file, load_model, save_checkpoint
 from kd_plugin.engine.rundir import create_run_dir
-from kd_plugin.errors import KDPluginError
-from kd_plugin.fileio import write_json
-from kd_plugin.scheduler import CompressionScheduler
+from kd_plugin.protocol.scheduler import CompressionScheduler
+from kd_plugin.util.errors import KDPluginError
+from kd_plugin.util.fileio import write_json
 
 
 class CallsSGD:

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from kd_plugin import create_model
-from kd_plugin.config import file_config, read_schedule
-from kd_plugin.errors import KDPluginError
-from kd_plugin.knowledge_distillation import KnowledgeDistillationExtension
-from kd_plugin.policy import LRPolicy
-from kd_plugin.safe_yaml import load_yaml
+from kd_plugin.distill.extension import KnowledgeDistillationExtension
+from kd_plugin.protocol.config import file_config, read_schedule
+from kd_plugin.protocol.policy import LRPolicy
+from kd_plugin.util.errors import KDPluginError
+from kd_plugin.util.safe_yaml import load_yaml
 
 GOOD = """
 training: {arch: cnn5_cifar, epochs: 4, lr: 1e-3}

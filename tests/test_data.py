@@ -7,7 +7,7 @@ import torch
 
 from kd_plugin.data import CLASS_NAMES, Normalizer, TensorLoader, load_split, validation_split
 from kd_plugin.data.cifar10 import read_batch
-from kd_plugin.errors import KDPluginError
+from kd_plugin.util.errors import KDPluginError
 
 
 def test_reads_generated_dataset(tiny_data):

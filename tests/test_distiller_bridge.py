@@ -19,12 +19,13 @@ from kd_plugin import create_model, list_models
 from kd_plugin.bridge import DistillerUnavailable, distiller_available
 from kd_plugin.checkpoint import load_checkpoint_file, load_model, save_checkpoint
 from kd_plugin.compress_classifier import main as compress_classifier
-from kd_plugin.config import read_schedule
 from kd_plugin.data import write_synthetic_cifar
+from kd_plugin.distill.backend import BUILTIN
+from kd_plugin.distill.policy import DistillationMixin, KnowledgeDistillationPolicy
 from kd_plugin.engine.settings import RunSettings
 from kd_plugin.engine.trainer import TrainingRun, run_training
-from kd_plugin.knowledge_distillation import DistillationMixin, KnowledgeDistillationPolicy
-from kd_plugin.runtime import BUILTIN, select_runtime
+from kd_plugin.protocol.config import read_schedule
+from kd_plugin.protocol.runtime import select_runtime
 
 HAVE_DISTILLER = distiller_available()
 needs_distiller = pytest.mark.skipif(not HAVE_DISTILLER, reason="IntelLabs Distiller is not importable here "

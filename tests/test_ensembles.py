@@ -6,20 +6,20 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from ensemble_support import member_files, micro  # noqa: F401  (fixtures)
 
 from kd_plugin import create_model
 from kd_plugin.checkpoint import load_model
-from kd_plugin.cli import main as kd_plugin
-from kd_plugin.compress_classifier import main as compress_classifier
-from kd_plugin.config import ScheduleError, dict_config
+from kd_plugin.cli.compress_classifier import main as compress_classifier
+from kd_plugin.cli.kd_plugin import main as kd_plugin
 from kd_plugin.data import TensorLoader, load_split
+from kd_plugin.distill.policy import KnowledgeDistillationPolicy
+from kd_plugin.distill.teacher import build_teacher
 from kd_plugin.engine.loop import train_epoch
 from kd_plugin.engine.settings import RunSettings
 from kd_plugin.engine.trainer import build_optimizer
-from kd_plugin.knowledge_distillation import KnowledgeDistillationPolicy, build_teacher
-from kd_plugin.scheduler import CompressionScheduler
-
-from ensemble_support import member_files, micro  # noqa: F401  (fixtures)
+from kd_plugin.protocol.config import ScheduleError, dict_config
+from kd_plugin.protocol.scheduler import CompressionScheduler
 
 # VGG16's features: conv/BN/ReLU per number, one MaxPool per M; its last three convs sit at 34, 37, 40.
 VGG16_LAST_CONV_BN = (34, 35, 37, 38, 40, 41)

@@ -7,6 +7,7 @@ import sys
 import time
 
 import run_support as support
+
 from kd_plugin.checkpoint import load_checkpoint_file
 
 # The child for kills inside a save: compress_classifier with torch.save / os.replace wrapped (here, not in
@@ -44,7 +45,7 @@ else:
         return real_replace(src, dst)
     os.replace = replace
 
-from kd_plugin.compress_classifier import main
+from kd_plugin.cli.compress_classifier import main
 sys.exit(main(sys.argv[1:]))
 """
 KILL_PLAN = ["mid-write", "step", "before-rename", "step", "step"]

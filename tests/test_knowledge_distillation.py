@@ -3,9 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from kd_plugin import create_model
-from kd_plugin.errors import KDPluginError
-from kd_plugin.knowledge_distillation import DistillationLossWeights, KnowledgeDistillationPolicy
-from kd_plugin.scheduler import CompressionScheduler
+from kd_plugin.distill.policy import DistillationLossWeights, KnowledgeDistillationPolicy
+from kd_plugin.protocol.scheduler import CompressionScheduler
+from kd_plugin.util.errors import KDPluginError
 
 
 def make_policy(temperature=2.0, weights=DistillationLossWeights(0.7, 0.3, 0.0)):

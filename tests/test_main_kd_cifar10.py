@@ -9,13 +9,12 @@ from importlib.metadata import entry_points
 
 import pytest
 import torch
+from ensemble_support import member_files, micro  # noqa: F401  (fixtures)
 
 from kd_plugin import create_model
 from kd_plugin.checkpoint import load_checkpoint_file, load_model
-from kd_plugin.config import read_schedule
-from kd_plugin.main_kd_cifar10 import main, original_lr
-
-from ensemble_support import member_files, micro  # noqa: F401  (fixtures)
+from kd_plugin.cli.main_kd_cifar10 import main, original_lr
+from kd_plugin.protocol.config import read_schedule
 
 QUIET = ["--no-progress", "--vs", "0"]
 
@@ -159,7 +158,7 @@ def test_bad_values_found_later_are_one_line_errors(micro, workdir, capsys, monk
 
 def test_console_script_and_module_entry():
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "main_KD_CIFAR10"]
-    assert script.value == "kd_plugin.main_kd_cifar10:main"
+    assert script.value == "kd_plugin.cli.main_kd_cifar10:main"
     result = subprocess.run([sys.executable, "-m", "kd_plugin.main_kd_cifar10", "D", "tst"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2 and "usage: main_KD_CIFAR10" in result.stdout and "Traceback" not in result.stderr

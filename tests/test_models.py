@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from kd_plugin import create_model
-from kd_plugin.errors import KDPluginError
 from kd_plugin.models import dataset_of, list_models, resolve_arch
 from kd_plugin.models.vgg_cifar import CONFIGS
+from kd_plugin.util.errors import KDPluginError
 
 EXPECTED_PARAMS = {
     "resnet18_cifar": 11_173_962,

@@ -3,14 +3,13 @@ import json
 import os
 
 import pytest
+from cli_support import assert_one_line_error
 
 from kd_plugin import create_model
 from kd_plugin.checkpoint import save_checkpoint
-from kd_plugin.cli import main as kd_plugin
-from kd_plugin.compress_classifier import main as compress_classifier
+from kd_plugin.cli.compress_classifier import main as compress_classifier
+from kd_plugin.cli.kd_plugin import main as kd_plugin
 from kd_plugin.data import CLASS_NAMES
-
-from cli_support import assert_one_line_error
 
 
 def has_matplotlib():

@@ -8,11 +8,10 @@ import os
 import shutil
 
 import pytest
-
-from kd_plugin.cli import main as kd_plugin
-from kd_plugin.reproduce.profiles import PROFILES
-
 from cli_support import assert_one_line_error, exit_code
+
+from kd_plugin.cli.kd_plugin import main as kd_plugin
+from kd_plugin.experiments.reproduce.profiles import PROFILES
 
 SCHEDULES = os.path.join(os.path.dirname(__file__), "..", "schedules")
 KEPT_KD_ROWS = ("kd_resnet18_to_vgg7_a0.5_t1.5", "kd_jointnet_to_cnn5_a0.5_t1.36")

@@ -4,10 +4,10 @@ import csv
 import os
 
 import pytest
-
 import run_support as support
 from run_support import restore_threads  # noqa: F401 (fixture)
-from kd_plugin.compress_classifier import build_parser, main, settings_from_args
+
+from kd_plugin.cli.compress_classifier import build_parser, main, settings_from_args
 from kd_plugin.engine.trainer import run_training
 
 pytestmark = pytest.mark.usefixtures("restore_threads")

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from kd_plugin.engine.loop import train_epoch
 from kd_plugin.data import TensorLoader, load_split
-from kd_plugin.policy import LossComponent, PolicyLoss, ScheduledTrainingPolicy
-from kd_plugin.scheduler import CompressionScheduler
+from kd_plugin.engine.loop import train_epoch
+from kd_plugin.protocol.policy import LossComponent, PolicyLoss, ScheduledTrainingPolicy
+from kd_plugin.protocol.scheduler import CompressionScheduler
 
 
 class Recorder(ScheduledTrainingPolicy):

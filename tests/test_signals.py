@@ -8,12 +8,12 @@ import shlex
 import signal
 
 import pytest
-
 import run_support as support
 from run_support import restore_threads  # noqa: F401 (fixture)
-from kd_plugin.compress_classifier import build_parser, main, settings_from_args
+
+from kd_plugin.cli.compress_classifier import build_parser, main, settings_from_args
 from kd_plugin.engine.trainer import run_training
-from kd_plugin.errors import NonFiniteLoss, TrainingInterrupted
+from kd_plugin.util.errors import NonFiniteLoss, TrainingInterrupted
 
 pytestmark = pytest.mark.usefixtures("restore_threads")
 INTERRUPTED = re.compile(r"^compress_classifier: interrupted: (SIGINT|SIGTERM) at (epoch \d+, batch \d+|the end of "
@@ -79,7 +79,7 @@ def test_sigterm_mid_epoch_finishes_the_step_and_resumes_bit_identically(tmp_pat
 
 def test_sigterm_through_main_exits_143_with_one_message_line(tmp_path_factory, tmp_path, capsys, monkeypatch):
     argv = support.kd_argv(support.kd_inputs(tmp_path_factory), tmp_path, "--epochs", "1")
-    monkeypatch.setattr("kd_plugin.compress_classifier.run_training",
+    monkeypatch.setattr("kd_plugin.cli.compress_classifier.run_training",
                         lambda settings: run_training(settings, sigterm_at(epoch=0, batch=2)))
     assert main(argv) == 143
     err = capsys.readouterr().err.splitlines()

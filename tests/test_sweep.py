@@ -8,15 +8,14 @@ import time
 
 import pytest
 import yaml
+from cli_support import assert_one_line_error, exit_code
 
 from kd_plugin import create_model
 from kd_plugin.checkpoint import save_checkpoint
-from kd_plugin.cli import main as kd_plugin
-from kd_plugin.config import read_schedule
-from kd_plugin.schedule_scaling import scale_schedule, strip_distillation
-from kd_plugin.sweep import table_rows
-
-from cli_support import assert_one_line_error, exit_code
+from kd_plugin.cli.kd_plugin import main as kd_plugin
+from kd_plugin.experiments.schedule_scaling import scale_schedule, strip_distillation
+from kd_plugin.experiments.sweep import table_rows
+from kd_plugin.protocol.config import read_schedule
 
 SCHEDULES = os.path.join(os.path.dirname(__file__), "..", "schedules")
 

@@ -8,12 +8,12 @@ import torch
 
 from kd_plugin import create_model
 from kd_plugin.checkpoint import load_checkpoint_file, save_checkpoint
-from kd_plugin.compress_classifier import main as compress_classifier
+from kd_plugin.cli.compress_classifier import main as compress_classifier
 from kd_plugin.data import NUM_VIEWS, TensorLoader, load_split
+from kd_plugin.distill.teacher import TeacherRunner
+from kd_plugin.distill.teacher_cache import FP16_RELATIVE_ERROR, CacheFile, open_cache, precompute
 from kd_plugin.engine.settings import RunSettings
 from kd_plugin.engine.trainer import run_training
-from kd_plugin.knowledge_distillation import TeacherRunner
-from kd_plugin.teacher_cache import FP16_RELATIVE_ERROR, CacheFile, open_cache, precompute
 
 # A cached row is the teacher's fp32 logit rounded to fp16: |error| <= 2**-11 * |logit| (plus 2**-24 absolute
 # for values in fp16's subnormal range).

@@ -8,7 +8,7 @@ import torch
 
 from kd_plugin import create_model
 from kd_plugin.checkpoint import load_checkpoint_file, save_checkpoint
-from kd_plugin.compress_classifier import main as compress_classifier
+from kd_plugin.cli.compress_classifier import main as compress_classifier
 from kd_plugin.data import write_synthetic_cifar
 
 SCHEDULES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "schedules", "*.yaml")))
@@ -91,7 +91,7 @@ def teacher_checkpoints(tmp_path_factory):
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=os.path.basename)
 def test_every_schedule_runs_one_tiny_epoch(schedule, micro_data, teacher_checkpoints, tmp_path):
-    from kd_plugin.config import read_schedule
+    from kd_plugin.protocol.config import read_schedule
 
     sched = read_schedule(schedule)
     args = [micro_data, "--compress", schedule, "--epochs", "1", "-b", "40", "--vs", "0", "-o", str(tmp_path)]

@@ -4,9 +4,9 @@ import textwrap
 
 import pytest
 
-from kd_plugin.config import read_schedule
-from kd_plugin.errors import KDPluginError
-from kd_plugin.safe_yaml import MAX_YAML_BYTES, load_yaml
+from kd_plugin.protocol.config import read_schedule
+from kd_plugin.util.errors import KDPluginError
+from kd_plugin.util.safe_yaml import MAX_YAML_BYTES, load_yaml
 
 BILLION_LAUGHS = """
 a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]

@@ -4,6 +4,7 @@ Nothing here imports Distiller until a function is called, so kd-plugin works th
 ``register_with_distiller()`` makes kd-plugin's networks and YAML extensions visible to Distiller's own tools;
 ``distiller_runtime()`` gives the engine Distiller's scheduler, schedule parser and policy classes.
 """
+from ..protocol.runtime import distiller_importable, register_backend
 from .availability import DistillerUnavailable, distiller_available, import_distiller
 
 
@@ -16,12 +17,14 @@ def register_with_distiller():
 
 
 def distiller_runtime():
-    """The engine's runtime made of Distiller's own classes (``kd_plugin.runtime.Runtime``)."""
+    """The engine's runtime made of Distiller's own classes (``kd_plugin.protocol.runtime.Runtime``)."""
     import_distiller()
     from .runtime import distiller_runtime as build
 
     return build()
 
+
+register_backend("distiller", distiller_runtime, distiller_importable)
 
 __all__ = ["DistillerUnavailable", "distiller_available", "distiller_runtime", "import_distiller",
            "register_with_distiller"]

@@ -1,19 +1,18 @@
 """Whether IntelLabs Distiller can be imported, and why not when it cannot."""
 import importlib
-import importlib.util
 
-from ..errors import KDPluginError
+from ..protocol.runtime import BackendUnavailable, distiller_importable
 
 INSTALL_HINT = "install IntelLabs Distiller from its repository (see the README section 'Running inside Distiller')"
 
 
-class DistillerUnavailable(KDPluginError):
+class DistillerUnavailable(BackendUnavailable):
     pass
 
 
 def import_distiller():
     """The ``distiller`` package, after checking it is IntelLabs Distiller; DistillerUnavailable otherwise."""
-    if importlib.util.find_spec("distiller") is None:
+    if not distiller_importable():
         raise DistillerUnavailable(f"Distiller is not installed; {INSTALL_HINT}")
     try:
         distiller = importlib.import_module("distiller")

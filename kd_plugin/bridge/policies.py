@@ -5,8 +5,9 @@ so these classes build Distiller's PolicyLoss/LossComponent. Importing this modu
 """
 from distiller.policy import LossComponent, PolicyLoss, ScheduledTrainingPolicy
 
-from ..ensembles.joint_loss import JointNetLossWeights as BuiltinJointNetLossWeights
-from ..knowledge_distillation import DistillationExtensionMixin, DistillationMixin
+from ..distill.extension import DistillationExtensionMixin
+from ..distill.jointnet import JointNetLossWeights as BuiltinJointNetLossWeights
+from ..distill.policy import DistillationMixin
 
 
 class KnowledgeDistillationPolicy(DistillationMixin, ScheduledTrainingPolicy):

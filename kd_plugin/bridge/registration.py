@@ -14,8 +14,8 @@ from functools import partial
 import distiller.config
 import distiller.models
 
-from ..errors import KDPluginError
 from ..models import create_model, dataset_of, list_models
+from ..util.errors import KDPluginError
 from .policies import EXTENSION_CLASSES
 
 

@@ -9,10 +9,10 @@ import distiller
 import distiller.config
 from distiller.policy import LossComponent, PolicyLoss, ScheduledTrainingPolicy
 
-from ..config import COMPONENT_CLASSES, ScheduleError, component_args, read_schedule
-from ..errors import KDPluginError
-from ..runtime import Runtime
-from ..scheduler import PolicyStates
+from ..protocol.config import COMPONENT_CLASSES, ScheduleError, component_args, read_schedule
+from ..protocol.runtime import Runtime
+from ..protocol.scheduler import PolicyStates
+from ..util.errors import KDPluginError
 from .policies import KnowledgeDistillationPolicy
 from .registration import register_with_distiller
 

@@ -4,7 +4,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from ..errors import NonFiniteLoss
+from ..util.errors import NonFiniteLoss
 from .meters import EpochMeter, topk_correct
 
 

@@ -5,8 +5,8 @@ import os
 import shutil
 import time
 
-from ..errors import KDPluginError
-from ..fileio import atomic_write, ensure_writable_dir
+from ..util.errors import KDPluginError
+from ..util.fileio import atomic_write, ensure_writable_dir
 
 
 def create_run_dir(out_dir, name):

@@ -2,8 +2,8 @@
 import math
 from dataclasses import asdict, dataclass, fields
 
-from ..errors import KDPluginError
-from ..runtime import BACKENDS
+from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND
+from ..util.errors import KDPluginError
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3}
@@ -44,7 +44,7 @@ class RunSettings:
     channels_last: bool = False
     compile: bool = False
     threads: int = None  # CPU intra-op threads; None keeps torch's default
-    backend: str = "builtin"  # the runtime's classes: 'builtin', 'distiller' or 'auto' (kd_plugin.runtime)
+    backend: str = DEFAULT_BACKEND  # whose protocol classes: builtin, distiller or auto (protocol.runtime)
     progress: bool = True
     verbose: bool = True
     download: bool = False
@@ -92,6 +92,29 @@ class RunSettings:
     @classmethod
     def field_names(cls):
         return [f.name for f in fields(cls)]
+
+
+def check_device(name):
+    """NAME ('cpu', 'cuda', 'cuda:N'), refused when it names a GPU this machine does not have."""
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise KDPluginError(f"--device {name}: no CUDA device is available")
+    return name
+
+
+def pick_device(cpu=False, gpus=None):
+    """Distiller's --cpu/--gpus: the first listed GPU, any GPU, or the CPU."""
+    import torch
+
+    if cpu or not torch.cuda.is_available():
+        return "cpu"
+    if gpus:
+        try:
+            return f"cuda:{int(gpus.split(',')[0])}"
+        except ValueError:
+            raise KDPluginError(f"--gpus must be comma-separated integers, got {gpus!r}") from None
+    return "cuda"
 
 
 def _require(condition, message):

@@ -14,14 +14,16 @@ import sys
 
 import torch
 
-from ..checkpoint import checkpoint_paths, load_checkpoint_file, load_weights, save_checkpoint
+from .. import bridge, distill  # noqa: F401  (register the backends select_runtime picks from)
+from ..checkpoint import check_arch, checkpoint_paths, load_checkpoint_file, load_weights, save_checkpoint
 from ..data import TensorLoader, download_cifar10, load_split, validation_split
-from ..errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
-from ..fileio import ensure_writable_dir, write_json
-from ..knowledge_distillation import DistillationMixin, DistillationLossWeights, build_teacher
+from ..distill.policy import DEFAULT_LOSS_WEIGHTS, DEFAULT_TEMPERATURE, DistillationLossWeights, DistillationMixin
+from ..distill.teacher import build_teacher
+from ..distill.teacher_cache import cache_directory, install_teacher_caches
 from ..models import create_model, resolve_arch
-from ..runtime import BUILTIN, select_runtime
-from ..teacher_cache import cache_directory, install_teacher_caches
+from ..protocol.runtime import select_runtime
+from ..util.errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
+from ..util.fileio import ensure_writable_dir, write_json
 from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
 from .loop import StopRequest, evaluate_loader, per_class_accuracy, train_epoch
 from .meters import EpochMeter
@@ -45,20 +47,19 @@ def distillation_policies(scheduler):
     return [p for p in scheduler.sched_metadata if isinstance(p, DistillationMixin)]
 
 
-def build_schedule(model, optimizer, settings, sched_dict=None, runtime=BUILTIN):
+def build_schedule(model, optimizer, settings, sched_dict=None, runtime=None):
     """The CompressionScheduler: YAML policies (flags overriding their KD arguments) plus flag-declared KD,
-    built from RUNTIME's classes (kd-plugin's own, or Distiller's: ``kd_plugin.runtime``)."""
+    built from RUNTIME's classes (kd-plugin's own by default, or Distiller's: ``kd_plugin.protocol.runtime``)."""
+    runtime = runtime or select_runtime("builtin")
     scheduler = runtime.CompressionScheduler(model)
     overrides = {"extensions": {arg: getattr(settings, flag) for flag, arg in KD_OVERRIDES.items()}}
     if sched_dict:
         runtime.dict_config(model, optimizer, sched_dict, scheduler, overrides=overrides, source=settings.compress)
     if settings.kd_teacher and not distillation_policies(scheduler):
         teacher = build_teacher(model, settings.kd_teacher, settings.kd_resume)
-        weights = DistillationLossWeights(
-            0.5 if settings.kd_distill_wt is None else settings.kd_distill_wt,
-            0.5 if settings.kd_student_wt is None else settings.kd_student_wt,
-            0.0 if settings.kd_teacher_wt is None else settings.kd_teacher_wt)
-        temperature = 1.0 if settings.kd_temperature is None else settings.kd_temperature
+        given = (settings.kd_distill_wt, settings.kd_student_wt, settings.kd_teacher_wt)
+        weights = DistillationLossWeights(*(d if v is None else v for v, d in zip(given, DEFAULT_LOSS_WEIGHTS)))
+        temperature = DEFAULT_TEMPERATURE if settings.kd_temperature is None else settings.kd_temperature
         policy = runtime.KnowledgeDistillationPolicy(model, teacher, temperature, weights)
         scheduler.add_policy(policy, starting_epoch=settings.kd_start_epoch, ending_epoch=settings.epochs, frequency=1)
     elif settings.kd_resume and not settings.kd_teacher and not distillation_policies(scheduler):
@@ -112,9 +113,7 @@ class TrainingRun:
         ensure_writable_dir(s.out_dir)
         self.runtime = select_runtime(s.backend)
         self.sched_dict = self.runtime.read_schedule(s.compress) if s.compress else None
-        resume = load_checkpoint_file(s.resume_from) if s.resume_from else None
-        if resume is not None and resume.arch and resume.arch != self.arch:
-            raise KDPluginError(f"{s.resume_from}: checkpoint is a {resume.arch}, not the requested {self.arch}")
+        resume = check_arch(load_checkpoint_file(s.resume_from), self.arch) if s.resume_from else None
         run_state = resume.plugin_state.get("run", {}) if resume is not None else {}
         self.seed = s.seed if s.seed is not None else run_state.get("seed", random.randrange(2**31))
         seed_everything(self.seed, s.deterministic)
@@ -323,10 +322,7 @@ def data_fingerprint(image_set):
 
 
 def load_model_into(model, path, arch):
-    checkpoint = load_checkpoint_file(path)
-    if checkpoint.arch and checkpoint.arch != arch:
-        raise KDPluginError(f"{path}: checkpoint is a {checkpoint.arch}, not the requested {arch}")
-    return load_weights(model, checkpoint)
+    return load_weights(model, check_arch(load_checkpoint_file(path), arch))
 
 
 def run_training(settings, batch_hook_factory=None):

@@ -6,7 +6,7 @@ are accepted case-insensitively as aliases wherever a name is taken.
 """
 import difflib
 
-from ..errors import KDPluginError
+from ..util.errors import KDPluginError
 
 _entrypoints = {}
 _aliases = {}

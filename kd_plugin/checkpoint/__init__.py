@@ -1,0 +1,16 @@
+"""Distiller's checkpoint format, read safely (weights only, allow-listed optimizer class, CRCs, schema)."""
+from .files import (
+                    Checkpoint,
+                    check_arch,
+                    checkpoint_paths,
+                    load_checkpoint_file,
+                    load_model,
+                    load_weights,
+                    normalize_state_dict_keys,
+                    optimizer_class,
+                    read_checkpoint_file,
+                    save_checkpoint,
+)
+
+__all__ = ["Checkpoint", "check_arch", "checkpoint_paths", "load_checkpoint_file", "load_model", "load_weights",
+           "normalize_state_dict_keys", "optimizer_class", "read_checkpoint_file", "save_checkpoint"]

@@ -1,0 +1,43 @@
+"""The one-line-error contract of every command: a bad flag or a KDPluginError prints one line and exits 2."""
+import argparse
+import functools
+import sys
+
+from ..util.errors import KDPluginError, one_line
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def str2bool_yn(value):
+    lowered = str(value).lower()
+    if lowered in ("y", "yes", "on", "true", "1"):
+        return "y"
+    if lowered in ("n", "no", "off", "false", "0"):
+        return "n"
+    raise argparse.ArgumentTypeError(f"expected y or n, got {value!r}")
+
+
+def cli_entry(prog):
+    """Wrap a console entry point of command PROG: KDPluginError -> 'PROG: error: ...' on stderr and its exit code."""
+
+    def wrap(main):
+        @functools.wraps(main)
+        def wrapper(argv=None):
+            try:
+                return main(argv)
+            except KDPluginError as err:
+                print(f"{prog}: {err.label}: {one_line(err)}", file=sys.stderr)
+                return err.exit_code
+            except KeyboardInterrupt:
+                print(f"{prog}: interrupted", file=sys.stderr)
+                return 130
+            except BrokenPipeError:
+                return 1
+
+        return wrapper
+
+    return wrap

@@ -1,0 +1,67 @@
+"""``compress_classifier``: Distiller's image-classifier command line, running on kd-plugin's runtime.
+
+Flag names and defaults follow Distiller's ``compress_classifier.py``; additions are ``--optimizer``,
+``--augment`` and ``--download``. Flags override a schedule's ``training:`` section, which overrides the
+defaults. Example: ``compress_classifier DATA -a vgg7_bn_cifar --kd-teacher resnet18_cifar --kd-resume T.pth.tar
+--kd-temp 1.5 --epochs 30``.
+"""
+import sys
+
+from ..checkpoint import load_model
+from ..data import load_split
+from ..engine.trainer import run_training
+from ..models import create_model
+from ..reporting.summaries import SUMMARY_CHOICES, render_summary
+from .args import OneLineParser, cli_entry
+from .training_args import add_training_args, settings_from_args
+
+
+def build_parser():
+    p = OneLineParser(prog="compress_classifier",
+                      description="Train/evaluate CIFAR-10 classifiers with Distiller-style schedules and KD.")
+    add_training_args(p)
+    p.add_argument("-e", "--evaluate", action="store_true", help="evaluate on the test split and exit")
+    p.add_argument("--confusion", action="store_true", help="with -e: print per-class accuracy and confusion")
+    p.add_argument("--summary", choices=SUMMARY_CHOICES, action="append", help="print a summary and exit")
+    return p
+
+
+def evaluate_only(settings, confusion):
+    from ..data import TensorLoader
+    from ..engine.loop import evaluate_loader, per_class_accuracy
+
+    weights = settings.resume_from or settings.load_weights_from
+    model = load_model(weights, settings.arch)[0] if weights else create_model(settings.arch)
+    test = load_split(settings.data, "test")
+    results = evaluate_loader(model.to(settings.device), TensorLoader(test, 1024, "n", device=settings.device))
+    print(f"==> Top1: {results['top1']:.3f}    Top5: {results['top5']:.3f}    Loss: {results['Loss']:.3f} "
+          f"({len(test)} test images)")
+    if confusion:
+        for name, acc in per_class_accuracy(results["confusion"], test.classes).items():
+            print(f"{name:>12}: {acc:6.2f}%")
+        print(results["confusion"].numpy())
+    return 0
+
+
+@cli_entry("compress_classifier")
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    settings.command = ["compress_classifier", *argv]
+    if args.summary:
+        model = create_model(settings.arch)
+        if settings.resume_from or settings.load_weights_from:
+            model = load_model(settings.resume_from or settings.load_weights_from, settings.arch)[0]
+        for kind in args.summary:
+            print(render_summary(model, kind))
+        return 0
+    if args.evaluate:
+        return evaluate_only(settings, args.confusion)
+    summary = run_training(settings)
+    print(f"Log directory: {summary['run_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

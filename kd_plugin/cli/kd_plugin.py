@@ -1,0 +1,106 @@
+"""``kd-plugin``: the project's own command with subcommands (evaluate, make-data, models, ...)."""
+import sys
+
+from ..data import write_synthetic_cifar
+from ..engine.settings import check_device
+from ..experiments.reproduce.command import add_reproduce_args, cmd_reproduce
+from ..experiments.sweep import add_sweep_args, cmd_sweep
+from ..models import create_model, list_aliases, list_models
+from ..reporting.evaluation import evaluate_target
+from ..reporting.plots import add_plot_args, cmd_plot
+from ..reporting.report import add_report_args, cmd_report
+from ..reporting.summaries import parameter_count
+from ..util.errors import KDPluginError
+from ..util.fileio import ensure_writable_dir
+from .args import OneLineParser, cli_entry
+from .ensembles import COMMANDS as ENSEMBLE_COMMANDS
+
+SUBCOMMANDS = {}
+
+
+def subcommand(name, help_text):
+    def wrap(fn):
+        SUBCOMMANDS[name] = (fn, help_text)
+        return fn
+    return wrap
+
+
+def add_evaluate_args(p):
+    p.add_argument("target", metavar="CHECKPOINT_OR_ARCH", help="a checkpoint file, or a model name for a fresh network")
+    p.add_argument("--data", required=True, help="CIFAR-10 python batches dir")
+    p.add_argument("-a", "--arch", help="architecture (needed for plain state_dict checkpoints)")
+    p.add_argument("-o", "--out-dir", default="reports", help="where the JSON and Markdown go")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--repeats", type=int, default=50, help="batch-1 latency repeats")
+    p.add_argument("--train-accuracy", action="store_true", help="also evaluate on the training split")
+
+
+@subcommand("evaluate", "evaluate a checkpoint (or a fresh network) on the test split; writes JSON + Markdown")
+def cmd_evaluate(args):
+    evaluate_target(args.target, args.data, args.arch, args.out_dir, check_device(args.device), args.repeats,
+                    args.train_accuracy)
+    return 0
+
+
+def add_make_data_args(p):
+    p.add_argument("out", help="directory to create (gets cifar-10-batches-py/ inside)")
+    p.add_argument("--train-images", type=int, default=500)
+    p.add_argument("--test-images", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+
+
+@subcommand("make-data", "write a small generated CIFAR-10-format dataset (for demos and tests)")
+def cmd_make_data(args):
+    if args.train_images < 10 or args.test_images < 10:
+        raise KDPluginError("--train-images and --test-images must be >= 10")
+    ensure_writable_dir(args.out)
+    write_synthetic_cifar(args.out, args.train_images, args.test_images, args.seed)
+    print(f"wrote a generated CIFAR-10-format dataset to {args.out}")
+    return 0
+
+
+@subcommand("models", "list the model zoo with parameter counts")
+def cmd_models(args):
+    aliases = {}
+    for alias, name in list_aliases().items():
+        aliases.setdefault(name, []).append(alias)
+    for name in list_models():
+        print(f"{name:18} {parameter_count(create_model(name)):>12,}  aliases: {', '.join(sorted(aliases.get(name, [])))}")
+    return 0
+
+
+ARG_BUILDERS = {"evaluate": add_evaluate_args, "make-data": add_make_data_args, "models": lambda p: None}
+for _name, _command, _help, _arg_builder in (
+        ("report", cmd_report, "model report cards (JSON + Markdown + per-class PNG) for checkpoints, and a "
+                               "comparison table", add_report_args),
+        ("sweep", cmd_sweep, "run a resumable alpha x T (x teacher x student x seed) grid of KD runs in parallel; "
+                             "writes the table and accuracy-vs-T PNGs", add_sweep_args),
+        ("reproduce", cmd_reproduce, "the original experiment end to end (teachers, AvNet, JointNet, students, every "
+                                     "KD row, cards) with REPORT.md beside the original's numbers; resumable",
+         add_reproduce_args),
+        ("plot", cmd_plot, "training curves (losses, top-1, lr per epoch) as PNG from run directories",
+         add_plot_args)):
+    subcommand(_name, _help)(_command)
+    ARG_BUILDERS[_name] = _arg_builder
+for _name, (_command, _help, _arg_builder) in ENSEMBLE_COMMANDS.items():
+    subcommand(_name, _help)(_command)
+    ARG_BUILDERS[_name] = _arg_builder
+
+
+def build_parser():
+    parser = OneLineParser(prog="kd-plugin", description="Knowledge distillation for CIFAR-10, Distiller-style.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        ARG_BUILDERS[name](sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+@cli_entry("kd-plugin")
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return SUBCOMMANDS[args.command][0](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The training-run flags of Distiller's ``compress_classifier``, shared by every command that starts a run
+(``compress_classifier``, ``kd-plugin train-jointnet``), and how they become RunSettings.
+
+Flags override a schedule's ``training:`` section, which overrides Distiller's defaults.
+"""
+from ..engine.settings import RunSettings, pick_device
+from ..models import list_aliases, list_models
+from ..protocol.config import read_schedule
+from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND, uses_distiller_components
+from ..util.errors import KDPluginError
+from .args import str2bool_yn
+
+# Flags whose argparse default is None so that "not given" is distinguishable from a schedule's value.
+DISTILLER_DEFAULTS = {"epochs": 90, "batch_size": 256, "momentum": 0.9, "weight_decay": 1e-4, "optimizer": "sgd",
+                      "augment": "y", "validation_split": 0.1}
+TRAINING_FLAG_NAMES = ("arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "augment",
+                       "validation_split")
+
+
+def add_training_args(p):
+    """Distiller's compress_classifier flags that describe a training run (everything but -e/--summary)."""
+    p.add_argument("data", metavar="DATASET_DIR", help="CIFAR-10 python batches (or a dir containing them)")
+    p.add_argument("-a", "--arch", default=None, help=f"model name ({', '.join(list_models())}; aliases: "
+                                                      f"{', '.join(sorted(list_aliases()))})")
+    p.add_argument("-j", "--workers", type=int, default=4, help="accepted for Distiller compatibility; data is "
+                                                                "held in memory as tensors, so no loader workers")
+    p.add_argument("--epochs", type=int, default=None, help="number of total epochs (default 90)")
+    p.add_argument("-b", "--batch-size", type=int, default=None, help="mini-batch size (default 256)")
+    p.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=None,
+                   help="initial learning rate (default 0.1 for sgd, 1e-3 for adam)")
+    p.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
+    p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=None,
+                   help="weight decay (default 1e-4; the original used 5e-4)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default=None, help="optimizer (default sgd)")
+    p.add_argument("--augment", type=str2bool_yn, default=None,
+                   help="y: RandomCrop(32, pad 4) + flip, n: none (default y)")
+    p.add_argument("-p", "--print-freq", type=int, default=10, help="print frequency (batches)")
+    p.add_argument("--compress", metavar="SCHEDULE", help="YAML compression schedule")
+    p.add_argument("--seed", type=int, default=None, help="seed for weights, data order and augmentation")
+    p.add_argument("--det", "--deterministic", dest="deterministic", action="store_true",
+                   help="deterministic algorithms")
+    p.add_argument("--gpus", default=None, help="comma-separated GPU ids (the first one is used)")
+    p.add_argument("--cpu", action="store_true", help="use the CPU even when a GPU is present")
+    p.add_argument("--vs", "--validation-split", dest="validation_split", type=float, default=None,
+                   help="fraction of the training set held out for validation (default 0.1)")
+    p.add_argument("--resume-from", dest="resume_from", metavar="PATH", help="checkpoint to resume from")
+    p.add_argument("--exp-load-weights-from", dest="load_weights_from", metavar="PATH",
+                   help="load weights only, start from epoch 0")
+    p.add_argument("--reset-optimizer", action="store_true",
+                   help="with --resume-from: take the weights, restart epochs, optimizer and schedule")
+    p.add_argument("-n", "--name", default=None, help="experiment name (log directory prefix)")
+    p.add_argument("-o", "--out-dir", dest="out_dir", default="logs", help="where log directories are created")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10 into DATASET_DIR first (needs internet)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bar")
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                   help="whose scheduler, schedule parser and policy classes drive the run: kd-plugin's own "
+                        "(builtin) or IntelLabs Distiller's (distiller); auto: Distiller when importable")
+    speed = p.add_argument_group("Speed (kd-plugin additions)")
+    speed.add_argument("--amp", choices=("bf16", "fp16"), default=None,
+                       help="autocast precision for student and teacher (default: fp32)")
+    speed.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the student's forward")
+    speed.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
+    speed.add_argument("--teacher-cache", default="auto", metavar="auto|off|DIR",
+                       help="exact per-(image, view) cache of the KD teacher's outputs: auto keeps it in "
+                            "OUT_DIR/teacher_cache, DIR elsewhere (share it across a sweep), off disables it")
+    speed.add_argument("--no-teacher-cache", dest="teacher_cache", action="store_const", const="off",
+                       help="same as --teacher-cache off")
+    kd = p.add_argument_group("Knowledge distillation (Distiller's flags)")
+    kd.add_argument("--kd-teacher", help="teacher model name")
+    kd.add_argument("--kd-pretrained", action="store_true", help="pretrained teacher (not available offline)")
+    kd.add_argument("--kd-resume", metavar="PATH", help="teacher checkpoint")
+    kd.add_argument("--kd-temperature", "--kd-temp", dest="kd_temperature", type=float, default=None,
+                    help="distillation temperature (default 1.0)")
+    kd.add_argument("--kd-distill-wt", "--kd-dw", dest="kd_distill_wt", type=float, default=None,
+                    help="weight of the distillation loss (default 0.5)")
+    kd.add_argument("--kd-student-wt", "--kd-sw", dest="kd_student_wt", type=float, default=None,
+                    help="weight of the student's CE loss (default 0.5)")
+    kd.add_argument("--kd-teacher-wt", "--kd-tw", dest="kd_teacher_wt", type=float, default=None,
+                    help="teacher loss weight; only 0 is supported, as in Distiller")
+    kd.add_argument("--kd-start-epoch", type=int, default=0, help="epoch at which distillation starts")
+    return p
+
+
+def settings_from_args(args):
+    """Merge flags over the schedule's training section over Distiller's defaults."""
+    training = (read_schedule(args.compress, uses_distiller_components(args.backend)).get("training") or {}) \
+        if args.compress else {}
+    values = {}
+    for name in TRAINING_FLAG_NAMES:
+        flag = getattr(args, name)
+        values[name] = flag if flag is not None else training.get(name, DISTILLER_DEFAULTS.get(name))
+    if values["arch"] is None:
+        raise KDPluginError("no architecture: pass -a/--arch or set training.arch in the schedule")
+    if args.kd_pretrained:
+        raise KDPluginError("--kd-pretrained: no pretrained weights ship offline; use --kd-resume CHECKPOINT")
+    return RunSettings(
+        data=args.data, device=pick_device(args.cpu, args.gpus), seed=args.seed, deterministic=args.deterministic,
+        out_dir=args.out_dir, name=args.name, compress=args.compress, resume_from=args.resume_from,
+        load_weights_from=args.load_weights_from, reset_optimizer=args.reset_optimizer, print_freq=args.print_freq,
+        kd_teacher=args.kd_teacher, kd_resume=args.kd_resume, kd_temperature=args.kd_temperature,
+        kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
+        kd_start_epoch=args.kd_start_epoch, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
+        channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
+        download=args.download, **values)

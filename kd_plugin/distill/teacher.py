@@ -1,0 +1,34 @@
+"""The teacher side of distillation: building a teacher from a checkpoint, and running it for logits."""
+import torch
+
+from ..checkpoint import load_model
+from ..models import create_model
+
+
+class TeacherRunner:
+    """The teacher's logits for a batch: eval mode, no gradients, optionally under autocast."""
+
+    def __init__(self, teacher, autocast_dtype=None):
+        self.teacher = teacher
+        self.autocast_dtype = autocast_dtype
+        teacher.eval()
+        for param in teacher.parameters():
+            param.requires_grad_(False)
+
+    def __call__(self, inputs):
+        self.teacher.eval()
+        with torch.no_grad():
+            if self.autocast_dtype is None:
+                return self.teacher(inputs)
+            with torch.autocast(inputs.device.type, dtype=self.autocast_dtype):
+                return self.teacher(inputs).float()
+
+
+def build_teacher(student_model, teacher_arch, teacher_checkpoint=None):
+    """A teacher network on the student's device, from a checkpoint (or freshly initialised without one)."""
+    if teacher_checkpoint:
+        teacher, _ = load_model(teacher_checkpoint, teacher_arch)
+    else:
+        teacher = create_model(teacher_arch)
+    device = next(student_model.parameters()).device
+    return teacher.to(device)

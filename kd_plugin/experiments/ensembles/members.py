@@ -1,0 +1,79 @@
+"""An ensemble from its member checkpoints (a ResNet18 and a VGG16), and saving it as a checkpoint.
+
+Member checkpoints may be ours, Distiller's or plain state_dicts (the original's ``.pt`` files). They come
+from ``--resnet18-ckpt`` / ``--vgg16-ckpt`` or, failing that, the KD_RESNET18_CKPT / KD_VGG16_CKPT
+environment variables (the original hard-coded them in its sources).
+"""
+import math
+import os
+from dataclasses import dataclass
+
+from ...checkpoint import load_model, save_checkpoint
+from ...models import create_model, resolve_arch
+from ...models.ensembles import DEFAULT_RESNET_WEIGHT, DEFAULT_VGG_WEIGHT
+from ...util.errors import KDPluginError
+from ...util.fileio import ensure_writable_dir
+
+ENSEMBLE_ARCHS = ("avnet_cifar", "jointnet_cifar")
+# member: (its architecture, command-line flag, environment variable)
+MEMBER_SOURCES = {"resnet": ("resnet18_cifar", "--resnet18-ckpt", "KD_RESNET18_CKPT"),
+                  "vgg": ("vgg16_bn_cifar", "--vgg16-ckpt", "KD_VGG16_CKPT")}
+
+
+@dataclass
+class Members:
+    resnet_checkpoint: str
+    vgg_checkpoint: str
+    resnet_weight: float = DEFAULT_RESNET_WEIGHT
+    vgg_weight: float = DEFAULT_VGG_WEIGHT
+
+
+def add_member_args(parser):
+    group = parser.add_argument_group("ensemble members (AvNet/JointNet)")
+    for arch, flag, env in MEMBER_SOURCES.values():
+        group.add_argument(flag, dest=_dest(flag), metavar="PATH",
+                           help=f"{arch} member checkpoint (ours, Distiller's or a plain state_dict); default ${env}")
+    group.add_argument("--resnet-weight", type=float, default=DEFAULT_RESNET_WEIGHT,
+                       help=f"ResNet18's weight on the logits (default {DEFAULT_RESNET_WEIGHT})")
+    group.add_argument("--vgg-weight", type=float, default=DEFAULT_VGG_WEIGHT,
+                       help=f"VGG16's weight on the logits (default {DEFAULT_VGG_WEIGHT})")
+
+
+def _dest(flag):
+    return flag.lstrip("-").replace("-", "_")
+
+
+def members_from_args(args, environ=None):
+    environ = os.environ if environ is None else environ
+    paths = {}
+    for member, (arch, flag, env) in MEMBER_SOURCES.items():
+        paths[member] = getattr(args, _dest(flag)) or environ.get(env)
+        if not paths[member]:
+            raise KDPluginError(f"no {arch} member checkpoint for the ensemble: pass {flag} PATH or set {env}")
+    for flag, value in (("--resnet-weight", args.resnet_weight), ("--vgg-weight", args.vgg_weight)):
+        if not math.isfinite(value) or value < 0:
+            raise KDPluginError(f"{flag} must be a finite number >= 0, got {value}")
+    if args.resnet_weight + args.vgg_weight == 0:
+        raise KDPluginError("--resnet-weight and --vgg-weight cannot both be 0")
+    return Members(paths["resnet"], paths["vgg"], args.resnet_weight, args.vgg_weight)
+
+
+def build_ensemble(arch, members):
+    """AvNet or JointNet holding the two members' weights (JointNet's head freshly initialised)."""
+    arch = resolve_arch(arch)
+    if arch not in ENSEMBLE_ARCHS:
+        raise KDPluginError(f"{arch} is not an ensemble ({', '.join(ENSEMBLE_ARCHS)})")
+    resnet, _ = load_model(members.resnet_checkpoint, MEMBER_SOURCES["resnet"][0])
+    vgg, _ = load_model(members.vgg_checkpoint, MEMBER_SOURCES["vgg"][0])
+    return create_model(arch, resnet=resnet, vgg=vgg, resnet_weight=members.resnet_weight,
+                        vgg_weight=members.vgg_weight)
+
+
+def save_model_checkpoint(model, arch, path, epoch=0):
+    """A Distiller-format checkpoint (``save_checkpoint``) of ``model`` at exactly ``path``, written atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    ensure_writable_dir(folder)
+    written = save_checkpoint(epoch, resolve_arch(arch), model, name=f".{os.path.basename(path)}.{os.getpid()}",
+                              dir=folder)
+    os.replace(written, path)
+    return path

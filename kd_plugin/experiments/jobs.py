@@ -1,0 +1,227 @@
+"""Resumable command-line jobs (a training run, an ensemble build) run in-process or as parallel processes.
+
+A job has a deterministic name and directory. Once its command succeeds, ``result.json`` is written there
+atomically: that file is the done marker, so a rerun skips finished jobs. An unfinished job's leftovers
+(a killed attempt) are removed and it starts afresh: with the same seed it yields what an uninterrupted
+run would have. Child processes get SIGTERM if the parent dies (Linux), so a killed sweep leaves no
+orphan writing into a directory the next attempt will use.
+"""
+import contextlib
+import ctypes
+import ctypes.util
+import fcntl
+import glob
+import importlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from ..util.errors import KDPluginError
+from ..util.fileio import write_json
+
+ENTRY_POINTS = {"compress_classifier": "kd_plugin.compress_classifier", "kd-plugin": "kd_plugin.cli.kd_plugin"}
+
+
+class JobsFailed(KDPluginError):
+    exit_code = 1
+
+
+def run_summary(job):
+    """The summary.json of the job's newest run directory ({directory}/{name}___*), or None."""
+    runs = sorted(glob.glob(os.path.join(job.directory, f"{glob.escape(job.name)}___*", "summary.json")),
+                  key=os.path.getmtime)
+    if not runs:
+        return None
+    with open(runs[-1]) as fh:
+        summary = json.load(fh)
+    summary.pop("rows", None)
+    return summary
+
+
+@dataclass
+class Job:
+    name: str
+    directory: str
+    argv: list
+    entry: str = "compress_classifier"
+    meta: dict = field(default_factory=dict)
+    collect: object = run_summary  # job -> result dict (None if the command left no result)
+    leftovers: list = None  # globs removed before a fresh attempt; default: the run directories
+
+    @classmethod
+    def training_run(cls, name, directory, argv, entry="compress_classifier", **kwargs):
+        """A compress_classifier-style run named NAME in DIRECTORY (``-n``/``-o`` appended)."""
+        return cls(name, directory, [*argv, "-n", name, "-o", directory, "--no-progress"], entry, **kwargs)
+
+    @property
+    def result_path(self):
+        return os.path.join(self.directory, "result.json")
+
+    @property
+    def log_path(self):
+        return os.path.join(self.directory, f"{self.name}.out")
+
+    def result(self):
+        if not os.path.isfile(self.result_path):
+            return None
+        with open(self.result_path) as fh:
+            return json.load(fh)
+
+    def command(self):
+        return [sys.executable, "-m", ENTRY_POINTS[self.entry], *self.argv]
+
+    def clear_leftovers(self):
+        os.makedirs(self.directory, exist_ok=True)
+        patterns = self.leftovers or [os.path.join(self.directory, f"{glob.escape(self.name)}___*")]
+        for path in (p for pattern in patterns for p in glob.glob(pattern)):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+
+    def complete(self, seconds):
+        result = self.collect(self)
+        if result is None:
+            raise JobsFailed(f"{self.name}: the command succeeded but left no result (see {self.log_path})")
+        result = {**self.meta, **result, "seconds": round(seconds, 2), "command": self.command()[2:]}
+        write_json(self.result_path, result)
+        return result
+
+
+def _die_with_parent():
+    """preexec_fn: ask Linux to SIGTERM this child when the parent exits (PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def _last_line(path):
+    with contextlib.suppress(OSError):
+        with open(path, errors="replace") as fh:
+            lines = [line.strip() for line in fh if line.strip()]
+        return lines[-1] if lines else ""
+    return ""
+
+
+def run_in_process(job):
+    """Run the job's entry point in this process, output to its log; returns the exit code."""
+    main = importlib.import_module(ENTRY_POINTS[job.entry]).main
+    with open(job.log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            return main(list(job.argv))
+        except SystemExit as exit_:  # argparse
+            return exit_.code if isinstance(exit_.code, int) else 1
+
+
+class JobRunner:
+    """Runs jobs one at a time in-process (parallel=0) or as up to ``parallel`` child processes."""
+
+    def __init__(self, parallel=1, say=print, threads=None, keep_fds=()):
+        self.parallel = parallel
+        self.keep_fds = tuple(keep_fds)  # e.g. a lock that must stay held while any child lives
+        self.say = say
+        cores = os.cpu_count() or 1
+        self.threads = threads or max(1, cores // max(parallel, 1))
+
+    def run(self, jobs):
+        """Run every unfinished job; returns {name: result} for all finished ones. Failures: JobsFailed."""
+        for job in jobs:
+            done = job.result()
+            if done is not None and done.get("command") != job.command()[2:]:
+                raise KDPluginError(f"{job.directory} holds a finished run of another command (different options "
+                                    f"or inputs); use another output directory, or remove it to run it again")
+        pending = [job for job in jobs if job.result() is None]
+        skipped = len(jobs) - len(pending)
+        if skipped:
+            self.say(f"{skipped} of {len(jobs)} runs already done, skipped")
+        failures = self._run_inline(pending) if self.parallel == 0 else self._run_parallel(pending)
+        if failures:
+            names = ", ".join(f"{job.name} ({job.log_path})" for job in failures[:3])
+            raise JobsFailed(f"{len(failures)} of {len(jobs)} runs failed: {names}; rerun the same command to retry "
+                             f"them (finished runs are kept)")
+        return {job.name: job.result() for job in jobs}
+
+    def _finish(self, job, code, began, index, total):
+        seconds = time.perf_counter() - began
+        if code == 0:
+            result = job.complete(seconds)
+            top1 = f", test top-1 {result['test_top1']:.2f}%" if "test_top1" in result else ""
+            self.say(f"[{index}/{total}] {job.name}: done in {seconds:.1f}s{top1}")
+            return True
+        self.say(f"[{index}/{total}] {job.name}: failed (exit {code}): {_last_line(job.log_path)}")
+        return False
+
+    def _run_inline(self, jobs):
+        failures = []
+        for index, job in enumerate(jobs, 1):
+            job.clear_leftovers()
+            self.say(f"[{index}/{len(jobs)}] {job.name}: running (log: {job.log_path})")
+            began = time.perf_counter()
+            code = run_in_process(job)
+            if code in (130, 143):
+                raise KeyboardInterrupt
+            if not self._finish(job, code, began, index, len(jobs)):
+                failures.append(job)
+        return failures
+
+    def _run_parallel(self, jobs):
+        queue, running, failures, done = list(jobs), {}, [], 0
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        try:
+            while queue or running:
+                while queue and len(running) < self.parallel:
+                    job = queue.pop(0)
+                    job.clear_leftovers()
+                    log = open(job.log_path, "w")
+                    proc = subprocess.Popen(job.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            preexec_fn=preexec, pass_fds=self.keep_fds)
+                    running[proc] = (job, log, time.perf_counter())
+                    self.say(f"started {job.name} (pid {proc.pid}, {self.threads} threads, log: {job.log_path})")
+                time.sleep(0.2)
+                for proc in [p for p in running if p.poll() is not None]:
+                    job, log, began = running.pop(proc)
+                    log.close()
+                    done += 1
+                    if not self._finish(job, proc.returncode, began, done, len(jobs)):
+                        failures.append(job)
+        finally:
+            _stop(running)
+        return failures
+
+
+def _stop(running):
+    """On the way out (interrupt, error): SIGTERM the children (they save a checkpoint), then wait for them."""
+    for proc in running:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+    for proc, (_, log, _) in running.items():
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@contextlib.contextmanager
+def exclusive_directory(out_dir, what, wait_s=60):
+    """Hold OUT/.lock for a sweep or pipeline; yields the lock's fd. Pass it to JobRunner(keep_fds=...) so the
+    runs inherit the lock: it stays held until the last one exits, and a rerun right after a killed parent
+    waits for the killed parent's runs to stop instead of racing them."""
+    with open(os.path.join(out_dir, ".lock"), "w") as fh:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise KDPluginError(f"another {what} (or runs it left behind) is still running in {out_dir}; "
+                                        f"wait for it or use another output directory") from None
+                time.sleep(0.5)
+        yield fh.fileno()

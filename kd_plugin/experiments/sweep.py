@@ -1,0 +1,287 @@
+"""``kd-plugin sweep``: a grid of KD runs (teacher x student x alpha x T x seed) from one base schedule.
+
+Each cell is ``compress_classifier DATA [--compress BASE] -a STUDENT --kd-teacher T --kd-resume CKPT
+--kd-dw alpha --kd-sw 1-alpha --kd-temp T --seed S`` run as its own process (up to --jobs at once) in
+OUT/runs/NAME, resumable through jobs.Job's done markers. The results become the original's table
+(teacher -> student, alpha, T, accuracy; mean ± std over seeds) as Markdown and CSV, plus one PNG per
+teacher/student pair of accuracy against T per alpha with the student's baseline as a horizontal line.
+"""
+import csv
+import io
+import json
+import os
+import shlex
+import statistics
+from dataclasses import asdict, dataclass, field
+
+from ..checkpoint import load_model
+from ..data import TensorLoader, load_split
+from ..engine.loop import evaluate_loader
+from ..models import resolve_arch
+from ..protocol.config import read_schedule
+from ..reporting.plots import accuracy_vs_temperature, plot_or_warn
+from ..reporting.tables import markdown_table
+from ..util.errors import KDPluginError
+from ..util.fileio import ensure_writable_dir, write_json, write_text
+from .jobs import Job, JobRunner, exclusive_directory
+from .naming import display_name, short
+from .schedule_scaling import distillation_extension, scale_schedule, strip_distillation, write_schedule
+
+
+@dataclass(frozen=True)
+class Teacher:
+    label: str
+    arch: str
+    checkpoint: str
+
+
+@dataclass
+class SweepPlan:
+    data: str
+    out: str
+    students: list
+    teachers: list
+    alphas: list
+    temperatures: list
+    seeds: list
+    kd_schedule: str = None
+    baseline_schedule: str = None
+    train_baseline: bool = False
+    run_args: list = field(default_factory=list)  # --epochs, -b and --extra-args, for every cell
+
+
+def kd_job(plan, teacher, student, alpha, temperature, seed):
+    name = f"{teacher.label}-to-{short(student)}_a{alpha:g}_T{temperature:g}_s{seed}"
+    argv = [plan.data, *(["--compress", plan.kd_schedule] if plan.kd_schedule else []), "-a", student,
+            "--kd-teacher", teacher.arch, "--kd-resume", teacher.checkpoint, "--kd-dw", f"{alpha:.10g}",
+            "--kd-sw", f"{1 - alpha:.10g}", "--kd-temp", f"{temperature:.10g}", "--seed", str(seed),
+            "--teacher-cache", os.path.join(plan.out, "teacher_cache"), *plan.run_args]
+    meta = {"teacher": teacher.arch, "teacher_label": teacher.label, "teacher_checkpoint": teacher.checkpoint,
+            "student": student, "alpha": alpha, "temperature": temperature, "seed": seed}
+    return Job.training_run(name, os.path.join(plan.out, "runs", name), argv, meta=meta)
+
+
+def baseline_job(plan, student, seed):
+    name = f"baseline-{short(student)}_s{seed}"
+    argv = [plan.data, *(["--compress", plan.baseline_schedule] if plan.baseline_schedule else []), "-a", student,
+            "--seed", str(seed), *plan.run_args]
+    meta = {"teacher": None, "student": student, "alpha": None, "temperature": None, "seed": seed}
+    return Job.training_run(name, os.path.join(plan.out, "runs", name), argv, meta=meta)
+
+
+def sweep_jobs(plan):
+    jobs = [kd_job(plan, t, s, a, temp, seed) for t in plan.teachers for s in plan.students for a in plan.alphas
+            for temp in plan.temperatures for seed in plan.seeds]
+    if plan.train_baseline:
+        jobs += [baseline_job(plan, s, seed) for s in plan.students for seed in plan.seeds]
+    return jobs
+
+
+# --- tables ------------------------------------------------------------------------------------------------
+
+def _stats(values):
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def baselines_from_results(results):
+    by_student = {}
+    for r in results:
+        if r["teacher"] is None:
+            by_student.setdefault(r["student"], []).append(r["test_top1"])
+    return {student: _stats(values)[0] for student, values in by_student.items()}
+
+
+def table_rows(results, baselines):
+    """Rows of the original-style table: one per (teacher, student, alpha, T), seeds aggregated."""
+    groups = {}
+    for r in results:
+        key = (r.get("teacher_label") or "", r["teacher"] or "", r["student"], r["alpha"], r["temperature"])
+        groups.setdefault(key, []).append(r["test_top1"])
+    rows = []
+    def order(key):
+        label, _, student, alpha, temperature = key
+        return label, student, -1 if alpha is None else alpha, -1 if temperature is None else temperature
+
+    for (label, teacher, student, alpha, temperature), values in sorted(groups.items(), key=lambda kv: order(kv[0])):
+        mean, std = _stats(values)
+        baseline = baselines.get(student)
+        rows.append({"teacher": label or "", "teacher_arch": teacher or "", "student": student,
+                     "alpha": alpha, "temperature": temperature, "seeds": len(values), "mean": mean, "std": std,
+                     "values": values, "baseline": baseline,
+                     "delta": mean - baseline if baseline is not None and teacher else None})
+    return rows
+
+
+def _accuracy_text(row):
+    return f"{row['mean']:.2f} ± {row['std']:.2f}" if row["seeds"] > 1 else f"{row['mean']:.2f}"
+
+
+def markdown_rows(rows):
+    shown = []
+    for row in rows:
+        pair = f"{display_name(row['teacher_arch'])} → {display_name(row['student'])}" if row["teacher_arch"] \
+            else f"(baseline) {display_name(row['student'])}"
+        shown.append({"teacher → student": pair, "alpha": "—" if row["alpha"] is None else f"{row['alpha']:g}",
+                      "T": "—" if row["temperature"] is None else f"{row['temperature']:g}", "seeds": row["seeds"],
+                      "test top-1 (%)": _accuracy_text(row),
+                      "Δ vs baseline": "—" if row["delta"] is None else f"{row['delta']:+.2f}"})
+    return shown
+
+
+def write_tables(rows, out_dir):
+    md = write_text(os.path.join(out_dir, "sweep.md"), "# KD sweep\n\n" + markdown_table(markdown_rows(rows)))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["teacher", "teacher_arch", "student", "alpha", "temperature", "seeds",
+                                                "mean", "std", "values", "baseline", "delta"])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "values": " ".join(f"{v:.2f}" for v in row["values"])})
+    return md, write_text(os.path.join(out_dir, "sweep.csv"), buffer.getvalue())
+
+
+def write_plots(rows, out_dir, warn=print):
+    """One PNG per teacher -> student pair: accuracy against T, a line per alpha, the baseline dashed.
+    Returns [(title, path)]."""
+    pngs = []
+    pairs = sorted({(r["teacher"], r["teacher_arch"], r["student"]) for r in rows if r["teacher_arch"]})
+    for label, teacher, student in pairs:
+        points = [{"alpha": r["alpha"], "temperature": r["temperature"], "mean": r["mean"], "std": r["std"]}
+                  for r in rows if r["teacher"] == label and r["student"] == student]
+        baseline = next((r["baseline"] for r in rows if r["student"] == student), None)
+        title = f"{display_name(teacher)} → {display_name(student)}"
+        png = plot_or_warn(accuracy_vs_temperature, points,
+                           os.path.join(out_dir, f"accuracy_vs_T_{label}_to_{short(student)}.png"),
+                           baseline=baseline, warn=warn, title=title)
+        if png:
+            pngs.append((title, png))
+    return pngs
+
+
+# --- inputs ------------------------------------------------------------------------------------------------
+
+def baseline_accuracy(path, test_set):
+    """(arch, test top-1) from a summary.json/result.json, or by evaluating a checkpoint on the test split."""
+    if not os.path.isfile(path):
+        raise KDPluginError(f"--baseline {path}: file not found")
+    if path.endswith(".json"):
+        try:
+            with open(path) as fh:
+                summary = json.load(fh)
+            return resolve_arch(summary["arch"] if "arch" in summary else summary["student"]), \
+                float(summary["test_top1"])
+        except (ValueError, KeyError, TypeError):
+            raise KDPluginError(f"--baseline {path}: not a run summary (needs arch and test_top1)") from None
+    model, checkpoint = load_model(path)
+    if not checkpoint.arch:
+        raise KDPluginError(f"--baseline {path}: the checkpoint does not name its architecture; "
+                            f"give the run's summary.json instead")
+    return checkpoint.arch, evaluate_loader(model, TensorLoader(test_set, 1024, "n"))["top1"]
+
+
+def parse_teachers(specs, schedule):
+    pairs = []
+    for spec in specs or []:
+        arch, sep, checkpoint = spec.partition("=")
+        if not sep or not checkpoint:
+            raise KDPluginError(f"--teacher {spec!r}: expected ARCH=CHECKPOINT")
+        pairs.append((resolve_arch(arch), checkpoint))
+    if not pairs and schedule is not None:
+        kd = distillation_extension(schedule)
+        if kd is not None:
+            pairs.append((resolve_arch(kd["teacher_arch"]), kd.get("teacher_checkpoint")))
+    if not pairs:
+        raise KDPluginError("no teacher: pass --teacher ARCH=CHECKPOINT or a --schedule with a "
+                            "KnowledgeDistillationExtension")
+    teachers = []
+    for arch, checkpoint in pairs:
+        if not checkpoint or not os.path.isfile(checkpoint):
+            raise KDPluginError(f"teacher {arch}: checkpoint {checkpoint!r} not found")
+        label = short(arch)
+        if any(t.label == label for t in teachers):
+            label = f"{label}-{len(teachers) + 1}"
+        teachers.append(Teacher(label, arch, os.path.abspath(checkpoint)))
+    return teachers
+
+
+def _check_grid(args):
+    if not all(0 <= a <= 1 for a in args.alpha):
+        raise KDPluginError(f"--alpha values must be in [0, 1], got {args.alpha}")
+    if not all(t > 0 for t in args.temperature):
+        raise KDPluginError(f"--temperature values must be > 0, got {args.temperature}")
+    if not all(s >= 0 for s in args.seeds):
+        raise KDPluginError(f"--seeds must be >= 0, got {args.seeds}")
+    for flag, value in (("--jobs", args.jobs), ("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise KDPluginError(f"{flag} must be >= 1, got {value}")
+    if args.train_baseline and args.baseline:
+        raise KDPluginError("give either --baseline or --train-baseline, not both")
+
+
+def plan_from_args(args):
+    _check_grid(args)
+    schedule = read_schedule(args.schedule) if args.schedule else None
+    students = [resolve_arch(s) for s in args.student or []]
+    if not students and schedule and (schedule.get("training") or {}).get("arch"):
+        students = [resolve_arch(schedule["training"]["arch"])]
+    if not students:
+        raise KDPluginError("no student: pass --student ARCH or a --schedule with training.arch")
+    teachers = parse_teachers(args.teacher, schedule)
+    try:
+        extra = shlex.split(args.extra_args or "")
+    except ValueError as err:
+        raise KDPluginError(f"--extra-args: {err}") from None
+    out = os.path.abspath(ensure_writable_dir(args.out_dir))
+    kd_schedule = baseline_schedule = None
+    if schedule is not None:
+        base = scale_schedule(schedule, args.epochs) if args.epochs else schedule
+        note = f"derived by kd-plugin sweep from {args.schedule}" + (f", scaled to {args.epochs} epochs"
+                                                                     if args.epochs else "")
+        kd_schedule = write_schedule(base, os.path.join(out, "schedule.yaml"), note)
+        baseline_schedule = write_schedule(strip_distillation(base), os.path.join(out, "baseline_schedule.yaml"),
+                                           note + ", without distillation")
+    run_args = [*(["--epochs", str(args.epochs)] if args.epochs else []),
+                *(["-b", str(args.batch_size)] if args.batch_size else []), *extra]
+    return SweepPlan(os.path.abspath(args.data), out, students, teachers, args.alpha, args.temperature, args.seeds,
+                     kd_schedule, baseline_schedule, args.train_baseline, run_args)
+
+
+def add_sweep_args(p):
+    p.add_argument("--data", required=True, help="CIFAR-10 python batches dir")
+    p.add_argument("--schedule", help="base YAML schedule (with a KnowledgeDistillationExtension, or without "
+                                      "and --teacher)")
+    p.add_argument("--teacher", action="append", metavar="ARCH=CHECKPOINT", help="a teacher (repeatable)")
+    p.add_argument("--student", action="append", metavar="ARCH", help="a student (repeatable)")
+    p.add_argument("--alpha", type=float, nargs="+", default=[0.5], help="distillation weights (student CE gets "
+                                                                         "1-alpha)")
+    p.add_argument("--temperature", "-T", type=float, nargs="+", default=[1.0], help="temperatures")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per cell (several: mean ± std)")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="runs at once (CPU threads are split between them)")
+    p.add_argument("-o", "--out-dir", default="sweep", help="sweep directory (rerun with the same one to resume)")
+    p.add_argument("--epochs", type=int, help="epochs per run (the schedule's LR steps are scaled to fit)")
+    p.add_argument("-b", "--batch-size", type=int, help="batch size per run")
+    p.add_argument("--baseline", action="append", metavar="PATH",
+                   help="student baseline: a run's summary.json or a checkpoint (repeatable, one per student)")
+    p.add_argument("--train-baseline", action="store_true", help="also train each student without a teacher")
+    p.add_argument("--extra-args", help="more compress_classifier options for every run, as one string")
+
+
+def cmd_sweep(args):
+    plan = plan_from_args(args)
+    test_set = load_split(plan.data, "test")  # fails early, with one line, on a bad --data
+    given = dict(baseline_accuracy(path, test_set) for path in args.baseline or [])
+    jobs = sweep_jobs(plan)
+    with exclusive_directory(plan.out, "sweep") as lock_fd:
+        write_json(os.path.join(plan.out, "sweep.json"), asdict(plan))
+        print(f"sweep: {len(jobs)} runs ({len(plan.teachers)} teacher(s) x {len(plan.students)} student(s) x "
+              f"{len(plan.alphas)} alpha x {len(plan.temperatures)} T x {len(plan.seeds)} seed(s)"
+              f"{' + baselines' if plan.train_baseline else ''}), {args.jobs} at a time, in {plan.out}")
+        try:
+            JobRunner(parallel=args.jobs, keep_fds=(lock_fd,)).run(jobs)
+        finally:
+            results = [r for r in (job.result() for job in jobs) if r is not None]
+            if results:
+                rows = table_rows(results, {**given, **baselines_from_results(results)})
+                md, csv_path = write_tables(rows, plan.out)
+                write_plots(rows, plan.out)
+                print(f"wrote {md} and {csv_path} ({len(results)} of {len(jobs)} runs)")
+    return 0

@@ -1,0 +1,144 @@
+"""``kd-plugin report``: a model report card per checkpoint and a comparison table across them.
+
+A card is evaluation.model_card (parameters, fp32 weight MiB, MACs, train/test top-1, per-class accuracy)
+with latency measured on every device asked for (CPU, and the GPU when present): the original's batched
+figure (test-split evaluation wall time at batch 1024 / images) and batch-1 median and p90. Each card is
+written as JSON + Markdown + a per-class bar chart PNG.
+"""
+import csv
+import io
+import os
+import re
+import sys
+
+import torch
+
+from ..checkpoint import load_model
+from ..data import load_split
+from ..util.errors import KDPluginError
+from ..util.fileio import ensure_writable_dir, write_text
+from .evaluation import model_card, timed_evaluation, write_card
+from .plots import per_class_bars, plot_or_warn
+from .tables import columns_of, markdown_table
+
+CHECKPOINT_SUFFIX = re.compile(r"(\.pth\.tar|\.pth|\.pt|\.tar)$")
+
+
+def latency_devices(requested="auto"):
+    """Devices to time on, the first one also evaluating accuracy: ``auto`` = the GPU (if any), then the CPU."""
+    if requested == "auto":
+        return ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise KDPluginError(f"--device {requested}: no CUDA device is available")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise KDPluginError(f"--device must be auto, cpu or cuda, got {requested!r}")
+    return [requested]
+
+
+def report_card(model, arch, test_set, train_set=None, devices=("cpu",), repeats=50, checkpoint=None):
+    card = model_card(model, arch, test_set, devices[0], train_set, repeats, checkpoint)
+    card["latency"] = {torch.device(devices[0]).type: {
+        "device": card["device"], "batched_s_per_image": card["latency_batched_s_per_image"],
+        "batch1_median_s": card["latency_batch1_median_s"], "batch1_p90_s": card["latency_batch1_p90_s"]}}
+    for device in devices[1:]:
+        card["latency"][torch.device(device).type] = timed_evaluation(model, test_set, device, repeats)[1]
+    model.to("cpu")
+    return card
+
+
+def card_for_checkpoint(path, test_set, train_set=None, arch=None, devices=("cpu",), repeats=50):
+    model, checkpoint = load_model(path, arch)
+    return report_card(model, checkpoint.arch or arch, test_set, train_set, devices, repeats, path)
+
+
+def write_report_card(card, out_dir, stem, warn=print):
+    """JSON + Markdown (+ PNG when matplotlib is there); returns the written paths."""
+    png = plot_or_warn(per_class_bars, {card["arch"]: card["test_per_class"]},
+                       os.path.join(out_dir, f"{stem}_per_class.png"),
+                       title=f"{stem}: per-class test accuracy", warn=warn)
+    if png:
+        card["per_class_png"] = os.path.basename(png)
+    return [*write_card(card, out_dir, stem), *([png] if png else [])]
+
+
+def unique_stems(paths):
+    stems = {}
+    for path in paths:
+        stem = CHECKPOINT_SUFFIX.sub("", os.path.basename(path)) or "model"
+        candidate, n = stem, 1
+        while candidate in stems.values():
+            n += 1
+            candidate = f"{stem}-{n}"
+        stems[path] = candidate
+    return stems
+
+
+def comparison_rows(cards_by_label):
+    """One flat row per card: the numbers of the comparison table, in a fixed column order."""
+    rows = []
+    for label, card in cards_by_label.items():
+        row = {"model": label, "arch": card["arch"], "parameters": card["parameters"],
+               "size_mib": card["size_mib"], "macs": card["macs"], "train_top1": card.get("train_top1"),
+               "test_top1": card["test_top1"]}
+        for kind, lat in card.get("latency", {}).items():
+            row.update({f"{kind}_batched_s_per_image": lat["batched_s_per_image"],
+                        f"{kind}_batch1_median_s": lat["batch1_median_s"], f"{kind}_batch1_p90_s": lat["batch1_p90_s"]})
+        row.update(card["test_per_class"])
+        rows.append(row)
+    return rows
+
+
+def write_comparison(cards_by_label, out_dir, warn=print):
+    rows = comparison_rows(cards_by_label)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns_of(rows))
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_path = write_text(os.path.join(out_dir, "comparison.csv"), buffer.getvalue())
+    png = plot_or_warn(per_class_bars, {label: card["test_per_class"] for label, card in cards_by_label.items()},
+                       os.path.join(out_dir, "comparison_per_class.png"), warn=warn)
+    text = "# Model comparison\n\n" + markdown_table(rows)
+    if png:
+        text += f"\n![per-class test accuracy]({os.path.basename(png)})\n"
+    md_path = write_text(os.path.join(out_dir, "comparison.md"), text)
+    return [md_path, csv_path, *([png] if png else [])]
+
+
+def add_report_args(p):
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint files (Distiller format or "
+                                                                        "plain state_dicts with -a)")
+    p.add_argument("--data", required=True, help="CIFAR-10 python batches dir")
+    p.add_argument("-a", "--arch", help="architecture (needed for plain state_dict checkpoints)")
+    p.add_argument("-o", "--out-dir", default="reports", help="where cards and the comparison go")
+    p.add_argument("--device", default="auto", help="auto (GPU when present, and CPU), cpu or cuda")
+    p.add_argument("--repeats", type=int, default=50, help="batch-1 latency repeats")
+    p.add_argument("--no-train-accuracy", dest="train_accuracy", action="store_false",
+                   help="skip the (slow) training-split evaluation")
+
+
+def cmd_report(args):
+    if args.repeats < 1:
+        raise KDPluginError(f"--repeats must be >= 1, got {args.repeats}")
+    for path in args.checkpoints:
+        if not os.path.isfile(path):
+            raise KDPluginError(f"{path}: checkpoint file not found")
+    devices = latency_devices(args.device)
+    ensure_writable_dir(args.out_dir)
+    test = load_split(args.data, "test")
+    train = load_split(args.data, "train") if args.train_accuracy else None
+    warn = _stderr_warning
+    cards = {}
+    for path, stem in unique_stems(args.checkpoints).items():
+        card = card_for_checkpoint(path, test, train, args.arch, devices, args.repeats)
+        written = write_report_card(card, args.out_dir, stem, warn)
+        cards[stem] = card
+        train_text = f", train top-1 {card['train_top1']:.2f}%" if "train_top1" in card else ""
+        print(f"{stem} ({card['arch']}): test top-1 {card['test_top1']:.2f}%{train_text}, "
+              f"{card['parameters']:,} parameters, {card['size_mib']:.2f} MiB -> {written[1]}")
+    if len(cards) > 1:
+        print(f"comparison: {write_comparison(cards, args.out_dir, warn)[0]}")
+    return 0
+
+
+def _stderr_warning(text):
+    print(text, file=sys.stderr)
