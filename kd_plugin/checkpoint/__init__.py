@@ -10,7 +10,8 @@ from .files import (
                     optimizer_class,
                     read_checkpoint_file,
                     save_checkpoint,
+                    verify_archive,
 )
 
 __all__ = ["Checkpoint", "check_arch", "checkpoint_paths", "load_checkpoint_file", "load_model", "load_weights",
-           "normalize_state_dict_keys", "optimizer_class", "read_checkpoint_file", "save_checkpoint"]
+           "normalize_state_dict_keys", "optimizer_class", "read_checkpoint_file", "save_checkpoint", "verify_archive"]

@@ -109,7 +109,7 @@ def _copy_into(src, fh):
         shutil.copyfileobj(source, fh)
 
 
-def _verify_archive(path):
+def verify_archive(path, kind="checkpoint"):
     """torch does not check zip CRCs; a flipped bit in tensor data would load silently without this.
 
     torch reads a file as a zip archive iff it starts with a local-header signature, so the same test decides
@@ -121,9 +121,9 @@ def _verify_archive(path):
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
-        raise KDPluginError(f"{path}: corrupt checkpoint archive ({err})") from None
+        raise KDPluginError(f"{path}: corrupt {kind} archive ({err})") from None
     if bad is not None:
-        raise KDPluginError(f"{path}: corrupt checkpoint (CRC mismatch in {bad})")
+        raise KDPluginError(f"{path}: corrupt {kind} (CRC mismatch in {bad})")
 
 
 _TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
@@ -151,7 +151,7 @@ def read_checkpoint_file(path):
         raise KDPluginError(f"{path}: checkpoint file is empty")
     if size > MAX_CHECKPOINT_BYTES:
         raise KDPluginError(f"{path}: checkpoint of {size} bytes exceeds the {MAX_CHECKPOINT_BYTES} byte limit")
-    _verify_archive(path)
+    verify_archive(path)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)

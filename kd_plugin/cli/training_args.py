@@ -48,7 +48,10 @@ def add_training_args(p):
                    help="load weights only, start from epoch 0")
     p.add_argument("--reset-optimizer", action="store_true",
                    help="with --resume-from: take the weights, restart epochs, optimizer and schedule")
-    p.add_argument("-n", "--name", default=None, help="experiment name (log directory prefix)")
+    p.add_argument("--resume-accept-changes", action="store_true",
+                   help="with --resume-from: continue even though teacher, T, loss, optimizer, schedule or data "
+                        "order differ from the checkpoint's (each change is logged)")
+    p.add_argument("-n", "--name", default=None, help="experiment name (log directory prefix; a name, not a path)")
     p.add_argument("-o", "--out-dir", dest="out_dir", default="logs", help="where log directories are created")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 into DATASET_DIR first (needs internet)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bar")
@@ -97,7 +100,8 @@ def settings_from_args(args):
     return RunSettings(
         data=args.data, device=pick_device(args.cpu, args.gpus), seed=args.seed, deterministic=args.deterministic,
         out_dir=args.out_dir, name=args.name, compress=args.compress, resume_from=args.resume_from,
-        load_weights_from=args.load_weights_from, reset_optimizer=args.reset_optimizer, print_freq=args.print_freq,
+        load_weights_from=args.load_weights_from, reset_optimizer=args.reset_optimizer,
+        resume_accept_changes=args.resume_accept_changes, print_freq=args.print_freq,
         kd_teacher=args.kd_teacher, kd_resume=args.kd_resume, kd_temperature=args.kd_temperature,
         kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
         kd_start_epoch=args.kd_start_epoch, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,

@@ -1,4 +1,6 @@
 """The teacher side of distillation: building a teacher from a checkpoint, and running it for logits."""
+import hashlib
+
 import torch
 
 from ..checkpoint import load_model
@@ -32,3 +34,20 @@ def build_teacher(student_model, teacher_arch, teacher_checkpoint=None):
         teacher = create_model(teacher_arch)
     device = next(student_model.parameters()).device
     return teacher.to(device)
+
+
+def tensor_bytes(tensor):
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def update_with_weights(digest, module):
+    """Feed every weight and buffer of MODULE (names, dtypes, shapes, bytes) into a hashlib DIGEST."""
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"|{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor_bytes(tensor))
+    return digest
+
+
+def weights_digest(module):
+    """A short sha256 of MODULE's weights and buffers: another teacher checkpoint gives another digest."""
+    return update_with_weights(hashlib.sha256(), module).hexdigest()[:16]

@@ -10,23 +10,23 @@ Rows are filled lazily (a miss runs the teacher on the missing rows only) or up 
 The file name is a digest of everything the logits depend on: the teacher's weights and buffers, the
 training images and labels actually used (after the validation split), normalization, augmentation and the
 teacher's autocast precision. Another teacher checkpoint or split therefore never reads a stale file.
+Every file is verified when read (kd_plugin.distill.cache_check); one that fails is set aside, never merged.
 """
 import hashlib
 import os
 
 import torch
 
+from ..checkpoint import verify_archive
+from ..data import TensorLoader
 from ..data.augment import NUM_VIEWS
 from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write
-from .teacher import TeacherRunner
+from .cache_check import payload_digest, recheck_slack, rows_mismatch, sample_rows, set_aside
+from .teacher import TeacherRunner, tensor_bytes, update_with_weights
 
-FORMAT = 1
+FORMAT = 2  # 2: the payload carries the digest of its logits and filled mask
 FP16_RELATIVE_ERROR = 2.0 ** -11  # round-to-nearest fp16 has an 11-bit significand
-
-
-def _tensor_bytes(tensor):
-    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def cache_key(teacher, image_set, normalizer, augment, autocast_dtype=None):
@@ -34,11 +34,9 @@ def cache_key(teacher, image_set, normalizer, augment, autocast_dtype=None):
     digest = hashlib.sha256()
     digest.update(f"format {FORMAT}|{type(teacher).__qualname__}|augment {augment}|{normalizer.key()}|"
                   f"autocast {autocast_dtype}".encode())
-    for name, tensor in sorted(teacher.state_dict().items()):
-        digest.update(f"|{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(_tensor_bytes(tensor))
-    digest.update(_tensor_bytes(image_set.images))
-    digest.update(_tensor_bytes(image_set.labels))
+    update_with_weights(digest, teacher)
+    digest.update(tensor_bytes(image_set.images))
+    digest.update(tensor_bytes(image_set.labels))
     return digest.hexdigest()
 
 
@@ -81,8 +79,10 @@ class TeacherCache:
         self.dirty = True
 
     def payload(self):
+        logits = self.logits.cpu() if self.logits is not None else None
+        filled = self.filled.cpu()
         return {"format": FORMAT, "key": self.key, "num_images": self.num_images, "num_views": self.num_views,
-                "logits": self.logits.cpu() if self.logits is not None else None, "filled": self.filled.cpu()}
+                "logits": logits, "filled": filled, "digest": payload_digest(logits, filled)}
 
     def merge(self, payload):
         """Take the rows another run saved under the same key (sweeps running side by side share one file)."""
@@ -101,32 +101,57 @@ class TeacherCache:
 class CacheFile:
     """Where a TeacherCache lives on disk: ``<dir>/teacher-<key prefix>.pt``, written atomically."""
 
-    def __init__(self, directory, key):
+    def __init__(self, directory, key, warn=None):
         self.directory = directory
         self.path = os.path.join(directory, f"teacher-{key[:24]}.pt")
         self.key = key
+        self.warn = warn
+        self.set_aside_as = []  # where files that failed a check went, for the run log
 
-    def read(self, num_images, num_views):
-        """The saved payload, or None (no file, or a file that does not match: it is rebuilt and replaced)."""
+    def read(self, num_images, num_views, check_rows=None):
+        """The saved payload, verified, or None: no file, or one that failed a check (zip CRCs, format, key,
+        shapes, digest, or ``check_rows(payload)`` returning a reason), which is renamed aside."""
         if not os.path.exists(self.path):
             return None
-        try:
-            payload = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception:  # a truncated or foreign file is only a cold cache; it gets rewritten
-            return None
-        valid = (isinstance(payload, dict) and payload.get("format") == FORMAT and payload.get("key") == self.key
-                 and payload.get("num_images") == num_images and payload.get("num_views") == num_views
-                 and isinstance(payload.get("filled"), torch.Tensor)
-                 and tuple(payload["filled"].shape) == (num_images, num_views))
-        logits = payload.get("logits") if valid else None
-        if valid and logits is not None and (logits.dtype != torch.float16 or tuple(logits.shape[:2]) !=
-                                             (num_images, num_views)):
-            valid = False
-        return payload if valid else None
+        payload, reason = self._load(num_images, num_views)
+        if reason is None and check_rows is not None:
+            reason = check_rows(payload)
+        if reason is None:
+            return payload
+        target = set_aside(self.path, reason, self.warn)
+        if target:
+            self.set_aside_as.append(target)
+        return None
 
-    def write(self, cache):
+    def _load(self, num_images, num_views):
+        """(payload, None) or (None, why the file cannot be trusted)."""
+        try:
+            verify_archive(self.path, "teacher cache")
+            payload = torch.load(self.path, map_location="cpu", weights_only=True)
+        except KDPluginError as err:
+            return None, str(err).removeprefix(f"{self.path}: ")
+        except Exception as err:  # noqa: BLE001 (any unreadable file is a cold cache, set aside for inspection)
+            return None, f"not loadable ({type(err).__name__})"
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+            return None, f"format {found!r}, expected {FORMAT}"
+        filled, logits = payload.get("filled"), payload.get("logits")
+        if payload.get("key") != self.key or payload.get("num_images") != num_images or \
+                payload.get("num_views") != num_views:
+            return None, "key or size does not match its name"
+        if not isinstance(filled, torch.Tensor) or filled.dtype != torch.bool or \
+                tuple(filled.shape) != (num_images, num_views):
+            return None, "malformed filled mask"
+        if logits is not None and (not isinstance(logits, torch.Tensor) or logits.dtype != torch.float16 or
+                                   logits.dim() != 3 or tuple(logits.shape[:2]) != (num_images, num_views)):
+            return None, "malformed logits"
+        if payload.get("digest") != payload_digest(logits, filled):
+            return None, "digest of logits and filled mask does not match"
+        return payload, None
+
+    def write(self, cache, check_rows=None):
         os.makedirs(self.directory, exist_ok=True)
-        cache.merge(self.read(cache.num_images, cache.num_views))
+        cache.merge(self.read(cache.num_images, cache.num_views, check_rows))
         payload = cache.payload()
         atomic_write(self.path, lambda fh: torch.save(payload, fh))
         cache.dirty = False
@@ -140,10 +165,11 @@ class CachedTeacher:
     Every returned row is fp16-rounded, hit or miss, so a run's losses do not depend on what was cached.
     """
 
-    def __init__(self, runner, cache, cache_file=None):
+    def __init__(self, runner, cache, cache_file=None, row_inputs=None):
         self.runner = runner
         self.cache = cache
         self.cache_file = cache_file
+        self.row_inputs = row_inputs  # (indices, views) -> the teacher's inputs for those rows
         self.hits = self.misses = 0
         self._batch = None
 
@@ -178,8 +204,26 @@ class CachedTeacher:
         exactly as the interrupted run had it at that checkpoint)."""
         if self.cache_file is None or not self.cache.dirty:
             return False
-        self.cache_file.write(self.cache)
+        self.cache_file.write(self.cache, self.check_new_rows)
         return True
+
+    @torch.no_grad()
+    def check_rows(self, payload, candidates=None):
+        """None if a sample of the payload's filled rows (or of CANDIDATES) equals what the live teacher
+        computes now, up to fp16 rounding and batch effects; otherwise the reason it does not."""
+        if payload["logits"] is None or self.row_inputs is None:
+            return None
+        indices, views = sample_rows(payload["filled"] if candidates is None else candidates, self.cache.key)
+        if not len(indices):
+            return None
+        device = self.cache.device
+        fresh = self.runner(self.row_inputs(indices.to(device), views.to(device)))
+        slack = recheck_slack(self.runner.autocast_dtype, device)
+        return rows_mismatch(payload["logits"][indices, views], fresh.cpu(), FP16_RELATIVE_ERROR, slack)
+
+    def check_new_rows(self, payload):
+        """check_rows on the rows a save would merge from the file (another run's, written since we read it)."""
+        return self.check_rows(payload, payload["filled"] & ~self.cache.filled.cpu())
 
 
 def cache_directory(setting, out_dir):
@@ -189,15 +233,43 @@ def cache_directory(setting, out_dir):
     return os.path.join(out_dir, "teacher_cache") if setting == "auto" else setting
 
 
-def open_cache(runner, image_set, normalizer, augment, directory=None, device="cpu"):
-    """A CachedTeacher for one training split, loading the matching file under ``directory`` if there is one."""
+def open_cache(runner, image_set, normalizer, augment, directory=None, device="cpu", row_inputs=None):
+    """A CachedTeacher for one training split, loading the matching file under ``directory`` if there is one
+    and it passes every check (a sample of its rows is recomputed through ROW_INPUTS, by default the split's
+    own views)."""
     key = cache_key(runner.teacher, image_set, normalizer, augment, runner.autocast_dtype)
     cache = TeacherCache(len(image_set), NUM_VIEWS[augment], key, device)
     cache_file = CacheFile(directory, key) if directory else None
+    if row_inputs is None:
+        views = TensorLoader(image_set, 1, augment, device=device, normalizer=normalizer)
+        row_inputs = lambda indices, view_ids: views.make_batch(indices, view_ids).inputs
+    cached = CachedTeacher(runner, cache, cache_file, row_inputs)
     if cache_file is not None:
-        cache.merge(cache_file.read(cache.num_images, cache.num_views))
+        cache.merge(cache_file.read(cache.num_images, cache.num_views, cached.check_rows))
         cache.dirty = False
-    return CachedTeacher(runner, cache, cache_file)
+    return cached
+
+
+def resumed_cache_directory(setting, out_dir, recorded):
+    """(directory or None, a note for the run log or None) for RunSettings.teacher_cache SETTING.
+
+    With 'auto', a resumed run keeps the cache its checkpoint's run used (RECORDED), so it sees the very rows
+    the interrupted run saw (a fresh cache recomputes rows in other batches, a few fp16 ulps apart) -- but only
+    when that directory lies under OUT_DIR: a checkpoint must not point a run at logits kept elsewhere. An
+    explicit ``--teacher-cache DIR`` is always used."""
+    directory = cache_directory(setting, out_dir)
+    directory = os.path.abspath(directory) if directory else None
+    if setting != "auto" or not recorded or not os.path.isdir(recorded) or recorded == directory:
+        return directory, None
+    if _inside(recorded, out_dir):
+        return recorded, None
+    return directory, (f"The checkpoint's teacher cache {recorded} lies outside -o {out_dir}: not used (name it "
+                       f"with --teacher-cache to use it); cache {directory}")
+
+
+def _inside(path, directory):
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
 
 
 def install_teacher_caches(policies, train_loader, setting, out_dir):
@@ -214,7 +286,8 @@ def install_teacher_caches(policies, train_loader, setting, out_dir):
         if isinstance(policy.teacher_outputs, TeacherRunner):
             policy.teacher_outputs = open_cache(policy.teacher_outputs, train_loader.image_set,
                                                 train_loader.normalizer, train_loader.augment, directory,
-                                                train_loader.device)
+                                                train_loader.device,
+                                                lambda indices, views: train_loader.make_batch(indices, views).inputs)
             caches.append(policy.teacher_outputs)
     return caches
 

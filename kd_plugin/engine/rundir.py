@@ -9,8 +9,19 @@ from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write, ensure_writable_dir
 
 
+def check_run_name(name):
+    """Refuse a run name that is not a plain name: a run's files never leave its run directory under -o."""
+    if not isinstance(name, str) or not name.strip():
+        raise KDPluginError(f"-n/--name must be a non-empty name, got {name!r}")
+    separators = {"/", "\\", os.sep, os.altsep} - {None}
+    if os.path.isabs(name) or any(sep in name for sep in separators) or ".." in name or "\0" in name:
+        raise KDPluginError(f"-n/--name must be a name, not a path: {name!r} (the run directory is created under -o)")
+    return name
+
+
 def create_run_dir(out_dir, name):
     """A new, never-reused run directory (a suffix is added if the timestamp is taken)."""
+    check_run_name(name)
     ensure_writable_dir(out_dir)
     stamp = time.strftime("%Y.%m.%d-%H%M%S")
     base = os.path.join(out_dir, f"{name}___{stamp}")

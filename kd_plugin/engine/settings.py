@@ -4,6 +4,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND
 from ..util.errors import KDPluginError
+from .rundir import check_run_name
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3}
@@ -30,6 +31,7 @@ class RunSettings:
     resume_from: str = None
     load_weights_from: str = None
     reset_optimizer: bool = False
+    resume_accept_changes: bool = False  # resume even where the experiment's identity changed (logged)
     device: str = "cpu"
     print_freq: int = 10
     kd_teacher: str = None
@@ -69,6 +71,8 @@ class RunSettings:
         _require(_num(self.validation_split) and 0 <= self.validation_split < 1,
                  f"--validation-split must be in [0, 1), got {self.validation_split!r}")
         _require(self.seed is None or (_int(self.seed) and self.seed >= 0), f"--seed must be >= 0, got {self.seed!r}")
+        if self.name is not None:
+            check_run_name(self.name)
         _require(_int(self.print_freq) and self.print_freq >= 1, f"--print-freq must be >= 1, got {self.print_freq!r}")
         if self.kd_temperature is not None:
             _require(_num(self.kd_temperature) and self.kd_temperature > 0,

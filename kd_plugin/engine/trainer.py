@@ -15,16 +15,23 @@ import sys
 import torch
 
 from .. import bridge, distill  # noqa: F401  (register the backends select_runtime picks from)
-from ..checkpoint import check_arch, checkpoint_paths, load_checkpoint_file, load_weights, save_checkpoint
+from ..checkpoint import check_arch, load_checkpoint_file, load_weights, save_checkpoint
 from ..data import TensorLoader, download_cifar10, load_split, validation_split
 from ..distill.policy import DEFAULT_LOSS_WEIGHTS, DEFAULT_TEMPERATURE, DistillationLossWeights, DistillationMixin
 from ..distill.teacher import build_teacher
-from ..distill.teacher_cache import cache_directory, install_teacher_caches
+from ..distill.teacher_cache import install_teacher_caches, resumed_cache_directory
 from ..models import create_model, resolve_arch
 from ..protocol.runtime import select_runtime
 from ..util.errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..util.fileio import ensure_writable_dir, write_json
-from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
+from .acceleration import (
+    accelerate_model,
+    accelerate_teachers,
+    grad_scaler,
+    set_cpu_threads,
+)
+from .best_checkpoint import carry_best_forward, tested_checkpoint
+from .identity import check_resume_identity, experiment_identity
 from .loop import StopRequest, evaluate_loader, per_class_accuracy, train_epoch
 from .meters import EpochMeter
 from .rng import capture_rng, restore_rng, seed_everything
@@ -137,7 +144,7 @@ class TrainingRun:
         self.scheduler = build_schedule(self.model, self.optimizer, s, self.sched_dict, self.runtime)
         accelerate_teachers(distillation_policies(self.scheduler), s.channels_last, s.amp)
         self.grad_scaler = grad_scaler(s.amp, self.device)
-        self.teacher_cache_dir = teacher_cache_dir(s, resume)
+        self.teacher_cache_dir, self.teacher_cache_note = teacher_cache_dir(s, resume)
         self.teacher_caches = install_teacher_caches(distillation_policies(self.scheduler), self.train_loader,
                                                      self.teacher_cache_dir or "off", s.out_dir)
         # A model may define its own training loss (JointNet's multi-branch CE); evaluation always uses plain CE.
@@ -145,11 +152,14 @@ class TrainingRun:
             else torch.nn.CrossEntropyLoss()
         self.start_epoch, self.start_batch, self.meter = 0, 0, EpochMeter()
         self.best = {"top1": float("-inf"), "epoch": -1}
+        self.identity, self.accepted_changes = self.experiment_identity(), []
         if resume is not None:
             self._resume(resume, run_state)
         self.run_dir = create_run_dir(s.out_dir, s.name or self.arch)
         self.name = s.name or self.arch
         self.logger = make_logger(self.run_dir, self.name, s.verbose)
+        if resume is not None and not s.reset_optimizer:
+            carry_best_forward(resume, self.best, self.run_dir, self.name)
         copy_configs(self.run_dir, [s.compress])
         self.csv = CsvLog(os.path.join(self.run_dir, "training.csv"))
         self.tensorboard = tensorboard_writer(self.run_dir)
@@ -160,8 +170,11 @@ class TrainingRun:
         load_weights(self.model, resume)
         if s.reset_optimizer:
             return
+        if "identity" in resume.plugin_state:
+            self.accepted_changes = check_resume_identity(s.resume_from, resume.plugin_state["identity"],
+                                                          self.identity, s.resume_accept_changes)
         for key, now in self.run_identity().items():
-            if key in run_state and run_state[key] != now:
+            if "identity" not in resume.plugin_state and key in run_state and run_state[key] != now:
                 raise KDPluginError(f"{s.resume_from}: checkpoint was trained with {key}={run_state[key]}, this run "
                                     f"has {key}={now}; resume with the same settings or pass --reset-optimizer")
         if "optimizer_state_dict" in resume.content:
@@ -190,9 +203,14 @@ class TrainingRun:
         return {"seed": self.seed, "batch_size": self.s.batch_size, "augment": self.s.augment,
                 "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash}
 
+    def experiment_identity(self):
+        policies = [(p, self.scheduler.sched_metadata[p]["starting_epoch"])
+                    for p in distillation_policies(self.scheduler)]
+        return experiment_identity(self.run_identity(), self.optimizer, policies, self.sched_dict)
+
     def plugin_state(self, resume_batch=None):
         state = {"run": {**self.run_identity(), "arch": self.arch, "data": self.test_set.source,
-                         "epochs": self.s.epochs},
+                         "epochs": self.s.epochs}, "identity": self.identity,
                  "rng": capture_rng(), "resume_batch": resume_batch, "teacher_cache_dir": self.teacher_cache_dir}
         if resume_batch is not None:
             state["meter"] = self.meter.state_dict()
@@ -225,10 +243,16 @@ class TrainingRun:
                      policy.loss_wts.distill, policy.loss_wts.student,
                      self.scheduler.sched_metadata[policy]["starting_epoch"],
                      self.scheduler.sched_metadata[policy]["ending_epoch"] - 1)
+        if self.accepted_changes:
+            log.info("Resumed with changes accepted by --resume-accept-changes: %s", ", ".join(self.accepted_changes))
+        if self.teacher_cache_note:
+            log.info("%s", self.teacher_cache_note)
         for cache in self.teacher_caches:
-            log.info("Teacher-output cache %s: %d of %d (image, view) rows filled",
+            set_aside = cache.cache_file.set_aside_as if cache.cache_file else []
+            log.info("Teacher-output cache %s: %d of %d (image, view) rows filled%s",
                      cache.cache_file.path if cache.cache_file else "(in memory)", cache.cache.num_filled,
-                     cache.cache.size)
+                     cache.cache.size, f" (a file that failed its checks was set aside: {', '.join(set_aside)})"
+                     if set_aside else "")
         hooks = [cache.set_batch for cache in self.teacher_caches]
         hooks += [self.batch_hook_factory(self)] if self.batch_hook_factory else []
         batch_hook = (lambda batch: [hook(batch) for hook in hooks]) if hooks else None
@@ -283,14 +307,14 @@ class TrainingRun:
 
     def finish(self):
         """Evaluate the best checkpoint on the test split and write summary.json."""
-        _, best_path = checkpoint_paths(self.run_dir, self.name)
-        last_path, _ = checkpoint_paths(self.run_dir, self.name)
-        chosen = best_path if os.path.exists(best_path) else last_path
-        if os.path.exists(chosen):
-            load_model_into(self.model, chosen, self.arch)
+        chosen, tested = tested_checkpoint(self.run_dir, self.name, self.arch, self.best, self.logger)
+        if tested is not None:
+            load_weights(self.model, tested)
         test_loader = TensorLoader(self.test_set, 1024, "n", device=self.device)
         test = evaluate_loader(self.model, test_loader)
         summary = {"arch": self.arch, "run_dir": self.run_dir, "checkpoint": chosen,
+                   "checkpoint_epoch": tested.epoch if tested is not None else None,
+                   "checkpoint_valid_top1": tested.extras.get("current_top1") if tested is not None else None,
                    "best_epoch": self.best["epoch"], "best_valid_top1": self.best["top1"],
                    "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["Loss"],
                    "test_images": len(self.test_set),
@@ -304,14 +328,10 @@ class TrainingRun:
 
 
 def teacher_cache_dir(settings, resume=None):
-    """The teacher-output cache directory (None: no cache). With 'auto', a resumed run keeps using the cache
-    its checkpoint's run used, wherever -o now points: teacher rows computed in another batch differ in the
-    last fp16 bit now and then, so a fresh cache would end a resumed run a few ulps away from an unbroken one."""
+    """(teacher-output cache directory or None, note for the run log or None): see resumed_cache_directory."""
     recorded = resume.plugin_state.get("teacher_cache_dir") if resume is not None else None
-    if settings.teacher_cache == "auto" and recorded and os.path.isdir(recorded):
-        return recorded
-    directory = cache_directory(settings.teacher_cache, settings.out_dir)
-    return os.path.abspath(directory) if directory else None
+    return resumed_cache_directory(settings.teacher_cache, settings.out_dir, recorded if isinstance(recorded, str)
+                                   else None)
 
 
 def data_fingerprint(image_set):

@@ -1,0 +1,82 @@
+"""The identity of an experiment, recorded in every checkpoint and compared on resume (issue 12).
+
+A resumed run must continue the same experiment: the same teachers (arch and weights), temperatures, loss
+weights and kinds, optimizer and hyper-parameters, schedule, and the data order's inputs (seed, batch size,
+augmentation, training split). Each entry is a flat, printable value so that a refusal can name every
+difference in one line (``T: 1.5 -> 4.0, lr: 0.1 -> 0.05``); ``--resume-accept-changes`` takes them deliberately.
+"""
+import hashlib
+import json
+
+from ..distill.teacher import weights_digest
+from ..util.errors import KDPluginError
+
+ACCEPT_FLAG = "--resume-accept-changes"
+# Hyper-parameters of torch optimizers worth naming (as configured: the optimizer's defaults, not its current
+# param-group values, which LR schedulers move).
+OPTIMIZER_FIELDS = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps", "amsgrad")
+
+
+def schedule_digest(sched_dict):
+    """Digest of the schedule in force, without its ``training:`` section (each of those values is compared
+    on its own, and ``epochs`` may grow when a finished run is continued)."""
+    if not sched_dict:
+        return "none"
+    content = {k: v for k, v in sched_dict.items() if k != "training"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+
+
+def loss_kind(policy):
+    """The distillation loss's name: a pluggable ``policy.loss.name``, a ``loss_name`` attribute, else 'kd'."""
+    return getattr(getattr(policy, "loss", None), "name", None) or getattr(policy, "loss_name", "kd")
+
+
+def policy_identity(policy, starting_epoch):
+    teacher = policy.teacher
+    weights = policy.loss_wts
+    return {"teacher": getattr(teacher, "arch", type(teacher).__name__), "teacher weights": weights_digest(teacher),
+            "T": policy.temperature, "distill weight": weights.distill, "student weight": weights.student,
+            "teacher weight": weights.teacher, "loss": loss_kind(policy), "KD start epoch": starting_epoch}
+
+
+def experiment_identity(run_checks, optimizer, policies, sched_dict):
+    """RUN_CHECKS (seed, batch size, augment, data hash ...) plus optimizer, schedule and distillation policies
+    (a list of (policy, starting_epoch)); the second policy's entries are prefixed 'KD 2 ', and so on."""
+    identity = dict(run_checks)
+    identity["optimizer"] = type(optimizer).__name__
+    for name in OPTIMIZER_FIELDS:
+        if name in optimizer.defaults:
+            value = optimizer.defaults[name]
+            identity[name] = list(value) if isinstance(value, tuple) else value
+    identity["schedule"] = schedule_digest(sched_dict)
+    identity["distillation policies"] = len(policies)
+    for index, (policy, starting_epoch) in enumerate(policies):
+        prefix = "" if index == 0 else f"KD {index + 1} "
+        identity.update({prefix + k: v for k, v in policy_identity(policy, starting_epoch).items()})
+    return identity
+
+
+def identity_changes(recorded, now):
+    """['key: old -> new', ...] for every entry that differs (an entry only one side has shows as 'none')."""
+    changes = []
+    for key in list(recorded) + [k for k in now if k not in recorded]:
+        old, new = recorded.get(key), now.get(key)
+        if old != new:
+            changes.append(f"{key}: {_show(old)} -> {_show(new)}")
+    return changes
+
+
+def check_resume_identity(path, recorded, now, accept):
+    """The changes a resume makes to the experiment recorded in checkpoint PATH (empty: none); a change is
+    refused unless ACCEPT (--resume-accept-changes)."""
+    if not isinstance(recorded, dict):
+        raise KDPluginError(f"{path}: the recorded experiment identity is not a mapping")
+    changes = identity_changes(recorded, now)
+    if changes and not accept:
+        raise KDPluginError(f"{path}: resuming would change the experiment ({', '.join(changes)}); resume with the "
+                            f"same settings, or pass {ACCEPT_FLAG} to continue with these changes")
+    return changes
+
+
+def _show(value):
+    return "none" if value is None else str(value)
