@@ -85,7 +85,9 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path_facto
     latest, kills, save_kills, resumes, leftovers, history = None, 0, 0, 0, 0, []
     for attempt, mode in enumerate(KILL_PLAN + ["finish"]):
         out = tmp_path / f"attempt{attempt}"
-        argv = support.kd_argv(inputs, out) + (["--resume-from", latest] if latest else [])
+        # every attempt has its own -o; the one teacher cache they share is named, as a user resuming elsewhere would
+        argv = support.kd_argv(inputs, out, "--teacher-cache", str(tmp_path / "cache")) + \
+            (["--resume-from", latest] if latest else [])
         resumes += latest is not None
         done_epoch = load_checkpoint_file(latest).epoch if latest else -1
         child, pause_line = start(mode, argv, rng)

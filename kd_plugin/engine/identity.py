@@ -57,13 +57,9 @@ def experiment_identity(run_checks, optimizer, policies, sched_dict):
 
 
 def identity_changes(recorded, now):
-    """['key: old -> new', ...] for every entry that differs (an entry only one side has shows as 'none')."""
-    changes = []
-    for key in list(recorded) + [k for k in now if k not in recorded]:
-        old, new = recorded.get(key), now.get(key)
-        if old != new:
-            changes.append(f"{key}: {_show(old)} -> {_show(new)}")
-    return changes
+    """['key: old -> new', ...] for every recorded entry that differs ('none' where this run has no such entry).
+    Entries the checkpoint does not record are not compared (an added policy shows in 'distillation policies')."""
+    return [f"{key}: {_show(old)} -> {_show(now.get(key))}" for key, old in recorded.items() if now.get(key) != old]
 
 
 def check_resume_identity(path, recorded, now, accept):
