@@ -90,6 +90,8 @@ def build_inputs(root):
         p[name.split(".")[0] + "_yaml"] = path(name)
     p.update({k.replace(".", "_").replace("_pth_tar", ""): path(k) for k in os.listdir(root)
               if k.endswith(".pth.tar") or k == "plain.txt"})
+    p["changed"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name="changed", dir=root,
+                                   plugin_state={"identity": {"lr": 0.5, "T": 1.5}})
     p["missing"] = path("does_not_exist.pth.tar")
     p["unwritable"] = os.path.join(path("plain.txt"), "sub")
     return p
@@ -229,6 +231,17 @@ CASES = [
     Case("main_KD: unwritable output", "main_KD_CIFAR10",
          "{data} trn n sgd 2 0 20 n 5-CNN {root}/s.pt -o {unwritable} --no-progress",
          r"output directory {unwritable} is not writable"),
+    Case("-n ../x (a path, not a name)", "compress_classifier", CC + " -n ../x",
+         r"-n/--name must be a name, not a path: '../x'"),
+    Case("-n /abs (absolute)", "compress_classifier", CC + " -n {root}/abs",
+         r"-n/--name must be a name, not a path: '{root}/abs'"),
+    Case("-n a/b (separator)", "compress_classifier", CC + " -n a/b", r"-n/--name must be a name, not a path: 'a/b'"),
+    Case("resume: changed experiment", "compress_classifier", CC + " --resume-from {changed}",
+         r"{changed}: resuming would change the experiment \(lr: 0.5 -> 0.1, T: 1.5 -> none\); .* pass "
+         r"--resume-accept-changes"),
+    Case("main_KD: -n a path", "main_KD_CIFAR10",
+         "{data} trn n sgd 2 0 20 n 5-CNN {root}/s.pt -o {root}/mk -n ../mk2 --no-progress",
+         r"-n/--name must be a name, not a path: '../mk2'"),
 ]
 # Run through the installed console scripts as well, to prove the real commands behave the same.
 SUBPROCESS_CASES = ["malicious pickle (zip)", "malicious YAML", "evaluate: bit-flipped checkpoint",
