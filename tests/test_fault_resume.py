@@ -7,6 +7,7 @@ import sys
 import time
 
 import run_support as support
+from bad_input_cases import _flip_inside_tensor_data
 
 from kd_plugin.checkpoint import load_checkpoint_file
 
@@ -122,3 +123,37 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path_facto
     print(f"\nfault test: {kills} SIGKILLs ({save_kills} inside checkpoint saves, {leftovers} temp files left "
           f"behind), {resumes} resumes, max difference to the uninterrupted run {difference}")
     assert difference == 0.0 and support.bit_identical(reference, latest)
+
+
+def test_a_teacher_cache_corrupted_between_resumes_is_set_aside_and_the_run_ends_correctly(tmp_path_factory,
+                                                                                          tmp_path):
+    """Issue 12, clause 7: SIGKILL after epoch 3's checkpoint, a bit flipped in the teacher cache, resume: the
+    file is set aside with one warning, and the run ends exactly as a resume with no cache file at all."""
+    inputs = support.kd_inputs(tmp_path_factory)
+    reference = support.reference_checkpoint(tmp_path_factory)
+    cache = tmp_path / "cache"
+    child = support.Child(support.console_script("compress_classifier") +
+                          support.kd_argv(inputs, tmp_path / "killed", "--teacher-cache", str(cache)))
+    assert child.wait_for("Epoch 3:")
+    child.proc.kill()
+    assert child.finish()[0] == -9
+    latest = support.last_checkpoint(tmp_path / "killed")
+    assert load_checkpoint_file(latest).epoch < support.EPOCHS - 1
+    (cache_file,) = glob.glob(str(cache / "teacher-*.pt"))
+    _flip_inside_tensor_data(cache_file, cache_file)
+    results, warnings = {}, {}
+    for leg, cache_dir in (("corrupted", cache), ("cold", tmp_path / "empty_cache")):
+        result = support.run_cli(support.kd_argv(inputs, tmp_path / leg, "--resume-from", latest, "--teacher-cache",
+                                                 str(cache_dir)))
+        assert result.returncode == 0, result.stderr[-2000:]
+        results[leg] = support.last_checkpoint(tmp_path / leg)
+        warnings[leg] = [line for line in result.stderr.splitlines() if line.startswith("warning: teacher cache")]
+    assert len(warnings["corrupted"]) == 1 and "CRC mismatch" in warnings["corrupted"][0] and not warnings["cold"]
+    assert len(glob.glob(f"{cache_file}.corrupt-*")) == 1
+    assert load_checkpoint_file(results["corrupted"]).epoch == support.EPOCHS - 1
+    assert support.bit_identical(results["corrupted"], results["cold"])
+    difference = support.max_difference(reference, results["corrupted"])
+    print(f"\ncache-corruption fault test: max difference to the uninterrupted run {difference}")
+    # Rows recomputed after the set-aside come from other batches than the unbroken run's (fp16 rounding of
+    # a few-ulp fp32 difference at most); measured 0.0 on the 2-core CPU.
+    assert difference < 1e-3
