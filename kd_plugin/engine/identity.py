@@ -14,6 +14,7 @@ from ..util.errors import KDPluginError
 ACCEPT_FLAG = "--resume-accept-changes"
 # Hyper-parameters of torch optimizers worth naming (as configured: the optimizer's defaults, not its current
 # param-group values, which LR schedulers move).
+PLAIN = (str, int, float, bool, list, type(None))  # what an identity entry may hold; anything else differs
 OPTIMIZER_FIELDS = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps", "amsgrad")
 
 
@@ -59,7 +60,8 @@ def experiment_identity(run_checks, optimizer, policies, sched_dict):
 def identity_changes(recorded, now):
     """['key: old -> new', ...] for every recorded entry that differs ('none' where this run has no such entry).
     Entries the checkpoint does not record are not compared (an added policy shows in 'distillation policies')."""
-    return [f"{key}: {_show(old)} -> {_show(now.get(key))}" for key, old in recorded.items() if now.get(key) != old]
+    return [f"{key}: {_show(old)} -> {_show(now.get(key))}" for key, old in recorded.items()
+            if not isinstance(old, PLAIN) or now.get(key) != old]
 
 
 def check_resume_identity(path, recorded, now, accept):

@@ -24,12 +24,7 @@ from ..models import create_model, resolve_arch
 from ..protocol.runtime import select_runtime
 from ..util.errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..util.fileio import ensure_writable_dir, write_json
-from .acceleration import (
-    accelerate_model,
-    accelerate_teachers,
-    grad_scaler,
-    set_cpu_threads,
-)
+from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
 from .best_checkpoint import carry_best_forward, tested_checkpoint
 from .identity import check_resume_identity, experiment_identity
 from .loop import StopRequest, evaluate_loader, per_class_accuracy, train_epoch
@@ -158,7 +153,7 @@ class TrainingRun:
         self.run_dir = create_run_dir(s.out_dir, s.name or self.arch)
         self.name = s.name or self.arch
         self.logger = make_logger(self.run_dir, self.name, s.verbose)
-        if resume is not None and not s.reset_optimizer:
+        if resume is not None:  # until an epoch beats it, the resumed run's best checkpoint is this run's too
             carry_best_forward(resume, self.best, self.run_dir, self.name)
         copy_configs(self.run_dir, [s.compress])
         self.csv = CsvLog(os.path.join(self.run_dir, "training.csv"))
