@@ -72,7 +72,8 @@ def check_resume_identity(path, recorded, now, accept):
     changes = identity_changes(recorded, now)
     if changes and not accept:
         raise KDPluginError(f"{path}: resuming would change the experiment ({', '.join(changes)}); resume with the "
-                            f"same settings, or pass {ACCEPT_FLAG} to continue with these changes")
+                            f"same settings, pass {ACCEPT_FLAG} to continue with these changes, or "
+                            f"--reset-optimizer to take only the weights")
     return changes
 
 
