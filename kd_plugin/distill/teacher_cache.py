@@ -218,8 +218,11 @@ class CachedTeacher:
             return None
         device = self.cache.device
         fresh = self.runner(self.row_inputs(indices.to(device), views.to(device)))
+        cached = payload["logits"][indices, views]
+        if not isinstance(fresh, torch.Tensor) or fresh.shape != cached.shape:
+            return "the teacher's outputs do not have the cached rows' shape"
         slack = recheck_slack(self.runner.autocast_dtype, device)
-        return rows_mismatch(payload["logits"][indices, views], fresh.cpu(), FP16_RELATIVE_ERROR, slack)
+        return rows_mismatch(cached, fresh.cpu(), FP16_RELATIVE_ERROR, slack)
 
     def check_new_rows(self, payload):
         """check_rows on the rows a save would merge from the file (another run's, written since we read it)."""
