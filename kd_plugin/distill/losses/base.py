@@ -7,6 +7,8 @@ logged as its own column (``value``, unscaled, like Distiller's "Distill Loss" K
 """
 from collections import namedtuple
 
+import torch
+
 from ...protocol.config import NON_NEGATIVE, POSITIVE
 from ...util.errors import KDPluginError
 
@@ -43,11 +45,16 @@ def standardize(logits):
     return (logits - mean) / (STANDARDIZE_EPS + std)
 
 
+def _at_least_float32(logits):
+    """fp16/bf16 logits (autocast, the fp16 teacher cache) in float32; float64 kept (gradient checks)."""
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
 class DistillationLoss:
     """Base of a registered loss. A subclass sets ``name``, ``arguments`` ({argument: (default, check)}),
     ``default_temperature``, ``default_weights`` (distill, student: the loss's reference recipe) and
-    ``needs_labels``, and implements ``terms(student, teacher, labels, epoch) -> [LossTerm]``; it gets float32
-    logits (standardized when asked, the teacher's detached) and applies the temperature itself."""
+    ``needs_labels``, and implements ``terms(student, teacher, labels, epoch) -> [LossTerm]``; it gets float32 (or
+    float64) (standardized when asked, the teacher's detached) and applies the temperature itself."""
 
     name = None
     arguments = {}
@@ -73,7 +80,7 @@ class DistillationLoss:
     def __call__(self, student_logits, teacher_logits, labels=None, epoch=0):
         if self.needs_labels and labels is None:
             raise KDPluginError(f"loss {self.name} needs the batch's labels")
-        student, teacher = student_logits.float(), teacher_logits.detach().float()
+        student, teacher = _at_least_float32(student_logits), _at_least_float32(teacher_logits.detach())
         if self.logit_standardize:
             student, teacher = standardize(student), standardize(teacher)
         return self.terms(student, teacher, labels, epoch)
