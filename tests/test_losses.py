@@ -304,3 +304,35 @@ def test_yaml_and_flag_selection_train_the_same_run(tiny_data, teacher_checkpoin
     assert training_rows(out, "override")[0] == flags
     log = open(glob.glob(os.path.join(run_dir, "*.log"))[0]).read()
     assert "loss dkd (T=4, alpha=2, beta=4, warmup=20), weights distill=1 student=1" in log
+
+
+def test_sweep_has_a_loss_axis_and_shows_it(tiny_data, teacher_checkpoint, tmp_path, capsys):
+    """Each loss spec becomes the cell's compress_classifier flags (parsed here as that command parses them) and
+    a column of sweep.md/sweep.csv; a bad spec is one line before anything runs."""
+    import argparse
+
+    from kd_plugin.cli.compress_classifier import build_parser
+    from kd_plugin.cli.kd_plugin import main as kd_plugin
+    from kd_plugin.cli.training_args import settings_from_args
+    from kd_plugin.experiments.sweep import add_sweep_args, plan_from_args, sweep_jobs, table_rows, write_tables
+
+    parser = argparse.ArgumentParser()
+    add_sweep_args(parser)
+    plan = plan_from_args(parser.parse_args([
+        "--data", tiny_data, "--teacher", f"cnn5={teacher_checkpoint}", "--student", "cnn5", "--kd-loss", "kd",
+        "dkd+ls:beta=4,warmup=0", "--alpha", "0.5", "--temperature", "2", "-o", str(tmp_path / "sweep")]))
+    jobs = sweep_jobs(plan)
+    assert [job.name for job in jobs] == ["cnn5-to-cnn5_kd_a0.5_T2_s0", "cnn5-to-cnn5_dkd+ls-beta=4-warmup=0_a0.5_T2_s0"]
+    settings = [settings_from_args(build_parser().parse_args(job.argv)) for job in jobs]
+    assert [(s.kd_loss, s.kd_loss_args, s.kd_logit_standardize, s.kd_temperature) for s in settings] == [
+        ("kd", None, None, 2.0), ("dkd", {"beta": 4, "warmup": 0}, True, 2.0)]
+    results = [{**job.meta, "test_top1": top1} for job, top1 in zip(jobs, (40.0, 45.0))]
+    md, csv_path = write_tables(table_rows(results, {"cnn5_cifar": 41.0}), str(tmp_path))
+    with open(csv_path) as fh:
+        assert [(r["loss"], r["mean"], r["delta"]) for r in csv.DictReader(fh)] == [
+            ("dkd+ls:beta=4,warmup=0", "45.0", "4.0"), ("kd", "40.0", "-1.0")]
+    assert "| 5-CNN → 5-CNN | dkd+ls:beta=4,warmup=0 | 0.5 | 2 | 1 | 45.00 | +4.00 |" in open(md).read()
+    assert kd_plugin(["sweep", "--data", tiny_data, "--teacher", f"cnn5={teacher_checkpoint}", "--student", "cnn5",
+                      "--kd-loss", "dkd:gamma=1", "-o", str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.strip().endswith("loss dkd has no argument 'gamma' (its arguments: alpha, beta, "
+                                                    "warmup)")

@@ -34,7 +34,7 @@ def parse_loss_spec(spec):
     if plus and suffix != "ls":
         raise KDPluginError(f"loss {spec!r}: the only suffix is '+ls' (logit standardization)")
     args = dict(parse_loss_arg(item, spec) for item in tail.split(",")) if tail else {}
-    loss_class(name)
+    create_loss(name, logit_standardize=bool(plus), **args)  # checks the name and the arguments
     return name, args, bool(plus)
 
 
