@@ -322,7 +322,8 @@ def test_sweep_has_a_loss_axis_and_shows_it(tiny_data, teacher_checkpoint, tmp_p
         "--data", tiny_data, "--teacher", f"cnn5={teacher_checkpoint}", "--student", "cnn5", "--kd-loss", "kd",
         "dkd+ls:beta=4,warmup=0", "--alpha", "0.5", "--temperature", "2", "-o", str(tmp_path / "sweep")]))
     jobs = sweep_jobs(plan)
-    assert [job.name for job in jobs] == ["cnn5-to-cnn5_kd_a0.5_T2_s0", "cnn5-to-cnn5_dkd+ls-beta=4-warmup=0_a0.5_T2_s0"]
+    assert [job.name for job in jobs] == ["cnn5-to-cnn5_kd_a0.5_T2_s0",
+                                          "cnn5-to-cnn5_dkd+ls-beta=4-warmup=0_a0.5_T2_s0"]
     settings = [settings_from_args(build_parser().parse_args(job.argv)) for job in jobs]
     assert [(s.kd_loss, s.kd_loss_args, s.kd_logit_standardize, s.kd_temperature) for s in settings] == [
         ("kd", None, None, 2.0), ("dkd", {"beta": 4, "warmup": 0}, True, 2.0)]
