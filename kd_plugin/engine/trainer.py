@@ -223,8 +223,8 @@ class TrainingRun:
                  self.valid_loader.num_images if self.valid_loader else 0, len(self.test_set), self.start_epoch,
                  s.epochs - 1, s.batch_size, s.optimizer, self.optimizer.param_groups[0]["lr"], self.seed)
         for policy in distillation_policies(self.scheduler):
-            log.info("Distillation: teacher %s, loss %s, weights distill=%g student=%g, epochs %s..%s",
-                     getattr(policy.teacher, "arch", type(policy.teacher).__name__),
+            log.info("Distillation: teacher %s, T=%g, loss %s, weights distill=%g student=%g, epochs %s..%s",
+                     getattr(policy.teacher, "arch", type(policy.teacher).__name__), policy.temperature,
                      policy.distillation_loss.describe(),
                      policy.loss_wts.distill, policy.loss_wts.student,
                      self.scheduler.sched_metadata[policy]["starting_epoch"],

@@ -89,7 +89,7 @@ class DistillationLoss:
         raise NotImplementedError
 
     def describe(self):
-        """One line for the run's log: the loss, its temperature and arguments."""
-        args = "".join(f", {k}={v:g}" for k, v in self.args.items())
+        """The loss and its arguments, for the run's log (the temperature is logged beside it)."""
+        args = ", ".join(f"{k}={v:g}" for k, v in self.args.items())
         standardized = " + logit standardization" if self.logit_standardize else ""
-        return f"{self.name}{standardized} (T={self.temperature:g}{args})"
+        return f"{self.name}{standardized}" + (f" ({args})" if args else "")
