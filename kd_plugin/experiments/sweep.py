@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from ..checkpoint import load_model
 from ..data import TensorLoader, load_split
 from ..distill.losses import parse_loss_spec
+from ..distill.losses.base import TEMPERATURE
 from ..engine.loop import evaluate_loader
 from ..models import resolve_arch
 from ..protocol.config import read_schedule
@@ -228,7 +229,7 @@ def _check_grid(args):
         raise KDPluginError(f"--alpha values must be in [0, 1], got {args.alpha}")
     for spec in args.kd_loss or []:
         parse_loss_spec(spec)
-    if not all(t > 0 for t in args.temperature):
+    if not all(TEMPERATURE[0](t) for t in args.temperature):
         raise KDPluginError(f"--temperature values must be > 0, got {args.temperature}")
     if not all(s >= 0 for s in args.seeds):
         raise KDPluginError(f"--seeds must be >= 0, got {args.seeds}")
