@@ -82,6 +82,12 @@ def build_inputs(root):
         "zero_temperature.yaml": "extensions:\n  kd: {class: KnowledgeDistillationExtension, teacher_arch: cnn5, "
                                  "temperature: 0}\n",
         "milestones.yaml": "lr_schedulers:\n  ms: {class: MultiStepLR, milestones: [30, 10]}\n",
+        "unknown_loss.yaml": "extensions:\n  kd: {class: KnowledgeDistillationExtension, teacher_arch: cnn5, "
+                             "loss: dkt}\n",
+        "negative_loss_arg.yaml": "extensions:\n  kd: {class: KnowledgeDistillationExtension, teacher_arch: cnn5, "
+                                  "loss: dkd, loss_args: {alpha: -1}}\n",
+        "loss_args_list.yaml": "extensions:\n  kd: {class: KnowledgeDistillationExtension, teacher_arch: cnn5, "
+                               "loss: dist, loss_args: [1, 2]}\n",
         "unknown_key.yaml": "training: {epochs: 2, batchsize: 8}\n",
         "big.yaml": "#" * (2**20 + 1),
     }
@@ -187,7 +193,7 @@ CASES = [
     Case("--batch-size 0", "compress_classifier", CC.replace("-b 20", "-b 0"),
          r"--batch-size must be an integer >= 1, got 0"),
     Case("--kd-temp 0", "compress_classifier", CC + " --kd-teacher cnn5 --kd-temp 0",
-         r"--kd-temperature must be > 0, got 0.0"),
+         r"--kd-temperature must be a number > 0, got 0.0"),
     Case("--kd-dw -1", "compress_classifier", CC + " --kd-teacher cnn5 --kd-dw -1", r"--kd-distill-wt must be >= 0"),
     Case("--epochs abc", "compress_classifier", CC + " --epochs abc", r"argument --epochs: invalid int value: 'abc'"),
     Case("unknown arch", "compress_classifier", CC.replace("cnn5", "resnet9000"), r"unknown model 'resnet9000'"),
@@ -242,6 +248,26 @@ CASES = [
     Case("main_KD: -n a path", "main_KD_CIFAR10",
          "{data} trn n sgd 2 0 20 n 5-CNN {root}/s.pt -o {root}/mk -n ../mk2 --no-progress",
          r"-n/--name must be a name, not a path: '../mk2'"),
+    Case("--kd-loss unknown", "compress_classifier", CC + " --kd-teacher cnn5 --kd-loss dkt",
+         r"unknown distillation loss 'dkt' \(known: dist, dkd, kd\)$"),
+    Case("--kd-loss-arg negative", "compress_classifier", CC + " --kd-teacher cnn5 --kd-loss dkd --kd-loss-arg beta=-8",
+         r"dkd argument beta must be a number >= 0, got -8$"),
+    Case("--kd-loss-arg not the loss's", "compress_classifier",
+         CC + " --kd-teacher cnn5 --kd-loss dist --kd-loss-arg alpha=1",
+         r"loss dist has no argument 'alpha' \(its arguments: beta, gamma\)$"),
+    Case("--kd-loss-arg wrong type", "compress_classifier",
+         CC + " --kd-teacher cnn5 --kd-loss dkd --kd-loss-arg warmup=2.5",
+         r"dkd argument warmup must be an integer >= 0, got 2.5$"),
+    Case("--kd-loss-arg without a value", "compress_classifier", CC + " --kd-teacher cnn5 --kd-loss-arg beta",
+         r"--kd-loss-arg: expected NAME=VALUE, got 'beta'$"),
+    Case("--kd-temp -1 with dkd", "compress_classifier", CC + " --kd-teacher cnn5 --kd-loss dkd --kd-temp -1",
+         r"--kd-temperature must be a number > 0, got -1.0$"),
+    Case("YAML unknown loss", "compress_classifier", CC + " --compress {unknown_loss_yaml}",
+         r"{unknown_loss_yaml}: extensions.kd: unknown distillation loss 'dkt' \(known: dist, dkd, kd\)$"),
+    Case("YAML negative loss argument", "compress_classifier", CC + " --compress {negative_loss_arg_yaml}",
+         r"{negative_loss_arg_yaml}: extensions.kd: dkd argument alpha must be a number >= 0, got -1$"),
+    Case("YAML loss_args not a mapping", "compress_classifier", CC + " --compress {loss_args_list_yaml}",
+         r"{loss_args_list_yaml}: extensions.kd: loss_args must be a mapping of argument names to values"),
 ]
 # Run through the installed console scripts as well, to prove the real commands behave the same.
 SUBPROCESS_CASES = ["malicious pickle (zip)", "malicious YAML", "evaluate: bit-flipped checkpoint",

@@ -31,6 +31,7 @@ import yaml
 
 from ..checkpoint import load_checkpoint_file, load_model
 from ..data import load_split
+from ..distill.losses.base import TEMPERATURE
 from ..engine.settings import RunSettings, pick_device
 from ..engine.trainer import run_training
 from ..experiments.ensembles.branches import branch_accuracy, branch_table
@@ -163,7 +164,7 @@ def parse_job(words):
               begin=_int(words[5], "BEGIN_EPOCH", 0), batch=_int(words[6], "BATCH", 1))
     if kd:
         job.alpha = _float(words[8], "ALPHA", lambda v: 0 <= v <= 1, "a number in [0, 1]")
-        job.temperature = _float(words[9], "T", lambda v: 0 < v < float("inf"), "a number > 0")
+        job.temperature = _float(words[9], "T", *TEMPERATURE)
         job.arch, job.checkpoint = _arch(words[10], "STUDENT_TYPE"), words[11]
         job.teacher_arch, job.teacher_checkpoint = _arch(words[12], "TEACHER_TYPE"), words[13]
     else:

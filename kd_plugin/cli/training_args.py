@@ -3,6 +3,7 @@
 
 Flags override a schedule's ``training:`` section, which overrides Distiller's defaults.
 """
+from ..distill.losses import list_losses, parse_loss_arg
 from ..engine.settings import RunSettings, pick_device
 from ..models import list_aliases, list_models
 from ..protocol.config import read_schedule
@@ -82,6 +83,12 @@ def add_training_args(p):
     kd.add_argument("--kd-teacher-wt", "--kd-tw", dest="kd_teacher_wt", type=float, default=None,
                     help="teacher loss weight; only 0 is supported, as in Distiller")
     kd.add_argument("--kd-start-epoch", type=int, default=0, help="epoch at which distillation starts")
+    kd.add_argument("--kd-loss", metavar="NAME", default=None,
+                    help=f"distillation loss: {', '.join(list_losses())} (default: the schedule's, else kd)")
+    kd.add_argument("--kd-loss-arg", dest="kd_loss_args", action="append", metavar="NAME=VALUE",
+                    help="an argument of the loss (repeatable), e.g. beta=8 for dkd")
+    kd.add_argument("--kd-logit-standardize", action="store_const", const=True, default=None,
+                    help="z-score student and teacher logits before the temperature (composes with kd and dkd)")
     return p
 
 
@@ -104,6 +111,8 @@ def settings_from_args(args):
         resume_accept_changes=args.resume_accept_changes, print_freq=args.print_freq,
         kd_teacher=args.kd_teacher, kd_resume=args.kd_resume, kd_temperature=args.kd_temperature,
         kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
-        kd_start_epoch=args.kd_start_epoch, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
+        kd_start_epoch=args.kd_start_epoch, kd_loss=args.kd_loss, kd_logit_standardize=args.kd_logit_standardize,
+        kd_loss_args=dict(parse_loss_arg(a, "--kd-loss-arg") for a in args.kd_loss_args) if args.kd_loss_args
+        else None, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
         download=args.download, **values)

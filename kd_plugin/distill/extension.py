@@ -1,6 +1,11 @@
 """KD declared in a YAML schedule, which Distiller's own parser cannot do (IntelLabs/distiller issue 483)."""
-from ..protocol.config import NON_NEGATIVE, POSITIVE, register_component
-from .policy import DEFAULT_LOSS_WEIGHTS, DEFAULT_TEMPERATURE, DistillationLossWeights, KnowledgeDistillationPolicy
+import copy
+
+from ..protocol.config import register_component
+from ..util.errors import KDPluginError
+from .losses import create_loss
+from .losses.base import FLAG, TEMPERATURE, WEIGHT
+from .policy import DEFAULT_LOSS, DistillationLossWeights, KnowledgeDistillationPolicy
 from .teacher import build_teacher
 
 
@@ -15,17 +20,22 @@ class DistillationExtensionMixin:
             temperature: 1.5
             distill_weight: 0.5
             student_weight: 0.5
+            loss: dkd                         # optional: kd (default), dkd, dist
+            loss_args: {beta: 8, warmup: 20}  # optional: the loss's own arguments
+            logit_standardize: false          # optional: z-score both logits first
 
-    Every YAML key is a positional-or-keyword parameter, as Distiller's ``build_component`` requires; the
-    schedule parser passes the student as ``model``.
+    Temperature and weights left out take the loss's defaults. Every YAML key is a positional-or-keyword
+    parameter, as Distiller's ``build_component`` requires; the schedule parser passes the student as ``model``.
     """
 
-    def __init__(self, model, teacher_arch, teacher_checkpoint=None, temperature=DEFAULT_TEMPERATURE,
-                 distill_weight=DEFAULT_LOSS_WEIGHTS.distill, student_weight=DEFAULT_LOSS_WEIGHTS.student,
-                 teacher_weight=DEFAULT_LOSS_WEIGHTS.teacher):
+    def __init__(self, model, teacher_arch, teacher_checkpoint=None, temperature=None, distill_weight=None,
+                 student_weight=None, teacher_weight=None, loss=DEFAULT_LOSS, loss_args=None, logit_standardize=False):
+        check_loss_definition(dict(temperature=temperature, loss=loss, loss_args=loss_args,
+                                   logit_standardize=logit_standardize))  # before loading a teacher
         teacher = build_teacher(model, teacher_arch, teacher_checkpoint)
-        super().__init__(model, teacher, temperature,
-                         DistillationLossWeights(distill_weight, student_weight, teacher_weight))
+        super().__init__(model, teacher, temperature, DistillationLossWeights(distill_weight, student_weight,
+                                                                              teacher_weight),
+                         loss, loss_args, logit_standardize)
         self.teacher_arch = teacher_arch
         self.teacher_checkpoint = teacher_checkpoint
 
@@ -34,7 +44,38 @@ class KnowledgeDistillationExtension(DistillationExtensionMixin, KnowledgeDistil
     __doc__ = DistillationExtensionMixin.__doc__
 
 
+def check_loss_definition(arguments):
+    """The loss a KD extension's arguments name exists and takes its loss_args (known names, valid values)."""
+    loss_args = arguments.get("loss_args") or {}
+    if not isinstance(loss_args, dict):
+        raise KDPluginError(f"loss_args must be a mapping of argument names to values, got {loss_args!r}")
+    create_loss(arguments.get("loss", DEFAULT_LOSS), temperature=arguments.get("temperature"),
+                logit_standardize=arguments.get("logit_standardize", False), **loss_args)
+
+
 register_component("extensions", KnowledgeDistillationExtension, {
-    "temperature": POSITIVE, "distill_weight": NON_NEGATIVE, "student_weight": NON_NEGATIVE,
-    "teacher_weight": NON_NEGATIVE, "teacher_arch": (lambda v: isinstance(v, str) and v, "a model name"),
-    "teacher_checkpoint": (lambda v: v is None or (isinstance(v, str) and v), "a checkpoint path")})
+    "temperature": TEMPERATURE, "distill_weight": WEIGHT, "student_weight": WEIGHT,
+    "teacher_weight": WEIGHT, "teacher_arch": (lambda v: isinstance(v, str) and v, "a model name"),
+    "teacher_checkpoint": (lambda v: v is None or (isinstance(v, str) and v), "a checkpoint path"),
+    "loss": (lambda v: isinstance(v, str) and v, "a loss name"), "logit_standardize": FLAG,
+    "loss_args": (lambda v: isinstance(v, dict), "a mapping of argument names to values")},
+    check=check_loss_definition)
+
+
+def with_loss_flags(sched_dict, loss=None, loss_args=None):
+    """A copy of SCHED_DICT whose KD extensions use the command line's loss: ``--kd-loss`` replaces the file's
+    ``loss`` (dropping the file's ``loss_args`` when it names another loss); ``--kd-loss-arg`` values win over
+    the file's ``loss_args``."""
+    if loss is None and not loss_args:
+        return sched_dict
+    sched = copy.copy(sched_dict)
+    extensions = dict(sched.get("extensions") or {})
+    for name, definition in extensions.items():
+        if not isinstance(definition, dict) or definition.get("class") != KnowledgeDistillationExtension.__name__:
+            continue
+        file_loss = definition.get("loss", DEFAULT_LOSS)
+        chosen = loss or file_loss
+        merged = {**(definition.get("loss_args") or {} if chosen == file_loss else {}), **(loss_args or {})}
+        extensions[name] = {**definition, "loss": chosen, "loss_args": merged}
+    sched["extensions"] = extensions
+    return sched

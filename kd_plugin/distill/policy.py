@@ -1,49 +1,45 @@
 """Knowledge distillation as a Distiller policy (``distiller.knowledge_distillation`` semantics).
 
-loss = w_student * CE(student, labels) + w_distill * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
-with the unscaled KL logged as the "Distill Loss" component. Unlike Distiller, the teacher is put in eval
-mode (Distiller leaves it in training mode, so its BatchNorm normalises with batch statistics and its running
-statistics drift during distillation).
+loss = w_student * CE(student, labels) + w_distill * (the distillation loss's terms), the loss chosen by name
+from ``kd_plugin.distill.losses`` (default ``kd``: T^2 * KL(softmax(teacher/T) || softmax(student/T)), with
+the unscaled KL logged as the "Distill Loss" component, as Distiller does). Unlike Distiller, the teacher is
+put in eval mode (Distiller leaves it in training mode, so its BatchNorm normalises with batch statistics and
+its running statistics drift during distillation).
 
 The policy captures the student's output with a forward hook while it is active, so it works both for a
 loop that calls ``policy.forward(x)`` (Distiller's compress_classifier) and for one that calls the student
 directly. All logic lives in DistillationMixin; the built-in runtime and the Distiller bridge each combine
 it with their own ScheduledTrainingPolicy/PolicyLoss classes.
 """
-from collections import namedtuple
-
-import torch.nn.functional as F
-
 from ..protocol.policy import LossComponent, PolicyLoss, ScheduledTrainingPolicy
 from ..util.errors import KDPluginError
+from .losses import DistillationLossWeights, create_loss
+from .losses.base import WEIGHT, check_value
 from .teacher import TeacherRunner
 
-DistillationLossWeights = namedtuple("DistillationLossWeights", ["distill", "student", "teacher"])
-DistillationLossWeights.__new__.__defaults__ = (0.5, 0.5, 0.0)  # Distiller's defaults
-DEFAULT_LOSS_WEIGHTS = DistillationLossWeights()
-DEFAULT_TEMPERATURE = 1.0
+DEFAULT_LOSS = "kd"
 
 
 class UnsupportedTeacherWeight(KDPluginError, NotImplementedError):
     """Distiller raises NotImplementedError for a non-zero teacher weight (no joint teacher training)."""
 
 
-def distillation_kl(student_logits, teacher_logits, temperature):
-    """KL(softmax(t/T) || softmax(s/T)) averaged over the batch (Distiller's 'Distill Loss', unscaled)."""
-    soft_log_probs = F.log_softmax(student_logits.float() / temperature, dim=1)
-    soft_targets = F.softmax(teacher_logits.float() / temperature, dim=1)
-    return F.kl_div(soft_log_probs, soft_targets.detach(), reduction="batchmean")
-
-
-def check_loss_weights(temperature, loss_weights):
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
-        raise KDPluginError(f"distillation temperature must be a number > 0, got {temperature!r}")
-    for name, value in loss_weights._asdict().items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-            raise KDPluginError(f"{name} loss weight must be a number >= 0, got {value!r}")
-    if loss_weights.teacher != 0:
+def resolve_loss_weights(loss_weights, defaults):
+    """LOSS_WEIGHTS (a DistillationLossWeights or tuple, None entries meaning "the loss's default"), checked."""
+    given = DistillationLossWeights(*loss_weights) if loss_weights is not None else DistillationLossWeights(None, None)
+    weights = DistillationLossWeights(*(d if v is None else v for v, d in zip(given, defaults)))
+    for name, value in weights._asdict().items():
+        check_value(value, WEIGHT, f"{name} loss weight")
+    if weights.teacher != 0:
         raise UnsupportedTeacherWeight("a non-zero teacher loss weight (--kd-tw) is not supported: like Distiller, "
                                        "kd-plugin does not train the teacher alongside the student")
+    return weights
+
+
+def labels_from_loss(loss):
+    """The targets of a cross-entropy LOSS, read from its autograd node. Distiller's own training loop hands
+    policies the loss but not the batch, and its criterion is CrossEntropyLoss; None when LOSS is anything else."""
+    return getattr(getattr(loss, "grad_fn", None), "_saved_target", None)
 
 
 class DistillationMixin:
@@ -53,23 +49,34 @@ class DistillationMixin:
     policy_loss_type = PolicyLoss
     loss_component_type = LossComponent
 
-    def __init__(self, student_model, teacher_model, temperature=DEFAULT_TEMPERATURE,
-                 loss_weights=DEFAULT_LOSS_WEIGHTS):
+    def __init__(self, student_model, teacher_model, temperature=None, loss_weights=None, loss=DEFAULT_LOSS,
+                 loss_args=None, logit_standardize=False):
+        """TEMPERATURE and LOSS_WEIGHTS entries left None take the loss's defaults (``kd``: Distiller's)."""
         super().__init__()  # the runtime's ScheduledTrainingPolicy
-        loss_weights = DistillationLossWeights(*loss_weights)
-        check_loss_weights(temperature, loss_weights)
+        if loss_args is not None and not isinstance(loss_args, dict):
+            raise KDPluginError(f"loss_args must be a mapping of argument names to values, got {loss_args!r}")
+        self.distillation_loss = create_loss(loss, temperature=temperature, logit_standardize=logit_standardize,
+                                             **(loss_args or {}))
+        self.loss_wts = resolve_loss_weights(loss_weights, self.distillation_loss.default_weights)
+        self.temperature = self.distillation_loss.temperature
         self.active = False
         self.student = student_model
         self.teacher = teacher_model
-        self.temperature = float(temperature)
-        self.loss_wts = loss_weights
         self.teacher_outputs = TeacherRunner(teacher_model)
         self.last_students_logits = None
         self.last_teacher_logits = None
+        self.last_labels = None
+        self._batch = None
         self._hook = None
+
+    def set_batch(self, batch):
+        """The training loop's batch hook: the labels of the batch the student is about to see."""
+        self._batch = batch
 
     def _capture(self, module, inputs, output):
         if self.active and module.training:
+            batch, self._batch = self._batch, None
+            self.last_labels = batch.labels if batch is not None and inputs[0] is batch.inputs else None
             self.last_teacher_logits = self.teacher_outputs(inputs[0])
             self.last_students_logits = output
 
@@ -80,7 +87,7 @@ class DistillationMixin:
         elif not active and self._hook is not None:
             self._hook.remove()
             self._hook = None
-            self.last_students_logits = self.last_teacher_logits = None
+            self.last_students_logits = self.last_teacher_logits = self.last_labels = None
 
     def epoch_counters(self):
         """Counters of the teacher-output source for the epoch's log row (a teacher cache's hits and misses)."""
@@ -103,10 +110,15 @@ class DistillationMixin:
             return None
         if self.last_teacher_logits is None or self.last_students_logits is None:
             raise RuntimeError("KnowledgeDistillationPolicy: Student and/or teacher outputs were not cached!")
-        kl = distillation_kl(self.last_students_logits, self.last_teacher_logits, self.temperature)
-        overall = self.loss_wts.student * loss + self.loss_wts.distill * self.temperature ** 2 * kl
-        self.last_students_logits = self.last_teacher_logits = None
-        return self.policy_loss_type(overall, [self.loss_component_type("Distill Loss", kl)])
+        labels = self.last_labels
+        if labels is None and self.distillation_loss.needs_labels:
+            labels = labels_from_loss(loss)
+        terms = self.distillation_loss(self.last_students_logits, self.last_teacher_logits, labels, epoch=epoch)
+        overall = self.loss_wts.student * loss
+        for term in terms:  # w_distill * weight first: KD's sum stays Distiller's w_s*CE + (w_d*T^2)*KL, bit for bit
+            overall = overall + self.loss_wts.distill * term.weight * term.value
+        self.last_students_logits = self.last_teacher_logits = self.last_labels = None
+        return self.policy_loss_type(overall, [self.loss_component_type(t.name, t.value) for t in terms])
 
 
 class KnowledgeDistillationPolicy(DistillationMixin, ScheduledTrainingPolicy):

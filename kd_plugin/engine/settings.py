@@ -2,6 +2,7 @@
 import math
 from dataclasses import asdict, dataclass, fields
 
+from ..distill.losses import check_temperature, create_loss
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND
 from ..util.errors import KDPluginError
 from .rundir import check_run_name
@@ -41,6 +42,9 @@ class RunSettings:
     kd_student_wt: float = None
     kd_teacher_wt: float = None
     kd_start_epoch: int = 0
+    kd_loss: str = None  # None: the schedule's KD loss, else kd
+    kd_loss_args: dict = None  # the loss's own arguments (--kd-loss-arg NAME=VALUE), over the schedule's
+    kd_logit_standardize: bool = None
     teacher_cache: str = "auto"  # 'auto' (<out_dir>/teacher_cache), 'off', or a directory
     amp: str = None  # None (fp32), 'bf16' or 'fp16' autocast for student and teacher
     channels_last: bool = False
@@ -75,8 +79,12 @@ class RunSettings:
             check_run_name(self.name)
         _require(_int(self.print_freq) and self.print_freq >= 1, f"--print-freq must be >= 1, got {self.print_freq!r}")
         if self.kd_temperature is not None:
-            _require(_num(self.kd_temperature) and self.kd_temperature > 0,
-                     f"--kd-temperature must be > 0, got {self.kd_temperature!r}")
+            check_temperature(self.kd_temperature, "--kd-temperature")
+        _require(self.kd_loss_args is None or isinstance(self.kd_loss_args, dict),
+                 f"kd_loss_args must be a mapping of argument names to values, got {self.kd_loss_args!r}")
+        if self.kd_loss is not None or not self.compress:  # else the schedule's loss is checked with its file
+            create_loss(self.kd_loss or "kd", temperature=self.kd_temperature,
+                        logit_standardize=bool(self.kd_logit_standardize), **(self.kd_loss_args or {}))
         for flag, value in (("--kd-distill-wt", self.kd_distill_wt), ("--kd-student-wt", self.kd_student_wt),
                             ("--kd-teacher-wt", self.kd_teacher_wt)):
             _require(value is None or (_num(value) and value >= 0), f"{flag} must be >= 0, got {value!r}")

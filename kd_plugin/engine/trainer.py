@@ -17,7 +17,8 @@ import torch
 from .. import bridge, distill  # noqa: F401  (register the backends select_runtime picks from)
 from ..checkpoint import check_arch, load_checkpoint_file, load_weights, save_checkpoint
 from ..data import TensorLoader, download_cifar10, load_split, validation_split
-from ..distill.policy import DEFAULT_LOSS_WEIGHTS, DEFAULT_TEMPERATURE, DistillationLossWeights, DistillationMixin
+from ..distill.extension import with_loss_flags
+from ..distill.policy import DEFAULT_LOSS, DistillationLossWeights, DistillationMixin
 from ..distill.teacher import build_teacher
 from ..distill.teacher_cache import install_teacher_caches, resumed_cache_directory
 from ..models import create_model, resolve_arch
@@ -35,7 +36,8 @@ from .rundir import CsvLog, close_logger, copy_configs, create_run_dir, make_log
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 KD_OVERRIDES = {"kd_temperature": "temperature", "kd_distill_wt": "distill_weight",
                 "kd_student_wt": "student_weight", "kd_teacher_wt": "teacher_weight",
-                "kd_teacher": "teacher_arch", "kd_resume": "teacher_checkpoint"}
+                "kd_teacher": "teacher_arch", "kd_resume": "teacher_checkpoint",
+                "kd_logit_standardize": "logit_standardize"}  # --kd-loss/--kd-loss-arg: with_loss_flags
 
 
 def build_optimizer(model, settings):
@@ -56,13 +58,14 @@ def build_schedule(model, optimizer, settings, sched_dict=None, runtime=None):
     scheduler = runtime.CompressionScheduler(model)
     overrides = {"extensions": {arg: getattr(settings, flag) for flag, arg in KD_OVERRIDES.items()}}
     if sched_dict:
+        sched_dict = with_loss_flags(sched_dict, settings.kd_loss, settings.kd_loss_args)
         runtime.dict_config(model, optimizer, sched_dict, scheduler, overrides=overrides, source=settings.compress)
     if settings.kd_teacher and not distillation_policies(scheduler):
         teacher = build_teacher(model, settings.kd_teacher, settings.kd_resume)
-        given = (settings.kd_distill_wt, settings.kd_student_wt, settings.kd_teacher_wt)
-        weights = DistillationLossWeights(*(d if v is None else v for v, d in zip(given, DEFAULT_LOSS_WEIGHTS)))
-        temperature = DEFAULT_TEMPERATURE if settings.kd_temperature is None else settings.kd_temperature
-        policy = runtime.KnowledgeDistillationPolicy(model, teacher, temperature, weights)
+        weights = DistillationLossWeights(settings.kd_distill_wt, settings.kd_student_wt, settings.kd_teacher_wt)
+        policy = runtime.KnowledgeDistillationPolicy(model, teacher, settings.kd_temperature, weights,
+                                                     settings.kd_loss or DEFAULT_LOSS, settings.kd_loss_args,
+                                                     bool(settings.kd_logit_standardize))
         scheduler.add_policy(policy, starting_epoch=settings.kd_start_epoch, ending_epoch=settings.epochs, frequency=1)
     elif settings.kd_resume and not settings.kd_teacher and not distillation_policies(scheduler):
         raise KDPluginError("--kd-resume needs --kd-teacher (or a KD extension in the schedule)")
@@ -233,8 +236,9 @@ class TrainingRun:
                  self.valid_loader.num_images if self.valid_loader else 0, len(self.test_set), self.start_epoch,
                  s.epochs - 1, s.batch_size, s.optimizer, self.optimizer.param_groups[0]["lr"], self.seed)
         for policy in distillation_policies(self.scheduler):
-            log.info("Distillation: teacher %s, T=%g, weights distill=%g student=%g, epochs %s..%s",
+            log.info("Distillation: teacher %s, T=%g, loss %s, weights distill=%g student=%g, epochs %s..%s",
                      getattr(policy.teacher, "arch", type(policy.teacher).__name__), policy.temperature,
+                     policy.distillation_loss.describe(),
                      policy.loss_wts.distill, policy.loss_wts.student,
                      self.scheduler.sched_metadata[policy]["starting_epoch"],
                      self.scheduler.sched_metadata[policy]["ending_epoch"] - 1)
@@ -249,6 +253,7 @@ class TrainingRun:
                      cache.cache.size, f" (a file that failed its checks was set aside: {', '.join(set_aside)})"
                      if set_aside else "")
         hooks = [cache.set_batch for cache in self.teacher_caches]
+        hooks += [policy.set_batch for policy in distillation_policies(self.scheduler)]  # labels for the loss
         hooks += [self.batch_hook_factory(self)] if self.batch_hook_factory else []
         batch_hook = (lambda batch: [hook(batch) for hook in hooks]) if hooks else None
         stop = StopRequest()

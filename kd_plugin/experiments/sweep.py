@@ -1,4 +1,4 @@
-"""``kd-plugin sweep``: a grid of KD runs (teacher x student x alpha x T x seed) from one base schedule.
+"""``kd-plugin sweep``: a grid of KD runs (teacher x student x loss x alpha x T x seed) from one base schedule.
 
 Each cell is ``compress_classifier DATA [--compress BASE] -a STUDENT --kd-teacher T --kd-resume CKPT
 --kd-dw alpha --kd-sw 1-alpha --kd-temp T --seed S`` run as its own process (up to --jobs at once) in
@@ -10,12 +10,15 @@ import csv
 import io
 import json
 import os
+import re
 import shlex
 import statistics
 from dataclasses import asdict, dataclass, field
 
 from ..checkpoint import load_model
 from ..data import TensorLoader, load_split
+from ..distill.losses import parse_loss_spec
+from ..distill.losses.base import TEMPERATURE
 from ..engine.loop import evaluate_loader
 from ..models import resolve_arch
 from ..protocol.config import read_schedule
@@ -48,16 +51,29 @@ class SweepPlan:
     baseline_schedule: str = None
     train_baseline: bool = False
     run_args: list = field(default_factory=list)  # --epochs, -b and --extra-args, for every cell
+    losses: list = field(default_factory=lambda: [None])  # --kd-loss specs; None: the schedule's loss (or kd)
+    default_loss: str = "kd"  # what None means, for the tables
 
 
-def kd_job(plan, teacher, student, alpha, temperature, seed):
-    name = f"{teacher.label}-to-{short(student)}_a{alpha:g}_T{temperature:g}_s{seed}"
+def loss_argv(spec):
+    """compress_classifier flags for a --kd-loss spec ``NAME[+ls][:ARG=VALUE,...]`` (None: none)."""
+    if spec is None:
+        return []
+    name, args, standardize = parse_loss_spec(spec)
+    return ["--kd-loss", name, *(f for k, v in args.items() for f in ("--kd-loss-arg", f"{k}={v}")),
+            *(["--kd-logit-standardize"] if standardize else [])]
+
+
+def kd_job(plan, teacher, student, alpha, temperature, seed, loss=None):
+    tag = "" if loss is None else "_" + re.sub(r"[^A-Za-z0-9+=.-]", "-", loss)
+    name = f"{teacher.label}-to-{short(student)}{tag}_a{alpha:g}_T{temperature:g}_s{seed}"
     argv = [plan.data, *(["--compress", plan.kd_schedule] if plan.kd_schedule else []), "-a", student,
             "--kd-teacher", teacher.arch, "--kd-resume", teacher.checkpoint, "--kd-dw", f"{alpha:.10g}",
             "--kd-sw", f"{1 - alpha:.10g}", "--kd-temp", f"{temperature:.10g}", "--seed", str(seed),
-            "--teacher-cache", os.path.join(plan.out, "teacher_cache"), *plan.run_args]
+            "--teacher-cache", os.path.join(plan.out, "teacher_cache"), *loss_argv(loss), *plan.run_args]
     meta = {"teacher": teacher.arch, "teacher_label": teacher.label, "teacher_checkpoint": teacher.checkpoint,
-            "student": student, "alpha": alpha, "temperature": temperature, "seed": seed}
+            "student": student, "alpha": alpha, "temperature": temperature, "seed": seed,
+            "loss": plan.default_loss if loss is None else loss}
     return Job.training_run(name, os.path.join(plan.out, "runs", name), argv, meta=meta)
 
 
@@ -70,8 +86,8 @@ def baseline_job(plan, student, seed):
 
 
 def sweep_jobs(plan):
-    jobs = [kd_job(plan, t, s, a, temp, seed) for t in plan.teachers for s in plan.students for a in plan.alphas
-            for temp in plan.temperatures for seed in plan.seeds]
+    jobs = [kd_job(plan, t, s, a, temp, seed, loss) for t in plan.teachers for s in plan.students
+            for loss in plan.losses for a in plan.alphas for temp in plan.temperatures for seed in plan.seeds]
     if plan.train_baseline:
         jobs += [baseline_job(plan, s, seed) for s in plan.students for seed in plan.seeds]
     return jobs
@@ -92,20 +108,22 @@ def baselines_from_results(results):
 
 
 def table_rows(results, baselines):
-    """Rows of the original-style table: one per (teacher, student, alpha, T), seeds aggregated."""
+    """Rows of the original-style table: one per (teacher, student, loss, alpha, T), seeds aggregated."""
     groups = {}
     for r in results:
-        key = (r.get("teacher_label") or "", r["teacher"] or "", r["student"], r["alpha"], r["temperature"])
+        loss = (r.get("loss") or "kd") if r["teacher"] else ""
+        key = (r.get("teacher_label") or "", r["teacher"] or "", r["student"], loss, r["alpha"], r["temperature"])
         groups.setdefault(key, []).append(r["test_top1"])
     rows = []
     def order(key):
-        label, _, student, alpha, temperature = key
-        return label, student, -1 if alpha is None else alpha, -1 if temperature is None else temperature
+        label, _, student, loss, alpha, temperature = key
+        return label, student, loss, -1 if alpha is None else alpha, -1 if temperature is None else temperature
 
-    for (label, teacher, student, alpha, temperature), values in sorted(groups.items(), key=lambda kv: order(kv[0])):
+    for (label, teacher, student, loss, alpha, temperature), values in sorted(groups.items(),
+                                                                             key=lambda kv: order(kv[0])):
         mean, std = _stats(values)
         baseline = baselines.get(student)
-        rows.append({"teacher": label or "", "teacher_arch": teacher or "", "student": student,
+        rows.append({"teacher": label or "", "teacher_arch": teacher or "", "student": student, "loss": loss,
                      "alpha": alpha, "temperature": temperature, "seeds": len(values), "mean": mean, "std": std,
                      "values": values, "baseline": baseline,
                      "delta": mean - baseline if baseline is not None and teacher else None})
@@ -121,7 +139,8 @@ def markdown_rows(rows):
     for row in rows:
         pair = f"{display_name(row['teacher_arch'])} → {display_name(row['student'])}" if row["teacher_arch"] \
             else f"(baseline) {display_name(row['student'])}"
-        shown.append({"teacher → student": pair, "alpha": "—" if row["alpha"] is None else f"{row['alpha']:g}",
+        shown.append({"teacher → student": pair, "loss": row["loss"] or "—",
+                      "alpha": "—" if row["alpha"] is None else f"{row['alpha']:g}",
                       "T": "—" if row["temperature"] is None else f"{row['temperature']:g}", "seeds": row["seeds"],
                       "test top-1 (%)": _accuracy_text(row),
                       "Δ vs baseline": "—" if row["delta"] is None else f"{row['delta']:+.2f}"})
@@ -131,8 +150,8 @@ def markdown_rows(rows):
 def write_tables(rows, out_dir):
     md = write_text(os.path.join(out_dir, "sweep.md"), "# KD sweep\n\n" + markdown_table(markdown_rows(rows)))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["teacher", "teacher_arch", "student", "alpha", "temperature", "seeds",
-                                                "mean", "std", "values", "baseline", "delta"])
+    writer = csv.DictWriter(buffer, fieldnames=["teacher", "teacher_arch", "student", "loss", "alpha", "temperature",
+                                                "seeds", "mean", "std", "values", "baseline", "delta"])
     writer.writeheader()
     for row in rows:
         writer.writerow({**row, "values": " ".join(f"{v:.2f}" for v in row["values"])})
@@ -143,14 +162,16 @@ def write_plots(rows, out_dir, warn=print):
     """One PNG per teacher -> student pair: accuracy against T, a line per alpha, the baseline dashed.
     Returns [(title, path)]."""
     pngs = []
-    pairs = sorted({(r["teacher"], r["teacher_arch"], r["student"]) for r in rows if r["teacher_arch"]})
-    for label, teacher, student in pairs:
+    pairs = sorted({(r["teacher"], r["teacher_arch"], r["student"], r["loss"]) for r in rows if r["teacher_arch"]})
+    several_losses = len({pair[3] for pair in pairs}) > 1
+    for label, teacher, student, loss in pairs:
         points = [{"alpha": r["alpha"], "temperature": r["temperature"], "mean": r["mean"], "std": r["std"]}
-                  for r in rows if r["teacher"] == label and r["student"] == student]
+                  for r in rows if r["teacher"] == label and r["student"] == student and r["loss"] == loss]
         baseline = next((r["baseline"] for r in rows if r["student"] == student), None)
-        title = f"{display_name(teacher)} → {display_name(student)}"
+        title = f"{display_name(teacher)} → {display_name(student)}" + (f", {loss}" if several_losses else "")
+        suffix = "_" + re.sub(r"[^A-Za-z0-9+=.-]", "-", loss) if several_losses else ""
         png = plot_or_warn(accuracy_vs_temperature, points,
-                           os.path.join(out_dir, f"accuracy_vs_T_{label}_to_{short(student)}.png"),
+                           os.path.join(out_dir, f"accuracy_vs_T_{label}_to_{short(student)}{suffix}.png"),
                            baseline=baseline, warn=warn, title=title)
         if png:
             pngs.append((title, png))
@@ -206,7 +227,9 @@ def parse_teachers(specs, schedule):
 def _check_grid(args):
     if not all(0 <= a <= 1 for a in args.alpha):
         raise KDPluginError(f"--alpha values must be in [0, 1], got {args.alpha}")
-    if not all(t > 0 for t in args.temperature):
+    for spec in args.kd_loss or []:
+        parse_loss_spec(spec)
+    if not all(TEMPERATURE[0](t) for t in args.temperature):
         raise KDPluginError(f"--temperature values must be > 0, got {args.temperature}")
     if not all(s >= 0 for s in args.seeds):
         raise KDPluginError(f"--seeds must be >= 0, got {args.seeds}")
@@ -242,7 +265,14 @@ def plan_from_args(args):
     run_args = [*(["--epochs", str(args.epochs)] if args.epochs else []),
                 *(["-b", str(args.batch_size)] if args.batch_size else []), *extra]
     return SweepPlan(os.path.abspath(args.data), out, students, teachers, args.alpha, args.temperature, args.seeds,
-                     kd_schedule, baseline_schedule, args.train_baseline, run_args)
+                     kd_schedule, baseline_schedule, args.train_baseline, run_args, args.kd_loss or [None],
+                     schedule_loss(schedule))
+
+
+def schedule_loss(schedule):
+    """The loss a base schedule's KD extension names (``kd`` when none), as the tables show it."""
+    kd = distillation_extension(schedule) if schedule is not None else None
+    return ((kd or {}).get("loss") or "kd") + ("+ls" if (kd or {}).get("logit_standardize") else "")
 
 
 def add_sweep_args(p):
@@ -254,6 +284,9 @@ def add_sweep_args(p):
     p.add_argument("--alpha", type=float, nargs="+", default=[0.5], help="distillation weights (student CE gets "
                                                                          "1-alpha)")
     p.add_argument("--temperature", "-T", type=float, nargs="+", default=[1.0], help="temperatures")
+    p.add_argument("--kd-loss", nargs="+", metavar="LOSS",
+                   help="distillation losses, each NAME[+ls][:ARG=VALUE,...] (e.g. kd dkd kd+ls dkd:beta=4; "
+                        "default: the schedule's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per cell (several: mean ± std)")
     p.add_argument("-j", "--jobs", type=int, default=1, help="runs at once (CPU threads are split between them)")
     p.add_argument("-o", "--out-dir", default="sweep", help="sweep directory (rerun with the same one to resume)")
@@ -273,7 +306,8 @@ def cmd_sweep(args):
     with exclusive_directory(plan.out, "sweep") as lock_fd:
         write_json(os.path.join(plan.out, "sweep.json"), asdict(plan))
         print(f"sweep: {len(jobs)} runs ({len(plan.teachers)} teacher(s) x {len(plan.students)} student(s) x "
-              f"{len(plan.alphas)} alpha x {len(plan.temperatures)} T x {len(plan.seeds)} seed(s)"
+              f"{len(plan.losses)} loss(es) x {len(plan.alphas)} alpha x {len(plan.temperatures)} T x "
+              f"{len(plan.seeds)} seed(s)"
               f"{' + baselines' if plan.train_baseline else ''}), {args.jobs} at a time, in {plan.out}")
         try:
             JobRunner(parallel=args.jobs, keep_fds=(lock_fd,)).run(jobs)

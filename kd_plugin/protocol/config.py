@@ -21,6 +21,7 @@ LR_SCHEDULERS = {cls.__name__: cls for cls in (
     torch.optim.lr_scheduler.CosineAnnealingLR, torch.optim.lr_scheduler.ReduceLROnPlateau,
     torch.optim.lr_scheduler.LinearLR, torch.optim.lr_scheduler.PolynomialLR)}
 EXTENSIONS = {}  # filled by register_component("extensions", ...)
+COMPONENT_CHECKS = {}  # class name -> check(arguments) raising KDPluginError, for checks spanning arguments
 COMPONENT_CLASSES = {"lr_schedulers": LR_SCHEDULERS, "extensions": EXTENSIONS}
 UNSUPPORTED_SECTIONS = ("pruners", "regularizers", "quantizers")
 KNOWN_SECTIONS = {"version", "policies", "training", *COMPONENT_CLASSES, *UNSUPPORTED_SECTIONS}
@@ -54,12 +55,15 @@ ARG_CHECKS = {
 }
 
 
-def register_component(section, cls, arg_checks=None):
+def register_component(section, cls, arg_checks=None, check=None):
     """Make CLS a valid ``class:`` name in SECTION of a schedule; ARG_CHECKS maps its arguments to
-    (predicate, what it must be). Returns CLS, so it can decorate a class."""
+    (predicate, what it must be); CHECK(arguments) may check them together (raising KDPluginError).
+    Returns CLS, so it can decorate a class."""
     COMPONENT_CLASSES[section][cls.__name__] = cls
-    for arg, check in (arg_checks or {}).items():
-        if ARG_CHECKS.setdefault(arg, check)[1] != check[1]:
+    if check is not None:
+        COMPONENT_CHECKS[cls.__name__] = check
+    for arg, arg_check in (arg_checks or {}).items():
+        if ARG_CHECKS.setdefault(arg, arg_check)[1] != arg_check[1]:
             raise KDPluginError(f"schedule argument {arg!r} of {cls.__name__} already has another check")
     return cls
 
@@ -147,6 +151,11 @@ def _check_component(path, section, name, definition, classes):
     missing = [p for p in required if p not in definition]
     if missing:
         raise ScheduleError(f"{where}: missing argument {missing[0]!r} for {class_name}")
+    if class_name in COMPONENT_CHECKS:
+        try:
+            COMPONENT_CHECKS[class_name]({k: v for k, v in definition.items() if k != "class"})
+        except KDPluginError as err:
+            raise ScheduleError(f"{where}: {err}") from None
 
 
 def _check_policy(path, sched, index, policy_def, policy_kinds=POLICY_KINDS):

@@ -1,0 +1,10 @@
+"""Distillation losses behind one interface, selected by name (``loss: dkd`` / ``--kd-loss dkd``).
+
+A new method is one module here with a ``@register_loss`` DistillationLoss subclass, imported below.
+"""
+from . import dist, dkd, kd  # noqa: F401  (registration side effects)
+from .base import DistillationLoss, DistillationLossWeights, LossTerm, check_temperature, standardize
+from .registry import create_loss, list_losses, loss_class, parse_loss_arg, parse_loss_spec, register_loss
+
+__all__ = ["DistillationLoss", "DistillationLossWeights", "LossTerm", "check_temperature", "create_loss", "list_losses",
+           "loss_class", "parse_loss_arg", "parse_loss_spec", "register_loss", "standardize"]
