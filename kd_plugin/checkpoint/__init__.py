@@ -2,6 +2,7 @@
 from .files import (
                     Checkpoint,
                     check_arch,
+                    checkpoint_content,
                     checkpoint_paths,
                     load_checkpoint_file,
                     load_model,
@@ -10,7 +11,9 @@ from .files import (
                     optimizer_class,
                     read_checkpoint_file,
                     save_checkpoint,
+                    write_checkpoint,
 )
 
-__all__ = ["Checkpoint", "check_arch", "checkpoint_paths", "load_checkpoint_file", "load_model", "load_weights",
-           "normalize_state_dict_keys", "optimizer_class", "read_checkpoint_file", "save_checkpoint"]
+__all__ = ["Checkpoint", "check_arch", "checkpoint_content", "checkpoint_paths", "load_checkpoint_file", "load_model",
+           "load_weights", "normalize_state_dict_keys", "optimizer_class", "read_checkpoint_file", "save_checkpoint",
+           "write_checkpoint"]

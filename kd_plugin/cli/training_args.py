@@ -3,6 +3,7 @@
 
 Flags override a schedule's ``training:`` section, which overrides Distiller's defaults.
 """
+from ..distill.mutual import mutual_spec
 from ..engine.settings import RunSettings, pick_device
 from ..models import list_aliases, list_models
 from ..protocol.config import read_schedule
@@ -79,18 +80,40 @@ def add_training_args(p):
     kd.add_argument("--kd-teacher-wt", "--kd-tw", dest="kd_teacher_wt", type=float, default=None,
                     help="teacher loss weight; only 0 is supported, as in Distiller")
     kd.add_argument("--kd-start-epoch", type=int, default=0, help="epoch at which distillation starts")
+    mutual = p.add_argument_group("Online distillation (Deep Mutual Learning)")
+    mutual.add_argument("--mutual", nargs="+", metavar="ARCH", default=None,
+                        help="train two or more peers together, each distilling from the others (instead of -a)")
+    mutual.add_argument("--mutual-temperature", "--mutual-temp", dest="mutual_temperature", type=float, default=None,
+                        help="softmax temperature of the peers' KL terms, scaled by T^2 (default 1, as in the paper)")
     return p
+
+
+def mutual_settings(args, schedule):
+    """(peers, temperature) of a mutual-learning run from --mutual or the schedule's MutualLearning extension
+    (flags win); (None, None) for a single-model run."""
+    spec, _ = mutual_spec(schedule)
+    if args.mutual is None and spec is None:
+        if args.mutual_temperature is not None:
+            raise KDPluginError("--mutual-temperature needs --mutual (or a MutualLearning extension in the schedule)")
+        return None, None
+    peers = args.mutual if args.mutual is not None else spec.peers
+    temperature = args.mutual_temperature if args.mutual_temperature is not None else \
+        (spec.temperature if spec is not None else None)
+    return peers, temperature
 
 
 def settings_from_args(args):
     """Merge flags over the schedule's training section over Distiller's defaults."""
-    training = (read_schedule(args.compress, uses_distiller_components(args.backend)).get("training") or {}) \
-        if args.compress else {}
+    schedule = read_schedule(args.compress, uses_distiller_components(args.backend)) if args.compress else {}
+    training = schedule.get("training") or {}
     values = {}
     for name in TRAINING_FLAG_NAMES:
         flag = getattr(args, name)
         values[name] = flag if flag is not None else training.get(name, DISTILLER_DEFAULTS.get(name))
-    if values["arch"] is None:
+    mutual, mutual_temperature = mutual_settings(args, schedule)
+    if mutual is not None and values["arch"] is not None:
+        raise KDPluginError("--mutual names the models to train; drop -a/--arch (and the schedule's training.arch)")
+    if values["arch"] is None and mutual is None:
         raise KDPluginError("no architecture: pass -a/--arch or set training.arch in the schedule")
     if args.kd_pretrained:
         raise KDPluginError("--kd-pretrained: no pretrained weights ship offline; use --kd-resume CHECKPOINT")
@@ -100,6 +123,6 @@ def settings_from_args(args):
         load_weights_from=args.load_weights_from, reset_optimizer=args.reset_optimizer, print_freq=args.print_freq,
         kd_teacher=args.kd_teacher, kd_resume=args.kd_resume, kd_temperature=args.kd_temperature,
         kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
-        kd_start_epoch=args.kd_start_epoch, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
+        kd_start_epoch=args.kd_start_epoch, mutual=mutual, mutual_temperature=mutual_temperature, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
         download=args.download, **values)
