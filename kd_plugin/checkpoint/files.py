@@ -89,9 +89,10 @@ def save_checkpoint(epoch, arch, model, optimizer=None, scheduler=None, extras=N
 
 
 def checkpoint_content(epoch, arch, model, optimizer=None, scheduler=None, extras=None, plugin_state=None,
-                       dataset="cifar10"):
-    """The dictionary of a Distiller-format checkpoint (what ``save_checkpoint`` writes)."""
-    state_dict = getattr(model, "module", model).state_dict()
+                       dataset="cifar10", state_dict=None):
+    """The dictionary of a Distiller-format checkpoint (what ``save_checkpoint`` writes); STATE_DICT, when
+    given, holds the weights to write instead of MODEL's current ones."""
+    state_dict = getattr(model, "module", model).state_dict() if state_dict is None else state_dict
     content = {
         "epoch": int(epoch),
         "state_dict": state_dict,

@@ -232,12 +232,11 @@ class MutualRun:
 
     def save_peer_best(self, peer):
         """PEER's best epoch as an ordinary single-model checkpoint (weights and arch; no optimizer state)."""
-        model = create_model(peer.arch)
-        model.load_state_dict(peer.best_state)
         extras = {"current_top1": peer.best["top1"], "best_top1": peer.best["top1"], "best_epoch": peer.best["epoch"]}
         origin = {"mutual_peer": {"peers": self.archs, "index": peer.index, "temperature": self.temperature}}
-        return write_checkpoint(self.peer_best_path(peer), checkpoint_content(peer.best["epoch"], peer.arch, model,
-                                                                              extras=extras, plugin_state=origin))
+        content = checkpoint_content(peer.best["epoch"], peer.arch, peer.model, extras=extras, plugin_state=origin,
+                                     state_dict=peer.best_state)
+        return write_checkpoint(self.peer_best_path(peer), content)
 
     # --- the loop -----------------------------------------------------------------------------------------
     def fit(self):
