@@ -10,13 +10,18 @@ import sys
 
 import pytest
 import run_support as support
-from run_support import restore_threads  # noqa: F401 (fixture)
 import torch
 import torch.nn.functional as F
+from run_support import restore_threads  # noqa: F401 (fixture)
 
 from kd_plugin.checkpoint import load_checkpoint_file, load_model
 from kd_plugin.cli.compress_classifier import build_parser, main, settings_from_args
-from kd_plugin.data import TensorLoader, load_split, validation_split, write_synthetic_cifar
+from kd_plugin.data import (
+    TensorLoader,
+    load_split,
+    validation_split,
+    write_synthetic_cifar,
+)
 from kd_plugin.distill.mutual import mutual_losses, peer_labels
 from kd_plugin.distill.teacher import build_teacher
 from kd_plugin.engine.mutual import run_mutual_learning
@@ -177,7 +182,8 @@ def hand_written_dml(data):
     return models, epoch_losses
 
 
-def test_two_peers_equal_a_hand_written_dml_loop(inputs, reference, restore_threads):
+@pytest.mark.usefixtures("restore_threads")
+def test_two_peers_equal_a_hand_written_dml_loop(inputs, reference):
     torch.set_num_threads(1)  # as the run did (--threads 1): same reductions, so the same floats
     models, epoch_losses = hand_written_dml(inputs["data"])
     group = load_checkpoint_file(group_checkpoint(inputs["root"] / "reference"))
@@ -202,17 +208,18 @@ def test_two_peers_equal_a_hand_written_dml_loop(inputs, reference, restore_thre
 def test_sigkill_mid_epoch_then_resume_equals_the_unbroken_run(inputs, reference, tmp_path):
     env = support.child_env()
     killed = subprocess.run([sys.executable, "-c", SIGKILL_CHILD, *argv(inputs, tmp_path / "killed", form="yaml")],
-                            env=env, capture_output=True, text=True, timeout=240)
+                            env=env, capture_output=True, text=True, timeout=240, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-500:]
     saved = group_checkpoint(tmp_path / "killed")
     assert load_checkpoint_file(saved).epoch == 0
     resumed = subprocess.run([sys.executable, "-m", "kd_plugin.compress_classifier",
                               *argv(inputs, tmp_path / "resumed", "--resume-from", saved)],
-                             env=env, capture_output=True, text=True, timeout=240)
+                             env=env, capture_output=True, text=True, timeout=240, check=False)
     assert resumed.returncode == 0, resumed.stderr[-500:]
     assert "Teacher-output cache: off (mutual learning" in resumed.stderr
     assert_bit_identical(group_checkpoint(inputs["root"] / "reference"), group_checkpoint(tmp_path / "resumed"))
-    summary = json.load(open(glob.glob(str(tmp_path / "resumed" / "dml___*" / "summary.json"))[0]))
+    with open(glob.glob(str(tmp_path / "resumed" / "dml___*" / "summary.json"))[0]) as fh:
+        summary = json.load(fh)
     assert [(p["arch"], p["best_epoch"], p["test_top1"]) for p in summary["peers"]] == \
         [(p["arch"], p["best_epoch"], p["test_top1"]) for p in reference["peers"]]
 
@@ -231,8 +238,8 @@ def sigterm_before(step):
     return factory
 
 
-def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_bit_identically(inputs, reference, tmp_path,
-                                                                          restore_threads):
+@pytest.mark.usefixtures("restore_threads")
+def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_bit_identically(inputs, reference, tmp_path):
     with pytest.raises(TrainingInterrupted) as info:
         run_mutual_learning(settings(argv(inputs, tmp_path / "stopped")), sigterm_before(1))
     assert info.value.exit_code == 143 and "SIGTERM at epoch 0, batch 2: resumable checkpoint saved to" in str(info.value)
@@ -249,7 +256,7 @@ def test_each_peer_best_checkpoint_loads_alone_and_evaluates_to_the_summary(inpu
     for peer in reference["peers"]:
         path = peer["checkpoint"]
         assert os.path.basename(path) == f"dml_{peer['arch']}_best.pth.tar"
-        model, checkpoint = load_model(path)
+        _, checkpoint = load_model(path)
         assert checkpoint.arch == peer["arch"] and checkpoint.epoch == peer["best_epoch"]
         assert checkpoint.extras["best_top1"] == peer["best_valid_top1"]
         assert build_teacher(create_model("cnn5"), peer["arch"], path) is not None  # what --kd-resume does
@@ -257,7 +264,8 @@ def test_each_peer_best_checkpoint_loads_alone_and_evaluates_to_the_summary(inpu
 
         assert kd_plugin_main(["evaluate", path, "--data", inputs["data"], "-o", str(tmp_path), "--repeats", "1"]) == 0
         (card,) = glob.glob(str(tmp_path / f"dml_{peer['arch']}_best*.json"))
-        assert json.load(open(card))["test_top1"] == peer["test_top1"]
+        with open(card) as fh:
+            assert json.load(fh)["test_top1"] == peer["test_top1"]
     group = load_checkpoint_file(reference["checkpoint"])
     assert group.arch is None and group.plugin_state["mutual"]["peers"] == PEERS
 
@@ -275,8 +283,8 @@ def test_yaml_form_builds_the_same_settings_as_the_flags(inputs, tmp_path):
     ("extensions:\n  m: {class: MutualLearning, peers: [cnn5]}\n", "peers must be a list of two or more model names"),
     ("extensions:\n  m: {class: MutualLearning, peers: [cnn5, vgg6as], temperature: 0}\n",
      "temperature must be a number > 0"),
-    ("extensions:\n  m: {class: MutualLearning, peers: [cnn5, vgg6as]}\npolicies:\n  - extension: {instance_name: m}\n"
-     "    starting_epoch: 0\n    ending_epoch: 1\n    frequency: 1\n", "MutualLearning covers the whole run"),
+    (("extensions:\n  m: {class: MutualLearning, peers: [cnn5, vgg6as]}\npolicies:\n  - extension: {instance_name: m}\n"
+      "    starting_epoch: 0\n    ending_epoch: 1\n    frequency: 1\n"), "MutualLearning covers the whole run"),
 ])
 def test_bad_mutual_schedules_are_refused_in_one_line(inputs, tmp_path, capsys, schedule, message):
     path = tmp_path / "bad.yaml"

@@ -16,33 +16,45 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoint import (
-                          Checkpoint,
-                          checkpoint_content,
-                          checkpoint_paths,
-                          load_checkpoint_file,
-                          load_weights,
-                          write_checkpoint,
+    Checkpoint,
+    checkpoint_content,
+    checkpoint_paths,
+    load_checkpoint_file,
+    load_weights,
+    write_checkpoint,
 )
 from ..data import TensorLoader, download_cifar10, load_split, validation_split
-from ..distill.mutual import DEFAULT_MUTUAL_TEMPERATURE, check_peers, mutual_losses, mutual_spec, peer_labels
+from ..distill.mutual import (
+    DEFAULT_MUTUAL_TEMPERATURE,
+    check_peers,
+    mutual_losses,
+    mutual_spec,
+    peer_labels,
+)
 from ..models import create_model
 from ..protocol.runtime import select_runtime
 from ..util.errors import KDPluginError, NonFiniteLoss
 from ..util.fileio import ensure_writable_dir, write_json
 from .acceleration import accelerate_model, grad_scaler, set_cpu_threads
-from .loop import StopRequest, check_finite, evaluate_loader, optimizer_step, per_class_accuracy
+from .loop import (
+    StopRequest,
+    check_finite,
+    evaluate_loader,
+    optimizer_step,
+    per_class_accuracy,
+)
 from .meters import EpochMeter, topk_correct
 from .rng import capture_rng, restore_rng, seed_everything
 from .rundir import CsvLog, close_logger, copy_configs, create_run_dir, make_logger
 from .trainer import (
-                      build_optimizer,
-                      build_schedule,
-                      data_fingerprint,
-                      distillation_policies,
-                      interruption,
-                      stop_on_signals,
-                      tensorboard_writer,
-                      write_scalars,
+    build_optimizer,
+    build_schedule,
+    data_fingerprint,
+    distillation_policies,
+    interruption,
+    stop_on_signals,
+    tensorboard_writer,
+    write_scalars,
 )
 
 NOT_YET = float("-inf")
