@@ -74,7 +74,7 @@ def argv(inputs, out, *extra, form="flags"):
     peers = ["--mutual", "cnn5", "vgg6as", "--compress", inputs["lr"]] if form == "flags" else \
         ["--compress", inputs["mutual"]]
     return [inputs["data"], *peers, "--epochs", str(EPOCHS), "-b", str(BATCH), "--lr", str(LR), "--seed", str(SEED),
-            "--vs", "0.2", "--cpu", "--threads", "1", "--deterministic", "--no-progress", "-n", "dml", "-o", str(out),
+            "--vs", "0.2", "--cpu", "--threads", "1", "--no-progress", "-n", "dml", "-o", str(out),
             *extra]
 
 
@@ -266,6 +266,15 @@ def test_each_peer_best_checkpoint_loads_alone_and_evaluates_to_the_summary(inpu
         (card,) = glob.glob(str(tmp_path / f"dml_{peer['arch']}_best*.json"))
         with open(card) as fh:
             assert json.load(fh)["test_top1"] == peer["test_top1"]
+    from kd_plugin.cli.kd_plugin import main as kd_plugin_main
+
+    capsys.readouterr()
+    paths = [peer["checkpoint"] for peer in reference["peers"]]
+    assert kd_plugin_main(["report", *paths, "--data", inputs["data"], "-o", str(tmp_path / "report"), "--device",
+                           "cpu", "--repeats", "1", "--no-train-accuracy"]) == 0
+    printed = capsys.readouterr().out
+    for peer in reference["peers"]:
+        assert f"({peer['arch']}): test top-1 {peer['test_top1']:.2f}%" in printed
     group = load_checkpoint_file(reference["checkpoint"])
     assert group.arch is None and group.plugin_state["mutual"]["peers"] == PEERS
 
@@ -312,3 +321,13 @@ def test_resume_with_other_peers_or_a_single_model_checkpoint_is_refused(inputs,
         capsys.readouterr().err
     assert main(argv(inputs, tmp_path, "--resume-from", reference["peers"][0]["checkpoint"])) == 2
     assert "a single-model checkpoint (cnn5_cifar), not a mutual-learning one" in capsys.readouterr().err
+    assert main(argv(inputs, tmp_path, "--resume-from", group, "--seed", "4")) == 2
+    assert "checkpoint was trained with seed=3, this run has seed=4" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_threads")
+def test_reset_optimizer_takes_every_peer_weights_and_starts_over(inputs, reference, tmp_path):
+    summary = run_mutual_learning(settings(argv(inputs, tmp_path, "--resume-from", reference["checkpoint"],
+                                                "--reset-optimizer", "--epochs", "1", "--seed", "5")))
+    assert [int(row["epoch"]) for row in summary["rows"]] == [0]
+    assert float(summary["rows"][0][f"{PEERS[0]} lr"]) == LR
