@@ -185,7 +185,7 @@ class MutualRun:
 
     def _resume(self, resume, run_state):
         s, states = self.s, resume.plugin_state["mutual"]["states"]
-        for peer, state in zip(self.peers, states):
+        for peer in self.peers:
             prefix = f"{peer.index}."
             weights = {k[len(prefix):]: v for k, v in resume.state_dict.items() if k.startswith(prefix)}
             load_weights(peer.model, Checkpoint(resume.path, weights, peer.arch))
