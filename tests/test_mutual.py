@@ -286,6 +286,10 @@ def test_yaml_form_builds_the_same_settings_as_the_flags(inputs, tmp_path):
     assert from_yaml.mutual_temperature == 1.0 and from_flags.mutual_temperature is None
     overridden = settings(argv(inputs, tmp_path, "--mutual", "cnn5", "cnn5", "--mutual-temp", "3", form="yaml"))
     assert overridden.mutual == ["cnn5", "cnn5"] and overridden.mutual_temperature == 3.0
+    with_arch = tmp_path / "with_arch.yaml"
+    with_arch.write_text("training: {arch: cnn5, epochs: 7}\n" + MUTUAL_SCHEDULE)
+    from_file = settings([inputs["data"], "--compress", str(with_arch)])
+    assert from_file.arch is None and from_file.epochs == 7 and from_file.mutual == from_yaml.mutual
 
 
 @pytest.mark.parametrize("schedule,message", [

@@ -111,9 +111,11 @@ def settings_from_args(args):
         flag = getattr(args, name)
         values[name] = flag if flag is not None else training.get(name, DISTILLER_DEFAULTS.get(name))
     mutual, mutual_temperature = mutual_settings(args, schedule)
-    if mutual is not None and values["arch"] is not None:
-        raise KDPluginError("--mutual names the models to train; drop -a/--arch (and the schedule's training.arch)")
-    if values["arch"] is None and mutual is None:
+    if mutual is not None:  # the peers replace the schedule's training.arch, as flags override the schedule
+        if args.arch is not None:
+            raise KDPluginError("--mutual names the models to train; drop -a/--arch")
+        values["arch"] = None
+    elif values["arch"] is None:
         raise KDPluginError("no architecture: pass -a/--arch or set training.arch in the schedule")
     if args.kd_pretrained:
         raise KDPluginError("--kd-pretrained: no pretrained weights ship offline; use --kd-resume CHECKPOINT")
@@ -123,6 +125,7 @@ def settings_from_args(args):
         load_weights_from=args.load_weights_from, reset_optimizer=args.reset_optimizer, print_freq=args.print_freq,
         kd_teacher=args.kd_teacher, kd_resume=args.kd_resume, kd_temperature=args.kd_temperature,
         kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
-        kd_start_epoch=args.kd_start_epoch, mutual=mutual, mutual_temperature=mutual_temperature, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
+        kd_start_epoch=args.kd_start_epoch, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
+        mutual=mutual, mutual_temperature=mutual_temperature,
         channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
         download=args.download, **values)
