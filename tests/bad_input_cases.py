@@ -269,6 +269,17 @@ CASES = [
     Case("YAML loss_args not a mapping", "compress_classifier", CC + " --compress {loss_args_list_yaml}",
          r"{loss_args_list_yaml}: extensions.kd: loss_args must be a mapping of argument names to values"),
 ]
+CASES += [  # mutual learning (issue 13)
+    Case("--mutual with one peer", "compress_classifier", CC.replace("-a cnn5", "--mutual cnn5"),
+         r"--mutual needs two or more peers, got \['cnn5'\]"),
+    Case("--mutual unknown arch", "compress_classifier", CC.replace("-a cnn5", "--mutual cnn5 resnet9000"),
+         r"unknown model 'resnet9000'"),
+    Case("--mutual with --kd-teacher", "compress_classifier",
+         CC.replace("-a cnn5", "--mutual cnn5 vgg6as") + " --kd-teacher cnn5",
+         r"--mutual trains its peers together from scratch; it does not take --kd-teacher/--kd-resume"),
+    Case("--mutual with -a", "compress_classifier", CC + " --mutual cnn5 vgg6as",
+         r"--mutual names the models to train; drop -a/--arch"),
+]
 # Run through the installed console scripts as well, to prove the real commands behave the same.
 SUBPROCESS_CASES = ["malicious pickle (zip)", "malicious YAML", "evaluate: bit-flipped checkpoint",
                     "main_KD: malicious checkpoint"]

@@ -80,7 +80,19 @@ def checkpoint_paths(directory, name=None):
 def save_checkpoint(epoch, arch, model, optimizer=None, scheduler=None, extras=None, is_best=False, name=None,
                     dir=".", plugin_state=None, dataset="cifar10"):
     """Distiller's ``apputils.save_checkpoint``, atomic; returns the checkpoint's path."""
-    state_dict = getattr(model, "module", model).state_dict()
+    content = checkpoint_content(epoch, arch, model, optimizer, scheduler, extras, plugin_state, dataset)
+    path, best_path = checkpoint_paths(dir, name)
+    write_checkpoint(path, content)
+    if is_best:
+        atomic_write(best_path, lambda fh: _copy_into(path, fh))
+    return path
+
+
+def checkpoint_content(epoch, arch, model, optimizer=None, scheduler=None, extras=None, plugin_state=None,
+                       dataset="cifar10", state_dict=None):
+    """The dictionary of a Distiller-format checkpoint (what ``save_checkpoint`` writes); STATE_DICT, when
+    given, holds the weights to write instead of MODEL's current ones."""
+    state_dict = getattr(model, "module", model).state_dict() if state_dict is None else state_dict
     content = {
         "epoch": int(epoch),
         "state_dict": state_dict,
@@ -97,10 +109,12 @@ def save_checkpoint(epoch, arch, model, optimizer=None, scheduler=None, extras=N
         content["extras"] = extras
     if plugin_state is not None:
         content["kd_plugin"] = plugin_state
-    path, best_path = checkpoint_paths(dir, name)
+    return content
+
+
+def write_checkpoint(path, content):
+    """Write CONTENT (a checkpoint dictionary) to PATH atomically; returns PATH."""
     atomic_write(path, lambda fh: torch.save(content, fh))
-    if is_best:
-        atomic_write(best_path, lambda fh: _copy_into(path, fh))
     return path
 
 

@@ -9,9 +9,11 @@ import sys
 
 from ..checkpoint import load_model
 from ..data import load_split
+from ..engine.mutual import run_mutual_learning
 from ..engine.trainer import run_training
 from ..models import create_model
 from ..reporting.summaries import SUMMARY_CHOICES, render_summary
+from ..util.errors import KDPluginError
 from .args import OneLineParser, cli_entry
 from .training_args import add_training_args, settings_from_args
 
@@ -49,6 +51,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     settings.command = ["compress_classifier", *argv]
+    if settings.mutual and (args.summary or args.evaluate):
+        raise KDPluginError("-e/--summary look at one model; with --mutual, evaluate a peer's best checkpoint")
     if args.summary:
         model = create_model(settings.arch)
         if settings.resume_from or settings.load_weights_from:
@@ -58,7 +62,7 @@ def main(argv=None):
         return 0
     if args.evaluate:
         return evaluate_only(settings, args.confusion)
-    summary = run_training(settings)
+    summary = (run_mutual_learning if settings.mutual else run_training)(settings)
     print(f"Log directory: {summary['run_dir']}")
     return 0
 

@@ -4,6 +4,7 @@
 Flags override a schedule's ``training:`` section, which overrides Distiller's defaults.
 """
 from ..distill.losses import list_losses, parse_loss_arg
+from ..distill.mutual import mutual_spec
 from ..engine.settings import RunSettings, pick_device
 from ..models import list_aliases, list_models
 from ..protocol.config import read_schedule
@@ -89,18 +90,42 @@ def add_training_args(p):
                     help="an argument of the loss (repeatable), e.g. beta=8 for dkd")
     kd.add_argument("--kd-logit-standardize", action="store_const", const=True, default=None,
                     help="z-score student and teacher logits before the temperature (composes with kd and dkd)")
+    mutual = p.add_argument_group("Online distillation (Deep Mutual Learning)")
+    mutual.add_argument("--mutual", nargs="+", metavar="ARCH", default=None,
+                        help="train two or more peers together, each distilling from the others (instead of -a)")
+    mutual.add_argument("--mutual-temperature", "--mutual-temp", dest="mutual_temperature", type=float, default=None,
+                        help="softmax temperature of the peers' KL terms, scaled by T^2 (default 1, as in the paper)")
     return p
+
+
+def mutual_settings(args, schedule):
+    """(peers, temperature) of a mutual-learning run from --mutual or the schedule's MutualLearning extension
+    (flags win); (None, None) for a single-model run."""
+    spec, _ = mutual_spec(schedule)
+    if args.mutual is None and spec is None:
+        if args.mutual_temperature is not None:
+            raise KDPluginError("--mutual-temperature needs --mutual (or a MutualLearning extension in the schedule)")
+        return None, None
+    peers = args.mutual if args.mutual is not None else spec.peers
+    temperature = args.mutual_temperature if args.mutual_temperature is not None else \
+        (spec.temperature if spec is not None else None)
+    return peers, temperature
 
 
 def settings_from_args(args):
     """Merge flags over the schedule's training section over Distiller's defaults."""
-    training = (read_schedule(args.compress, uses_distiller_components(args.backend)).get("training") or {}) \
-        if args.compress else {}
+    schedule = read_schedule(args.compress, uses_distiller_components(args.backend)) if args.compress else {}
+    training = schedule.get("training") or {}
     values = {}
     for name in TRAINING_FLAG_NAMES:
         flag = getattr(args, name)
         values[name] = flag if flag is not None else training.get(name, DISTILLER_DEFAULTS.get(name))
-    if values["arch"] is None:
+    mutual, mutual_temperature = mutual_settings(args, schedule)
+    if mutual is not None:  # the peers replace the schedule's training.arch, as flags override the schedule
+        if args.arch is not None:
+            raise KDPluginError("--mutual names the models to train; drop -a/--arch")
+        values["arch"] = None
+    elif values["arch"] is None:
         raise KDPluginError("no architecture: pass -a/--arch or set training.arch in the schedule")
     if args.kd_pretrained:
         raise KDPluginError("--kd-pretrained: no pretrained weights ship offline; use --kd-resume CHECKPOINT")
@@ -114,5 +139,6 @@ def settings_from_args(args):
         kd_start_epoch=args.kd_start_epoch, kd_loss=args.kd_loss, kd_logit_standardize=args.kd_logit_standardize,
         kd_loss_args=dict(parse_loss_arg(a, "--kd-loss-arg") for a in args.kd_loss_args) if args.kd_loss_args
         else None, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
+        mutual=mutual, mutual_temperature=mutual_temperature,
         channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
         download=args.download, **values)

@@ -42,22 +42,8 @@ def train_epoch(model, loader, criterion, optimizer, scheduler, epoch, start_bat
                                              return_loss_components=True)
         overall = agg.overall_loss
         if (batch_id + 1) % check_every == 0 or batch_id + 1 == steps:
-            if not bool(torch.isfinite(overall)):
-                raise NonFiniteLoss(f"loss became {float(overall.detach())} at epoch {epoch}, batch {batch_id}; "
-                                    f"stopped without saving (the last good and best checkpoints are untouched)")
-        optimizer.zero_grad(set_to_none=True)
-        if grad_scaler is None:
-            overall.backward()
-        else:
-            grad_scaler.scale(overall).backward()
-            grad_scaler.unscale_(optimizer)
-        scheduler.before_parameter_optimization(epoch, batch_id, steps, optimizer)
-        if grad_scaler is None:
-            optimizer.step()
-        else:
-            grad_scaler.step(optimizer)
-            grad_scaler.update()
-        scheduler.on_minibatch_end(epoch, batch_id, steps, optimizer)
+            check_finite(overall, epoch, batch_id)
+        optimizer_step(overall, optimizer, scheduler, epoch, batch_id, steps, grad_scaler)
         top1, top5 = topk_correct(output.detach(), batch.labels)
         components = {c.name: c.value for c in agg.loss_components}
         meter.add(len(batch.labels), **{"Overall Loss": overall, "Objective Loss": loss}, **components,
@@ -68,6 +54,29 @@ def train_epoch(model, loader, criterion, optimizer, scheduler, epoch, start_bat
             break
     bar.close()
     return meter, next_batch, time.perf_counter() - began
+
+
+def check_finite(overall, epoch, batch_id):
+    if not bool(torch.isfinite(overall)):
+        raise NonFiniteLoss(f"loss became {float(overall.detach())} at epoch {epoch}, batch {batch_id}; "
+                            f"stopped without saving (the last good and best checkpoints are untouched)")
+
+
+def optimizer_step(overall, optimizer, scheduler, epoch, batch_id, steps, grad_scaler=None):
+    """Backward pass and parameter update of one step, with the scheduler's callbacks in Distiller's order."""
+    optimizer.zero_grad(set_to_none=True)
+    if grad_scaler is None:
+        overall.backward()
+    else:
+        grad_scaler.scale(overall).backward()
+        grad_scaler.unscale_(optimizer)
+    scheduler.before_parameter_optimization(epoch, batch_id, steps, optimizer)
+    if grad_scaler is None:
+        optimizer.step()
+    else:
+        grad_scaler.step(optimizer)
+        grad_scaler.update()
+    scheduler.on_minibatch_end(epoch, batch_id, steps, optimizer)
 
 
 @torch.no_grad()

@@ -45,6 +45,8 @@ class RunSettings:
     kd_loss: str = None  # None: the schedule's KD loss, else kd
     kd_loss_args: dict = None  # the loss's own arguments (--kd-loss-arg NAME=VALUE), over the schedule's
     kd_logit_standardize: bool = None
+    mutual: list = None  # two or more peer archs trained together by Deep Mutual Learning (engine.mutual)
+    mutual_temperature: float = None  # None: distill.mutual's default (1)
     teacher_cache: str = "auto"  # 'auto' (<out_dir>/teacher_cache), 'off', or a directory
     amp: str = None  # None (fp32), 'bf16' or 'fp16' autocast for student and teacher
     channels_last: bool = False
@@ -94,6 +96,15 @@ class RunSettings:
         _require(self.amp in AMP_CHOICES, f"--amp must be one of bf16, fp16, got {self.amp!r}")
         _require(isinstance(self.teacher_cache, str) and self.teacher_cache != "",
                  f"--teacher-cache must be auto, off or a directory, got {self.teacher_cache!r}")
+        if self.mutual is not None:
+            _require(isinstance(self.mutual, list) and len(self.mutual) >= 2,
+                     f"--mutual needs two or more peers, got {self.mutual!r}")
+            _require(not self.kd_teacher and not self.kd_resume,
+                     "--mutual trains its peers together from scratch; it does not take --kd-teacher/--kd-resume")
+            _require(not self.load_weights_from, "--exp-load-weights-from loads one model; it does not go with --mutual")
+        if self.mutual_temperature is not None:
+            _require(_num(self.mutual_temperature) and self.mutual_temperature > 0,
+                     f"--mutual-temperature must be > 0, got {self.mutual_temperature!r}")
         _require(self.threads is None or (_int(self.threads) and self.threads >= 1),
                  f"--threads must be an integer >= 1, got {self.threads!r}")
         return self

@@ -104,6 +104,13 @@ def resume_command(command, path):
     return " ".join(shlex.quote(a) for a in cleaned + ["--resume-from", path])
 
 
+def interruption(stop, where, path, command):
+    """The TrainingInterrupted to raise once the resumable checkpoint at PATH is saved after a signal."""
+    name = signal.Signals(stop.signum).name
+    return TrainingInterrupted(f"{name} at {where}: resumable checkpoint saved to {path}; resume with: "
+                               f"{resume_command(command, path)}", SIGNAL_EXIT[stop.signum])
+
+
 class TrainingRun:
     def __init__(self, settings, batch_hook_factory=None):
         self.s = settings
@@ -265,9 +272,7 @@ class TrainingRun:
         return self.finish()
 
     def _interrupted(self, stop, where, path):
-        name = signal.Signals(stop.signum).name
-        return TrainingInterrupted(f"{name} at {where}: resumable checkpoint saved to {path}; resume with: "
-                                   f"{resume_command(self.s.command, path)}", SIGNAL_EXIT[stop.signum])
+        return interruption(stop, where, path, self.s.command)
 
     def _run_epoch(self, epoch, stop, batch_hook):
         s, log = self.s, self.logger

@@ -64,11 +64,12 @@ def training_curves(csv_path, png_path, title=None):
     columns = list(rows[0])
     loss_columns = [c for c in columns if "Loss" in c]
     top1_columns = [c for c in columns if c.endswith("top1")]
+    lr_columns = [c for c in columns if c == "lr" or c.endswith(" lr")]  # "{peer} lr" in a mutual-learning run
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     marker = "o" if len(rows) < 20 else None
     for ax, names, label in ((axes[0], loss_columns, "loss"), (axes[1], top1_columns, "top-1 (%)"),
-                             (axes[2], ["lr"], "learning rate")):
+                             (axes[2], lr_columns, "learning rate")):
         for name in names:
             xs, ys = _series(rows, name)
             if xs:
@@ -80,7 +81,7 @@ def training_curves(csv_path, png_path, title=None):
         ax.grid(alpha=0.3)
         if len(names) > 1:
             ax.legend(fontsize=8)
-    if any(v and v > 0 for v in _series(rows, "lr")[1]):
+    if any(v and v > 0 for c in lr_columns for v in _series(rows, c)[1]):
         axes[2].set_yscale("log")
     fig.suptitle(title or os.path.basename(os.path.dirname(os.path.abspath(csv_path))))
     return _save(fig, png_path)
