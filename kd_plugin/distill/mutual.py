@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..models import resolve_arch
 from ..protocol.config import POSITIVE, register_component
 from ..util.errors import KDPluginError
-from .policy import distillation_kl
+from .losses.kd import softened_kl
 
 DEFAULT_MUTUAL_TEMPERATURE = 1.0
 PeerLoss = namedtuple("PeerLoss", ["overall", "objective", "mutual"])
@@ -37,7 +37,7 @@ def mutual_losses(logits, labels, temperature=DEFAULT_MUTUAL_TEMPERATURE):
     losses = []
     for k, own in enumerate(logits):
         objective = F.cross_entropy(own, labels)
-        mutual = sum(distillation_kl(own, other.detach(), temperature)
+        mutual = sum(softened_kl(own.float(), other.detach().float(), temperature)
                      for l, other in enumerate(logits) if l != k) / others
         losses.append(PeerLoss(objective + temperature ** 2 * mutual, objective, mutual))
     return losses

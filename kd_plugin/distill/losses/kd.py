@@ -6,6 +6,12 @@ from .base import DistillationLoss, DistillationLossWeights, LossTerm
 from .registry import register_loss
 
 
+def softened_kl(student, teacher, temperature):
+    """KL(softmax(teacher/T) || softmax(student/T)), batch mean: Hinton's term without its T^2."""
+    return F.kl_div(F.log_softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1),
+                    reduction="batchmean")
+
+
 @register_loss
 class KDLoss(DistillationLoss):
     name = "kd"
@@ -13,7 +19,4 @@ class KDLoss(DistillationLoss):
     default_weights = DistillationLossWeights()  # Distiller's (0.5, 0.5, 0)
 
     def terms(self, student, teacher, labels, epoch):
-        log_probs = F.log_softmax(student / self.temperature, dim=1)
-        targets = F.softmax(teacher / self.temperature, dim=1)
-        kl = F.kl_div(log_probs, targets, reduction="batchmean")
-        return [LossTerm("Distill Loss", kl, self.temperature ** 2)]
+        return [LossTerm("Distill Loss", softened_kl(student, teacher, self.temperature), self.temperature ** 2)]
