@@ -260,6 +260,17 @@ class MainOnlyCsv(CsvLog):
         self.rows.append(row)
 
 
+MODULES = {"compress_classifier": "kd_plugin.compress_classifier", "main_KD_CIFAR10": "kd_plugin.main_kd_cifar10",
+           "kd-plugin": "kd_plugin"}
+
+
+def relaunch_command(command, world_size):
+    """COMMAND (program first) as the torchrun line that starts it again on WORLD_SIZE processes."""
+    if world_size <= 1 or not command:
+        return command
+    return ["torchrun", f"--nproc_per_node={world_size}", "-m", MODULES.get(command[0], command[0]), *command[1:]]
+
+
 def main_only_logger(run_dir, rank):
     """The run's logger on ranks other than 0: it writes nothing (rank 0 writes the log)."""
     logger = logging.getLogger(f"kd_plugin.run.{run_dir}.rank{rank}")

@@ -25,7 +25,7 @@ from ..protocol.runtime import select_runtime
 from ..util.errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..util.fileio import ensure_writable_dir, write_json
 from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
-from .distributed import MainOnlyCsv, from_environment, main_only_logger
+from .distributed import MainOnlyCsv, from_environment, main_only_logger, relaunch_command
 from .loop import evaluate_loader, per_class_accuracy, train_epoch
 from .meters import EpochMeter
 from .rng import capture_rng, restore_rng, seed_everything
@@ -254,7 +254,8 @@ class TrainingRun:
     def _interrupted(self, stop, where, path):
         name = signal.Signals(stop.signum).name
         return TrainingInterrupted(f"{name} at {where}: resumable checkpoint saved to {path}; resume with: "
-                                   f"{resume_command(self.s.command, path)}", SIGNAL_EXIT[stop.signum])
+                                   f"{resume_command(relaunch_command(self.s.command, self.dist.world_size), path)}",
+                                   SIGNAL_EXIT[stop.signum])
 
     def _run_epoch(self, epoch, stop, batch_hook):
         s, log = self.s, self.logger
