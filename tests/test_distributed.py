@@ -5,6 +5,7 @@ so 16 images per global step: one run directory, global meters, every rank's tea
 resume after SIGKILL of the whole job and after SIGTERM of one rank, a different world size refused, and a
 model without BatchNorm/dropout whose per-step global loss matches a single process with the global batch.
 """
+import csv
 import glob
 import json
 import os
@@ -20,7 +21,7 @@ import torch
 from run_support import restore_threads  # noqa: F401 (fixture)
 
 from kd_plugin.checkpoint import load_checkpoint_file
-from kd_plugin.data import TensorLoader, load_split, write_synthetic_cifar
+from kd_plugin.data import TensorLoader, load_split, validation_split, write_synthetic_cifar
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOSS_TOLERANCE = 1e-5  # absolute, per step: float32 sums in another order (two half-batch means vs one mean)
@@ -98,7 +99,6 @@ def test_two_gloo_processes_write_one_run_directory_with_global_meters_and_every
     assert len(rows) == support.EPOCHS + 1
     # Every (image, view) any rank trained on is in the cache file: the union of all epochs' plans.
     train = load_split(inputs["data"], "train")
-    from kd_plugin.data import validation_split
     train, _ = validation_split(train, 0.2, seed=3)
     loader = TensorLoader(train, 8, "y", shuffle=True, seed=3)
     seen = set()
@@ -147,7 +147,8 @@ def test_sigterm_to_one_rank_stops_both_with_143_and_a_checkpoint_that_resumes_e
     assert support.bit_identical(support.last_checkpoint(reference[0]), support.last_checkpoint(tmp_path / "resumed"))
 
 
-def test_ddp_step_losses_equal_a_single_process_with_the_global_batch(tmp_path, monkeypatch, restore_threads):
+@pytest.mark.usefixtures("restore_threads")
+def test_ddp_step_losses_equal_a_single_process_with_the_global_batch(tmp_path, monkeypatch):
     """No BatchNorm, no dropout (tests/ddp_worker.py): each DDP step must see the global batch's images and
     apply the global batch's mean gradient. 45 images, 4 per rank: five 8-image steps and a 5-image last step
     split 3/2 (gradient weights 1.2 and 0.8)."""
@@ -172,8 +173,7 @@ def test_ddp_step_losses_equal_a_single_process_with_the_global_batch(tmp_path, 
     assert difference < LOSS_TOLERANCE
     # The logged epoch loss is the global one: all 45 images of both ranks.
     (csv_path,) = glob.glob(str(tmp_path / "ddp_out" / "plain___*" / "training.csv"))
-    import csv
     logged = [float(row["train Overall Loss"]) for row in csv.DictReader(open(csv_path))]
     for epoch in range(2):
         steps = global_steps[6 * epoch:6 * epoch + 6]
-        assert logged[epoch] == pytest.approx(sum(l * n for l, n in steps) / 45, rel=1e-5)
+        assert logged[epoch] == pytest.approx(sum(loss * n for loss, n in steps) / 45, rel=1e-5)

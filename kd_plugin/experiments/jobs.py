@@ -218,7 +218,8 @@ class JobRunner:
                     proc = subprocess.Popen(job.command(argv), stdout=log, stderr=subprocess.STDOUT, env=env,
                                             preexec_fn=preexec, pass_fds=self.keep_fds)
                     running[proc] = (job, log, time.perf_counter())
-                    self.say(f"started {job.name} ({resuming(job, argv)}, pid {proc.pid}, {self.threads} threads, log: {job.log_path})")
+                    self.say(f"started {job.name} ({resuming(job, argv)}, pid {proc.pid}, {self.threads} threads, "
+                             f"log: {job.log_path})")
                 time.sleep(0.2)
                 for proc in [p for p in running if p.poll() is not None]:
                     job, log, began = running.pop(proc)
