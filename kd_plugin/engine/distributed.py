@@ -279,6 +279,11 @@ def main_only_logger(run_dir, rank):
     return logger
 
 
+def is_main_process():
+    """False on the ranks other than 0 of a torchrun job: for files written after a run (rank 0 writes them)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0 or int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1
+
+
 def from_environment(device):
     """Single(device) outside torchrun; Distributed(...) when torchrun started this process with WORLD_SIZE > 1."""
     world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)

@@ -117,7 +117,8 @@ class TrainingRun:
         self.sched_dict = self.runtime.read_schedule(s.compress) if s.compress else None
         resume = check_arch(load_checkpoint_file(s.resume_from), self.arch) if s.resume_from else None
         run_state = resume.plugin_state.get("run", {}) if resume is not None else {}
-        self.seed = s.seed if s.seed is not None else run_state.get("seed", random.randrange(2**31))
+        seed = s.seed if s.seed is not None else run_state.get("seed", random.randrange(2**31))
+        self.seed = self.dist.on_main(lambda: seed)  # a drawn seed is rank 0's on every rank
         seed_everything(self.seed, s.deterministic)
         set_cpu_threads(s.threads)
         if s.download:
