@@ -12,6 +12,7 @@ setup(
     extras_require={
         "plots": ["matplotlib"],
         "dev": ["pytest", "matplotlib"],
+        "ray": ["ray[tune]"],
     },
     entry_points={
         "console_scripts": [

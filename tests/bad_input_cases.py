@@ -128,10 +128,12 @@ class Case:
     argv: str             # with {placeholders} from build_inputs
     message: str          # regex the stderr line must match (after "PROGRAM: error: ")
     code: int = 2
+    hidden_modules: tuple = ()  # made unimportable for the case (an optional dependency that is not installed)
 
 
 CC = "{data} -a cnn5 --epochs 1 -b 20 --no-progress -o {root}/out"
 EVAL = "evaluate {ckpt} --data {data} -a cnn5 -o {root}/reports --repeats 1"
+SWEEP = "sweep --data {data} --teacher cnn5={good} --student cnn5 --epochs 1 -o {root}/sw"
 CASES = [
     Case("missing checkpoint", "compress_classifier", CC + " --resume-from {missing}",
          r"{missing}: checkpoint file not found"),
@@ -279,6 +281,16 @@ CASES += [  # mutual learning (issue 13)
          r"--mutual trains its peers together from scratch; it does not take --kd-teacher/--kd-resume"),
     Case("--mutual with -a", "compress_classifier", CC + " --mutual cnn5 vgg6as",
          r"--mutual names the models to train; drop -a/--arch"),
+    Case("sweep: --launcher ray without Ray", "kd-plugin", SWEEP + " --launcher ray",
+         r'--launcher ray needs Ray Tune: pip install "kd-plugin\[ray\]"', hidden_modules=("ray",)),
+    Case("sweep: unreachable --address", "kd-plugin", SWEEP + " --launcher ray --address 127.0.0.1:1",
+         r"--address 127.0.0.1:1: no Ray cluster reachable there within 5 s"),
+    Case("sweep: --gpus-per-run without GPUs", "kd-plugin", SWEEP + " --launcher ray --gpus-per-run 64",
+         r"--gpus-per-run 64: this machine has \d+ GPU\(s\)"),
+    Case("sweep: --address without --launcher ray", "kd-plugin", SWEEP + " --address 127.0.0.1:1",
+         r"--address needs --launcher ray"),
+    Case("reproduce: unreachable --address", "kd-plugin", "reproduce -o {root}/rp --launcher ray --address "
+         "127.0.0.1:1", r"--address 127.0.0.1:1: no Ray cluster reachable there within 5 s"),
 ]
 # Run through the installed console scripts as well, to prove the real commands behave the same.
 SUBPROCESS_CASES = ["malicious pickle (zip)", "malicious YAML", "evaluate: bit-flipped checkpoint",
@@ -299,10 +311,24 @@ def entry_point(program):
     return main
 
 
+@contextlib.contextmanager
+def hidden_modules(names):
+    """None in sys.modules makes ``import NAME`` raise ImportError; only NAMES are put back afterwards (not
+    sys.modules as a whole, which would make the next case import fresh copies of everything)."""
+    saved = {name: sys.modules[name] for name in names if name in sys.modules}
+    sys.modules.update({name: None for name in names})
+    try:
+        yield
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+
+
 def run_in_process(case, inputs):
     """(exit code, stderr lines) of the entry point's main(argv), as the console script would exit."""
     err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), hidden_modules(case.hidden_modules):
         try:
             code = entry_point(case.program)(fill(case.argv, inputs).split())
         except SystemExit as exit_:

@@ -88,8 +88,9 @@ def test_killed_sweep_resumes_with_only_the_missing_runs(tiny_data, kd_schedule,
     assert started == set(after) - set(done_before)
     for name, before in done_before.items():
         assert after[name] == before  # finished runs were not touched
-    for name in after:  # the killed attempt's leftovers were cleared: one run directory per cell
-        assert len(glob.glob(os.path.join(out, "runs", name, f"{name}___*"))) == 1
+    for name in after:  # one finished run per cell (a killed attempt's run dir stays only if it was resumed)
+        assert len(glob.glob(os.path.join(out, "runs", name, f"{name}___*", "summary.json"))) == 1
+        assert len(glob.glob(os.path.join(out, "runs", name, f"{name}___*"))) <= 2
 
     derived = read_schedule(os.path.join(out, "schedule.yaml"))
     assert derived["training"]["epochs"] == 2 and derived["lr_schedulers"]["original_steps"]["milestones"] == [1]

@@ -33,6 +33,7 @@ from ..checkpoint import load_checkpoint_file, load_model
 from ..data import load_split
 from ..distill.losses.base import TEMPERATURE
 from ..engine.settings import RunSettings, pick_device
+from ..engine.distributed import is_main_process
 from ..engine.trainer import run_training
 from ..experiments.ensembles.branches import branch_accuracy, branch_table
 from ..experiments.ensembles.members import ENSEMBLE_ARCHS, add_member_args, build_ensemble, members_from_args
@@ -268,7 +269,8 @@ def train(job, opts, device, argv):
             progress=opts.progress, **kd)
         write_schedule(settings.compress, generated_schedule(settings, milestones, job.loss_weights), argv)
         summary = train_jointnet(settings) if job.arch == JOINTNET else run_training(settings)
-    save_state_dict(load_checkpoint_file(summary["checkpoint"]).state_dict, job.checkpoint)
+    if is_main_process():  # under torchrun, rank 0 alone writes files
+        save_state_dict(load_checkpoint_file(summary["checkpoint"]).state_dict, job.checkpoint)
     print(f"test top-1 {summary['test_top1']:.2f}% on {summary['test_images']} images; weights of "
           f"{os.path.basename(summary['checkpoint'])} saved to {job.checkpoint}; log directory: {summary['run_dir']}")
     return 0

@@ -65,6 +65,8 @@ def add_training_args(p):
                        help="autocast precision for student and teacher (default: fp32)")
     speed.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     speed.add_argument("--compile", action="store_true", help="torch.compile the student's forward")
+    speed.add_argument("--sync-bn", action="store_true",
+                       help="under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm; GPUs only)")
     speed.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
     speed.add_argument("--teacher-cache", default="auto", metavar="auto|off|DIR",
                        help="exact per-(image, view) cache of the KD teacher's outputs: auto keeps it in "
@@ -141,4 +143,4 @@ def settings_from_args(args):
         else None, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
         mutual=mutual, mutual_temperature=mutual_temperature,
         channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
-        download=args.download, **values)
+        download=args.download, sync_bn=args.sync_bn, **values)

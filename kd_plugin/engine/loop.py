@@ -1,4 +1,5 @@
 """One training epoch and one evaluation pass, calling the CompressionScheduler in Distiller's order."""
+import math
 import time
 
 import torch
@@ -17,6 +18,14 @@ class StopRequest:
     def __bool__(self):
         return self.signum is not None
 
+    def agree(self, loss, check):
+        """(rank with a non-finite loss or None, stop after this step: None = ask again after the step).
+        One process decides alone; engine.distributed.DistributedStop makes all ranks decide together."""
+        return (0 if check and not bool(torch.isfinite(loss)) else None), None
+
+    def settle(self):
+        return bool(self)
+
 
 def train_epoch(model, loader, criterion, optimizer, scheduler, epoch, start_batch=0, meter=None,
                 stop=None, batch_hook=None, progress=True, check_every=1, grad_scaler=None):
@@ -27,6 +36,7 @@ def train_epoch(model, loader, criterion, optimizer, scheduler, epoch, start_bat
     """
     model.train()
     meter = meter or EpochMeter()
+    stop = stop if stop is not None else StopRequest()
     steps = len(loader)
     began = time.perf_counter()
     bar = tqdm(total=steps, initial=start_batch, desc=f"epoch {epoch}", leave=False, disable=not progress,
@@ -41,25 +51,37 @@ def train_epoch(model, loader, criterion, optimizer, scheduler, epoch, start_bat
         agg = scheduler.before_backward_pass(epoch, batch_id, steps, loss, optimizer=optimizer,
                                              return_loss_components=True)
         overall = agg.overall_loss
-        if (batch_id + 1) % check_every == 0 or batch_id + 1 == steps:
-            check_finite(overall, epoch, batch_id)
-        optimizer_step(overall, optimizer, scheduler, epoch, batch_id, steps, grad_scaler)
+        bad_rank, stopping = stop.agree(overall, (batch_id + 1) % check_every == 0 or batch_id + 1 == steps)
+        if bad_rank is not None:  # this rank's loss, or another rank's under DDP
+            raise non_finite_loss(overall, epoch, batch_id,
+                                  f" on rank {bad_rank}" if getattr(stop, "group", None) else "")
+        weight = getattr(batch, "weight", 1.0)  # a rank's share of a distributed global batch (distributed.py)
+        optimizer_step(overall if weight == 1.0 else overall * weight, optimizer, scheduler, epoch, batch_id, steps,
+                       grad_scaler)
         top1, top5 = topk_correct(output.detach(), batch.labels)
         components = {c.name: c.value for c in agg.loss_components}
-        meter.add(len(batch.labels), **{"Overall Loss": overall, "Objective Loss": loss}, **components,
-                  top1_correct=top1, top5_correct=top5)
+        if weight:
+            meter.add(len(batch.labels), **{"Overall Loss": overall, "Objective Loss": loss}, **components,
+                      top1_correct=top1, top5_correct=top5)
         next_batch = batch_id + 1
         bar.update(1)
-        if stop:
+        if stop if stopping is None else stopping:
             break
     bar.close()
     return meter, next_batch, time.perf_counter() - began
 
 
+def non_finite_loss(overall, epoch, batch_id, where=""):
+    """The NonFiniteLoss for a step whose loss (this one, or another rank's: WHERE says " on rank N") is NaN/Inf."""
+    value = float(overall.detach())
+    return NonFiniteLoss(f"loss became {value if not math.isfinite(value) else 'non-finite'}{where} at epoch "
+                         f"{epoch}, batch {batch_id}; stopped without saving (the last good and best checkpoints "
+                         f"are untouched)")
+
+
 def check_finite(overall, epoch, batch_id):
     if not bool(torch.isfinite(overall)):
-        raise NonFiniteLoss(f"loss became {float(overall.detach())} at epoch {epoch}, batch {batch_id}; "
-                            f"stopped without saving (the last good and best checkpoints are untouched)")
+        raise non_finite_loss(overall, epoch, batch_id)
 
 
 def optimizer_step(overall, optimizer, scheduler, epoch, batch_id, steps, grad_scaler=None):

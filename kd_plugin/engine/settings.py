@@ -57,6 +57,7 @@ class RunSettings:
     verbose: bool = True
     download: bool = False
     command: list = None  # the command line that started the run (program first), for the resume hint
+    sync_bn: bool = False  # torchrun runs: SyncBatchNorm (batch statistics over all ranks; GPUs only)
 
     def __post_init__(self):
         self.optimizer = (self.optimizer or "sgd").lower()

@@ -27,11 +27,12 @@ from ..util.errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..util.fileio import ensure_writable_dir, write_json
 from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
 from .best_checkpoint import carry_best_forward, tested_checkpoint
+from .distributed import MainOnlyCsv, from_environment, main_only_logger, relaunch_command
 from .identity import check_resume_identity, experiment_identity
-from .loop import StopRequest, evaluate_loader, per_class_accuracy, train_epoch
+from .loop import evaluate_loader, per_class_accuracy, train_epoch
 from .meters import EpochMeter
 from .rng import capture_rng, restore_rng, seed_everything
-from .rundir import CsvLog, close_logger, copy_configs, create_run_dir, make_logger
+from .rundir import close_logger, copy_configs, create_run_dir, make_logger
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 KD_OVERRIDES = {"kd_temperature": "temperature", "kd_distill_wt": "distill_weight",
@@ -114,7 +115,8 @@ def interruption(stop, where, path, command):
 class TrainingRun:
     def __init__(self, settings, batch_hook_factory=None):
         self.s = settings
-        self.device = torch.device(settings.device)
+        self.dist = from_environment(settings.device)  # torchrun: this process's rank (distributed.py)
+        self.device = self.dist.device
         self.batch_hook_factory = batch_hook_factory
         self.logger = None
 
@@ -127,7 +129,8 @@ class TrainingRun:
         self.sched_dict = self.runtime.read_schedule(s.compress) if s.compress else None
         resume = check_arch(load_checkpoint_file(s.resume_from), self.arch) if s.resume_from else None
         run_state = resume.plugin_state.get("run", {}) if resume is not None else {}
-        self.seed = s.seed if s.seed is not None else run_state.get("seed", random.randrange(2**31))
+        seed = s.seed if s.seed is not None else run_state.get("seed", random.randrange(2**31))
+        self.seed = self.dist.on_main(lambda: seed)  # a drawn seed is rank 0's on every rank
         seed_everything(self.seed, s.deterministic)
         set_cpu_threads(s.threads)
         if s.download:
@@ -137,8 +140,8 @@ class TrainingRun:
         self.classes = train.classes
         train, valid = validation_split(train, s.validation_split, seed=self.seed)
         self.train_hash = data_fingerprint(train)
-        self.train_loader = TensorLoader(train, s.batch_size, s.augment, shuffle=True, seed=self.seed,
-                                         device=self.device, channels_last=s.channels_last)
+        self.train_loader = self.dist.shard(TensorLoader(train, s.batch_size, s.augment, shuffle=True, seed=self.seed,
+                                                         device=self.device, channels_last=s.channels_last))
         self.valid_loader = TensorLoader(valid, 1024, "n", device=self.device, channels_last=s.channels_last) \
             if valid is not None else None
         self.model = create_model(self.arch).to(self.device)
@@ -158,16 +161,19 @@ class TrainingRun:
         self.start_epoch, self.start_batch, self.meter = 0, 0, EpochMeter()
         self.best = {"top1": float("-inf"), "epoch": -1}
         self.identity, self.accepted_changes = self.experiment_identity(), []
+        self.train_model = self.dist.wrap(self.model, s.sync_bn)
         if resume is not None:
             self._resume(resume, run_state)
-        self.run_dir = create_run_dir(s.out_dir, s.name or self.arch)
+        self.run_dir = self.dist.on_main(create_run_dir, s.out_dir, s.name or self.arch)
         self.name = s.name or self.arch
-        self.logger = make_logger(self.run_dir, self.name, s.verbose)
-        if resume is not None:  # until an epoch beats it, the resumed run's best checkpoint is this run's too
-            carry_best_forward(resume, self.best, self.run_dir, self.name)
-        copy_configs(self.run_dir, [s.compress])
-        self.csv = CsvLog(os.path.join(self.run_dir, "training.csv"))
-        self.tensorboard = tensorboard_writer(self.run_dir)
+        self.logger = make_logger(self.run_dir, self.name, s.verbose) if self.dist.is_main \
+            else main_only_logger(self.run_dir, self.dist.rank)
+        if self.dist.is_main:
+            if resume is not None:  # until an epoch beats it, the resumed run's best checkpoint is this run's too
+                carry_best_forward(resume, self.best, self.run_dir, self.name)
+            copy_configs(self.run_dir, [s.compress])
+        self.csv = MainOnlyCsv(os.path.join(self.run_dir, "training.csv"), self.dist.is_main)
+        self.tensorboard = tensorboard_writer(self.run_dir) if self.dist.is_main else None
         return self
 
     def _resume(self, resume, run_state):
@@ -190,6 +196,7 @@ class TrainingRun:
         if "compression_sched" in resume.content and "policy_states" in resume.content["compression_sched"]:
             self.scheduler.load_state_dict(resume.content["compression_sched"])
         state = resume.plugin_state
+        state = {**state, **state["ranks"][self.dist.rank]} if "ranks" in state else state  # every rank's RNG, meter
         if "rng" in state:
             restore_rng(state["rng"])
         resume_batch = state.get("resume_batch")
@@ -205,8 +212,10 @@ class TrainingRun:
     # --- checkpoints --------------------------------------------------------------------------------------
     def run_identity(self):
         """What a resumed run must share with the checkpoint's to continue it exactly (data order included)."""
-        return {"seed": self.seed, "batch_size": self.s.batch_size, "augment": self.s.augment,
-                "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash}
+        identity = {"seed": self.seed, "batch_size": self.s.batch_size, "augment": self.s.augment,
+                    "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash}
+        identity["world_size"] = self.dist.world_size  # each rank's share of a global batch is part of the order
+        return identity
 
     def experiment_identity(self):
         policies = [(p, self.scheduler.sched_metadata[p]["starting_epoch"])
@@ -219,6 +228,8 @@ class TrainingRun:
                  "rng": capture_rng(), "resume_batch": resume_batch, "teacher_cache_dir": self.teacher_cache_dir}
         if resume_batch is not None:
             state["meter"] = self.meter.state_dict()
+        if self.dist.distributed:
+            state["ranks"] = self.dist.gather({k: state[k] for k in ("rng", "meter") if k in state})
         return state
 
     def save(self, epoch, top1=None, is_best=False, resume_batch=None):
@@ -230,10 +241,11 @@ class TrainingRun:
         extras = {"current_top1": top1 if top1 is not None else float("nan"),
                   "best_top1": self.best["top1"], "best_epoch": self.best["epoch"]}
         extras = {k: v for k, v in extras.items() if not (isinstance(v, float) and (v != v or v == float("-inf")))}
-        for cache in self.teacher_caches:  # with every checkpoint, so a resumed run sees the cache as it was
-            cache.save()
-        return save_checkpoint(epoch, self.arch, self.model, self.optimizer, self.scheduler, extras, is_best,
-                               self.name, self.run_dir, self.plugin_state(resume_batch))
+        # with every checkpoint, so a resumed run sees the cache as it was
+        self.dist.save_teacher_caches(self.teacher_caches)
+        plugin_state = self.plugin_state(resume_batch)
+        return self.dist.on_main(save_checkpoint, epoch, self.arch, self.model, self.optimizer, self.scheduler,
+                                 extras, is_best, self.name, self.run_dir, plugin_state)
 
     # --- the loop -----------------------------------------------------------------------------------------
     def fit(self):
@@ -263,31 +275,33 @@ class TrainingRun:
         hooks += [policy.set_batch for policy in distillation_policies(self.scheduler)]  # labels for the loss
         hooks += [self.batch_hook_factory(self)] if self.batch_hook_factory else []
         batch_hook = (lambda batch: [hook(batch) for hook in hooks]) if hooks else None
-        stop = StopRequest()
+        stop = self.dist.stop_request()
         with stop_on_signals(stop):
             for epoch in range(self.start_epoch, s.epochs):
                 path = self._run_epoch(epoch, stop, batch_hook)
-                if stop:  # the signal came after the epoch's last step: its checkpoint is the resumable one
+                if stop.settle():  # the signal came after the epoch's last step: its checkpoint is the resumable one
                     raise self._interrupted(stop, f"the end of epoch {epoch}", path)
         return self.finish()
 
     def _interrupted(self, stop, where, path):
-        return interruption(stop, where, path, self.s.command)
+        return interruption(stop, where, path, relaunch_command(self.s.command, self.dist.world_size))
 
     def _run_epoch(self, epoch, stop, batch_hook):
         s, log = self.s, self.logger
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.on_epoch_begin(epoch, self.optimizer)
         meter, next_batch, seconds = train_epoch(
-            self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler, epoch,
+            self.train_model, self.train_loader, self.criterion, self.optimizer, self.scheduler, epoch,
             start_batch=self.start_batch, meter=self.meter, stop=stop, batch_hook=batch_hook,
             progress=s.progress, check_every=1 if self.device.type == "cpu" else 50, grad_scaler=self.grad_scaler)
-        images = (next_batch - self.start_batch) * s.batch_size
+        images = (next_batch - self.start_batch) * s.batch_size * self.dist.world_size
+        self.dist.sync_buffers(self.model)
         self.start_batch, self.meter = 0, EpochMeter()
         if next_batch < len(self.train_loader):
+            self.meter = meter  # this rank's partial sums go into the checkpoint
             path = self.save(epoch, resume_batch=next_batch)
             raise self._interrupted(stop, f"epoch {epoch}, batch {next_batch}", path)
-        train_stats = meter.results()
+        train_stats = self.dist.reduce_meter(meter).results()
         valid = evaluate_loader(self.model, self.valid_loader) if self.valid_loader else None
         score = valid["top1"] if valid else train_stats["top1"]
         self.scheduler.on_epoch_end(epoch, self.optimizer,
@@ -311,7 +325,13 @@ class TrainingRun:
         return path
 
     def finish(self):
-        """Evaluate the best checkpoint on the test split and write summary.json."""
+        """Evaluate the best checkpoint on the test split and write summary.json (rank 0; the others get its
+        summary)."""
+        summary = self.dist.on_main(self._final_test)
+        close_logger(self.logger)
+        return summary
+
+    def _final_test(self):
         chosen, tested = tested_checkpoint(self.run_dir, self.name, self.arch, self.best, self.logger)
         if tested is not None:
             load_weights(self.model, tested)
@@ -328,7 +348,6 @@ class TrainingRun:
         write_json(os.path.join(self.run_dir, "summary.json"), summary)
         self.logger.info("Test (%s): top1 %.2f top5 %.2f loss %.4f on %d images", os.path.basename(chosen),
                          test["top1"], test["top5"], test["Loss"], len(self.test_set))
-        close_logger(self.logger)
         return summary
 
 
@@ -351,12 +370,13 @@ def load_model_into(model, path, arch):
 
 
 def run_training(settings, batch_hook_factory=None):
-    run = TrainingRun(settings, batch_hook_factory).setup()
+    run = TrainingRun(settings, batch_hook_factory)
     try:
-        return run.fit()
+        return run.setup().fit()
     finally:
         if run.logger is not None:
             close_logger(run.logger)
+        run.dist.close()
 
 
 def tensorboard_writer(run_dir):

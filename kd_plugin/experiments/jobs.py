@@ -1,10 +1,13 @@
 """Resumable command-line jobs (a training run, an ensemble build) run in-process or as parallel processes.
 
 A job has a deterministic name and directory. Once its command succeeds, ``result.json`` is written there
-atomically: that file is the done marker, so a rerun skips finished jobs. An unfinished job's leftovers
-(a killed attempt) are removed and it starts afresh: with the same seed it yields what an uninterrupted
-run would have. Child processes get SIGTERM if the parent dies (Linux), so a killed sweep leaves no
-orphan writing into a directory the next attempt will use.
+atomically: that file is the done marker, so a rerun skips finished jobs. It records the command with the
+paths inside the job's root (the sweep or reproduce directory) relative to it and without the interpreter, so
+the check holds on another node or after the directory moved. A training run that a killed attempt left
+with a checkpoint resumes from it (``--resume-from``; exact, see the trainer); other leftovers are removed
+and the job starts afresh. Child processes get SIGTERM if the parent dies (Linux), so a killed sweep leaves no
+orphan writing into a directory the next attempt will use. Launchers other than local processes (Ray) are in
+``launchers.py``.
 """
 import contextlib
 import ctypes
@@ -52,6 +55,7 @@ class Job:
     meta: dict = field(default_factory=dict)
     collect: object = run_summary  # job -> result dict (None if the command left no result)
     leftovers: list = None  # globs removed before a fresh attempt; default: the run directories
+    root: str = None  # the sweep/reproduce directory its paths are recorded relative to (default: ../..)
 
     @classmethod
     def training_run(cls, name, directory, argv, entry="compress_classifier", **kwargs):
@@ -72,23 +76,51 @@ class Job:
         with open(self.result_path) as fh:
             return json.load(fh)
 
-    def command(self):
-        return [sys.executable, "-m", ENTRY_POINTS[self.entry], *self.argv]
+    def command(self, argv=None):
+        return [sys.executable, "-m", ENTRY_POINTS[self.entry], *(self.argv if argv is None else argv)]
 
-    def clear_leftovers(self):
+    @property
+    def root_dir(self):
+        return os.path.abspath(self.root or os.path.dirname(os.path.dirname(self.directory)))
+
+    def portable_command(self):
+        """The command as the done check compares it: no interpreter, paths under the root relative to it."""
+        root = self.root_dir + os.sep
+        return [ENTRY_POINTS[self.entry],
+                *(os.path.join("{root}", a[len(root):]) if isinstance(a, str) and a.startswith(root) else a
+                  for a in self.argv)]
+
+    def same_command(self, result):
+        return result.get("command") in (self.portable_command(), self.command()[2:])  # the latter: older sweeps
+
+    def resumable_checkpoint(self):
+        """The newest checkpoint an interrupted attempt of this training run left, or None."""
+        if self.leftovers is not None:
+            return None
+        found = glob.glob(os.path.join(self.directory, f"{glob.escape(self.name)}___*",
+                                       f"{glob.escape(self.name)}_checkpoint.pth.tar"))
+        return max(found, key=os.path.getmtime) if found else None
+
+    def start_attempt(self):
+        """The argv of a new attempt: resuming from an interrupted attempt's checkpoint when there is one (its
+        run directory is kept), else from scratch with every leftover removed."""
         os.makedirs(self.directory, exist_ok=True)
+        checkpoint = self.resumable_checkpoint()
         patterns = self.leftovers or [os.path.join(self.directory, f"{glob.escape(self.name)}___*")]
         for path in (p for pattern in patterns for p in glob.glob(pattern)):
+            if checkpoint is not None and os.path.dirname(checkpoint) == path:
+                continue
             if os.path.isdir(path):
                 shutil.rmtree(path)
             else:
                 os.unlink(path)
+        return [*self.argv, "--resume-from", checkpoint] if checkpoint else list(self.argv)
 
     def complete(self, seconds):
         result = self.collect(self)
         if result is None:
             raise JobsFailed(f"{self.name}: the command succeeded but left no result (see {self.log_path})")
-        result = {**self.meta, **result, "seconds": round(seconds, 2), "command": self.command()[2:]}
+        result = {**self.meta, **result, "seconds": round(seconds, 2), "command": self.portable_command()}
         write_json(self.result_path, result)
         return result
 
@@ -107,12 +139,13 @@ def _last_line(path):
     return ""
 
 
-def run_in_process(job):
-    """Run the job's entry point in this process, output to its log; returns the exit code."""
+def run_in_process(job, argv=None):
+    """Run the job's entry point (with ARGV, default its own) in this process, output to its log; returns the
+    exit code."""
     main = importlib.import_module(ENTRY_POINTS[job.entry]).main
-    with open(job.log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with open(job.log_path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
-            return main(list(job.argv))
+            return main(list(job.argv if argv is None else argv))
         except SystemExit as exit_:  # argparse
             return exit_.code if isinstance(exit_.code, int) else 1
 
@@ -131,14 +164,14 @@ class JobRunner:
         """Run every unfinished job; returns {name: result} for all finished ones. Failures: JobsFailed."""
         for job in jobs:
             done = job.result()
-            if done is not None and done.get("command") != job.command()[2:]:
+            if done is not None and not job.same_command(done):
                 raise KDPluginError(f"{job.directory} holds a finished run of another command (different options "
                                     f"or inputs); use another output directory, or remove it to run it again")
         pending = [job for job in jobs if job.result() is None]
         skipped = len(jobs) - len(pending)
         if skipped:
             self.say(f"{skipped} of {len(jobs)} runs already done, skipped")
-        failures = self._run_inline(pending) if self.parallel == 0 else self._run_parallel(pending)
+        failures = self._launch(pending)
         if failures:
             names = ", ".join(f"{job.name} ({job.log_path})" for job in failures[:3])
             raise JobsFailed(f"{len(failures)} of {len(jobs)} runs failed: {names}; rerun the same command to retry "
@@ -155,13 +188,17 @@ class JobRunner:
         self.say(f"[{index}/{total}] {job.name}: failed (exit {code}): {_last_line(job.log_path)}")
         return False
 
+    def _launch(self, jobs):
+        """Run JOBS (none finished yet); returns the failed ones."""
+        return self._run_inline(jobs) if self.parallel == 0 else self._run_parallel(jobs)
+
     def _run_inline(self, jobs):
         failures = []
         for index, job in enumerate(jobs, 1):
-            job.clear_leftovers()
-            self.say(f"[{index}/{len(jobs)}] {job.name}: running (log: {job.log_path})")
+            argv = job.start_attempt()
+            self.say(f"[{index}/{len(jobs)}] {job.name}: {resuming(job, argv)} (log: {job.log_path})")
             began = time.perf_counter()
-            code = run_in_process(job)
+            code = run_in_process(job, argv)
             if code in (130, 143):
                 raise KeyboardInterrupt
             if not self._finish(job, code, began, index, len(jobs)):
@@ -176,12 +213,13 @@ class JobRunner:
             while queue or running:
                 while queue and len(running) < self.parallel:
                     job = queue.pop(0)
-                    job.clear_leftovers()
-                    log = open(job.log_path, "w")
-                    proc = subprocess.Popen(job.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
+                    argv = job.start_attempt()
+                    log = open(job.log_path, "a")
+                    proc = subprocess.Popen(job.command(argv), stdout=log, stderr=subprocess.STDOUT, env=env,
                                             preexec_fn=preexec, pass_fds=self.keep_fds)
                     running[proc] = (job, log, time.perf_counter())
-                    self.say(f"started {job.name} (pid {proc.pid}, {self.threads} threads, log: {job.log_path})")
+                    self.say(f"started {job.name} ({resuming(job, argv)}, pid {proc.pid}, {self.threads} threads, "
+                             f"log: {job.log_path})")
                 time.sleep(0.2)
                 for proc in [p for p in running if p.poll() is not None]:
                     job, log, began = running.pop(proc)
@@ -192,6 +230,11 @@ class JobRunner:
         finally:
             _stop(running)
         return failures
+
+
+def resuming(job, argv):
+    return f"resuming from {argv[-1]}" if argv[-2:-1] == ["--resume-from"] and len(argv) > len(job.argv) \
+        else "running"
 
 
 def _stop(running):

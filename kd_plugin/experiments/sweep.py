@@ -26,7 +26,8 @@ from ..reporting.plots import accuracy_vs_temperature, plot_or_warn
 from ..reporting.tables import markdown_table
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir, write_json, write_text
-from .jobs import Job, JobRunner, exclusive_directory
+from .jobs import Job, exclusive_directory
+from .launchers import add_launcher_args, make_runner
 from .naming import display_name, short
 from .schedule_scaling import distillation_extension, scale_schedule, strip_distillation, write_schedule
 
@@ -296,9 +297,11 @@ def add_sweep_args(p):
                    help="student baseline: a run's summary.json or a checkpoint (repeatable, one per student)")
     p.add_argument("--train-baseline", action="store_true", help="also train each student without a teacher")
     p.add_argument("--extra-args", help="more compress_classifier options for every run, as one string")
+    add_launcher_args(p)
 
 
 def cmd_sweep(args):
+    runner = make_runner(args, parallel=args.jobs)
     plan = plan_from_args(args)
     test_set = load_split(plan.data, "test")  # fails early, with one line, on a bad --data
     given = dict(baseline_accuracy(path, test_set) for path in args.baseline or [])
@@ -310,7 +313,8 @@ def cmd_sweep(args):
               f"{len(plan.seeds)} seed(s)"
               f"{' + baselines' if plan.train_baseline else ''}), {args.jobs} at a time, in {plan.out}")
         try:
-            JobRunner(parallel=args.jobs, keep_fds=(lock_fd,)).run(jobs)
+            runner.keep_fds = (lock_fd,)
+            runner.run(jobs)
         finally:
             results = [r for r in (job.result() for job in jobs) if r is not None]
             if results:

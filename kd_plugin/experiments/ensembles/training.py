@@ -3,6 +3,7 @@ import os
 
 from ...checkpoint import load_model
 from ...data import load_split
+from ...engine.distributed import is_main_process
 from ...engine.trainer import run_training
 from ...models import resolve_arch
 from ...util.errors import KDPluginError
@@ -35,6 +36,7 @@ def train_jointnet(settings, origin=None):
     trained = load_model(summary["checkpoint"], JOINTNET)[0].to(settings.device)
     after = branch_accuracy(trained, test, settings.device)
     summary["branch_accuracy"] = {"before": before, "after": after}
-    report_branches(os.path.join(summary["run_dir"], "branch_accuracy.json"), summary["branch_accuracy"],
-                    start=origin or start, checkpoint=summary["checkpoint"], test_images=len(test))
+    if is_main_process():
+        report_branches(os.path.join(summary["run_dir"], "branch_accuracy.json"), summary["branch_accuracy"],
+                        start=origin or start, checkpoint=summary["checkpoint"], test_images=len(test))
     return summary

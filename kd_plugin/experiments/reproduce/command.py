@@ -19,7 +19,8 @@ from ...reporting.plots import per_class_bars, plot_or_warn, training_curves
 from ...reporting.report import latency_devices, report_card, write_report_card
 from ...util.errors import KDPluginError
 from ...util.fileio import ensure_writable_dir, write_json
-from ..jobs import JobRunner, exclusive_directory
+from ..jobs import exclusive_directory
+from ..launchers import add_launcher_args, make_runner
 from ..naming import display_name, short
 from ..sweep import table_rows, write_plots
 from .profiles import PROFILES
@@ -42,6 +43,7 @@ def add_reproduce_args(p):
     p.add_argument("--extra-args", help="more compress_classifier options for every training run, as one string")
     p.add_argument("--report-only", action="store_true",
                    help="only write REPORT.md from what OUT holds so far (also while a run is going on)")
+    add_launcher_args(p)
 
 
 class State:
@@ -192,9 +194,10 @@ def cmd_reproduce(args):
         return report_only(args)
     profile = PROFILES[args.profile or ("subset" if args.data else "smoke")]
     _check(args, profile)
+    say = lambda text: print(text, flush=True)  # noqa: E731
+    runner = make_runner(args, parallel=0 if args.jobs == 1 else args.jobs, say=say)
     devices = latency_devices(args.device)
     out_dir = os.path.abspath(ensure_writable_dir(args.out_dir or f"reproduce-{profile.name}"))
-    say = lambda text: print(text, flush=True)  # noqa: E731
     try:
         extra = shlex.split(args.extra_args or "")
     except ValueError as err:
@@ -206,7 +209,7 @@ def cmd_reproduce(args):
         pipeline = Pipeline(out_dir, data, profile, args.seed, args.schedules, extra)
         say(f"reproduce --profile {profile.name}: {len(load_split(data, 'train')):,} training / "
             f"{len(load_split(data, 'test')):,} test images from {data}; output in {out_dir}")
-        runner = JobRunner(parallel=0 if args.jobs == 1 else args.jobs, say=say, keep_fds=(lock_fd,))
+        runner.keep_fds = (lock_fd,)
         results = _run_group("stage 1/3, networks trained alone", pipeline.plain_jobs(), runner, state, say)
         checkpoints = {r["arch"]: r["checkpoint"] for r in results.values()}
         results.update(_run_group("stage 2/3, ensembles", pipeline.ensemble_jobs(checkpoints), runner, state, say))

@@ -1,0 +1,179 @@
+"""Issue 14, part 1: one run on several processes with torchrun (DDP on gloo, 2 CPU processes).
+
+The KD run of run_support (96 generated images, a MultiStepLR step, cnn5 <- cnn5 teacher) with -b 8 per rank,
+so 16 images per global step: one run directory, global meters, every rank's teacher-cache rows kept, exact
+resume after SIGKILL of the whole job and after SIGTERM of one rank, a different world size refused, and a
+model without BatchNorm/dropout whose per-step global loss matches a single process with the global batch.
+"""
+import csv
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import run_support as support
+import torch
+from run_support import restore_threads  # noqa: F401 (fixture)
+
+from kd_plugin.checkpoint import load_checkpoint_file
+from kd_plugin.data import TensorLoader, load_split, validation_split, write_synthetic_cifar
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LOSS_TOLERANCE = 1e-5  # absolute, per step: float32 sums in another order (two half-batch means vs one mean)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(args, nproc=2):
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
+            *args]
+
+
+def env():
+    return {**support.child_env(), "PYTHONPATH": os.pathsep.join([os.path.dirname(HERE), HERE])}
+
+
+def run(command, timeout=300):
+    return subprocess.run(command, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_first_checkpoint(out, procs, timeout=240):
+    """Poll (no pipe in between) until the run under OUT saved epoch 0's checkpoint; 5 epochs are left then."""
+    deadline = time.monotonic() + timeout
+    while support.last_checkpoint(out) is None:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "no checkpoint"
+        time.sleep(0.02)
+
+
+def descendants(pid):
+    """Process ids below PID (torchrun starts its workers in their own sessions: a process group kill misses them)."""
+    children = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = open(stat).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.split("/")[2]))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def ddp_argv(tmp_path_factory, out, *extra):
+    return ["-m", "kd_plugin.compress_classifier", *support.kd_argv(support.kd_inputs(tmp_path_factory), out, *extra)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The 2-process KD run done in one go."""
+    out = tmp_path_factory.mktemp("ddp_reference")
+    result = run(torchrun(ddp_argv(tmp_path_factory, out)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def test_two_gloo_processes_write_one_run_directory_with_global_meters_and_every_rank_cache_rows(
+        reference, tmp_path_factory):
+    out, result = reference
+    (run_dir,) = glob.glob(str(out / "kd___*"))
+    assert sorted(os.listdir(out)) == ["kd___" + run_dir.split("kd___")[1], "teacher_cache"]
+    log = open(os.path.join(run_dir, "kd.log")).read()
+    assert log.count("Epoch 0:") == 1 and log.count(f"Epoch {support.EPOCHS - 1}:") == 1  # rank 0 alone logs
+    assert result.stdout.count("Log directory:") == 1
+    checkpoint = load_checkpoint_file(support.last_checkpoint(out))
+    assert checkpoint.plugin_state["run"]["world_size"] == 2 and len(checkpoint.plugin_state["ranks"]) == 2
+    inputs = support.kd_inputs(tmp_path_factory)
+    rows = open(os.path.join(run_dir, "training.csv")).read().splitlines()
+    assert len(rows) == support.EPOCHS + 1
+    # Every (image, view) any rank trained on is in the cache file: the union of all epochs' plans.
+    train = load_split(inputs["data"], "train")
+    train, _ = validation_split(train, 0.2, seed=3)
+    loader = TensorLoader(train, 8, "y", shuffle=True, seed=3)
+    seen = set()
+    for epoch in range(support.EPOCHS):
+        order, views = loader.plan(epoch)
+        seen |= set(zip(order.tolist(), views.tolist()))
+    (cache_file,) = glob.glob(str(out / "teacher_cache" / "*.pt"))
+    filled = torch.load(cache_file, weights_only=True)["filled"]
+    assert int(filled.sum()) == len(seen) and all(bool(filled[i, v]) for i, v in seen)
+
+
+def test_sigkill_of_the_whole_job_resumes_exactly_with_the_same_world_size(reference, tmp_path_factory, tmp_path):
+    command = torchrun(ddp_argv(tmp_path_factory, tmp_path / "run"))
+    job = subprocess.Popen(command, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_first_checkpoint(tmp_path / "run", [job])
+    for pid in [*descendants(job.pid), job.pid]:  # every rank and torchrun, as when a node is lost
+        os.kill(pid, signal.SIGKILL)
+    job.wait()
+    last = support.last_checkpoint(tmp_path / "run")
+    assert load_checkpoint_file(last).epoch < support.EPOCHS - 1
+    resumed = run(torchrun(ddp_argv(tmp_path_factory, tmp_path / "resumed", "--resume-from", last)))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert support.bit_identical(support.last_checkpoint(reference[0]), support.last_checkpoint(tmp_path / "resumed"))
+    one = run([sys.executable, *ddp_argv(tmp_path_factory, tmp_path / "alone", "--resume-from", last)])
+    assert one.returncode == 2 and one.stderr.count("\n") == 1 and "world_size=2" in one.stderr, one.stderr
+
+
+def test_sigterm_to_one_rank_stops_both_with_143_and_a_checkpoint_that_resumes_exactly(
+        reference, tmp_path_factory, tmp_path):
+    port, ranks = free_port(), []
+    for rank in range(2):  # the environment torchrun gives its workers, so each rank's exit code is visible
+        rank_env = {**env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                    "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
+        ranks.append(subprocess.Popen([sys.executable, *ddp_argv(tmp_path_factory, tmp_path / "run")], env=rank_env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    wait_for_first_checkpoint(tmp_path / "run", ranks)
+    ranks[1].send_signal(signal.SIGTERM)
+    lines = ranks[0].communicate(timeout=120)[1].strip().splitlines()
+    ranks[1].communicate(timeout=120)
+    codes = [proc.returncode for proc in ranks]
+    assert codes == [143, 143], lines[-3:]
+    assert "interrupted: SIGTERM at " in lines[-1] and "torchrun --nproc_per_node=2" in lines[-1], lines[-1]
+    path = lines[-1].split("resumable checkpoint saved to ")[1].split(";")[0]
+    resumed = run(torchrun(ddp_argv(tmp_path_factory, tmp_path / "resumed", "--resume-from", path)))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert support.bit_identical(support.last_checkpoint(reference[0]), support.last_checkpoint(tmp_path / "resumed"))
+
+
+@pytest.mark.usefixtures("restore_threads")
+def test_ddp_step_losses_equal_a_single_process_with_the_global_batch(tmp_path, monkeypatch):
+    """No BatchNorm, no dropout (tests/ddp_worker.py): each DDP step must see the global batch's images and
+    apply the global batch's mean gradient. 45 images, 4 per rank: five 8-image steps and a 5-image last step
+    split 3/2 (gradient weights 1.2 and 0.8)."""
+    data = write_synthetic_cifar(str(tmp_path / "data"), train_images=45, test_images=10, seed=2)
+    common = [data, "-a", "plain_cnn_test_cifar", "--epochs", "2", "--lr", "0.05", "--seed", "4", "--vs", "0",
+              "--cpu", "--threads", "1", "--deterministic", "--no-progress", "-n", "plain"]
+    ddp = run(torchrun([os.path.join(HERE, "ddp_worker.py"), str(tmp_path / "ddp"), *common, "-b", "4",
+                        "-o", str(tmp_path / "ddp_out")]))
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    sys.path.insert(0, HERE)
+    monkeypatch.delenv("RANK", raising=False)
+    import ddp_worker
+
+    assert ddp_worker.run(str(tmp_path / "single"), [*common, "-b", "8", "-o", str(tmp_path / "single_out")]) == 0
+    ranks = [json.load(open(tmp_path / f"ddp.rank{r}.json")) for r in range(2)]
+    single = json.load(open(tmp_path / "single.rank0.json"))
+    assert len(ranks[0]) == len(ranks[1]) == len(single) == 12
+    global_steps = [((n0 * l0 + n1 * l1) / (n0 + n1), n0 + n1) for (n0, l0), (n1, l1) in zip(*ranks)]
+    assert [n for _, n in global_steps] == [n for n, _ in single] == [8, 8, 8, 8, 8, 5] * 2
+    difference = max(abs(g - s) for (g, _), (_, s) in zip(global_steps, single))
+    print(f"max |DDP - single| per-step loss: {difference:.3g}")
+    assert difference < LOSS_TOLERANCE
+    # The logged epoch loss is the global one: all 45 images of both ranks.
+    (csv_path,) = glob.glob(str(tmp_path / "ddp_out" / "plain___*" / "training.csv"))
+    logged = [float(row["train Overall Loss"]) for row in csv.DictReader(open(csv_path))]
+    for epoch in range(2):
+        steps = global_steps[6 * epoch:6 * epoch + 6]
+        assert logged[epoch] == pytest.approx(sum(loss * n for loss, n in steps) / 45, rel=1e-5)
