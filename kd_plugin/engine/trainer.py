@@ -181,6 +181,11 @@ class TrainingRun:
         load_weights(self.model, resume)
         if s.reset_optimizer:
             return
+        recorded_world = run_state.get("world_size", 1)
+        if recorded_world != self.dist.world_size:  # each rank's RNG and data position: never acceptable
+            raise KDPluginError(f"{s.resume_from}: checkpoint was trained with world_size={recorded_world}, this run "
+                                f"has world_size={self.dist.world_size}; resume with the same number of processes "
+                                f"or pass --reset-optimizer")
         if "identity" in resume.plugin_state:
             self.accepted_changes = check_resume_identity(s.resume_from, resume.plugin_state["identity"],
                                                           self.identity, s.resume_accept_changes)
