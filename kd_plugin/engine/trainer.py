@@ -223,12 +223,11 @@ class TrainingRun:
                  self.valid_loader.num_images if self.valid_loader else 0, len(self.test_set), self.start_epoch,
                  s.epochs - 1, s.batch_size, s.optimizer, self.optimizer.param_groups[0]["lr"], self.seed)
         for policy in distillation_policies(self.scheduler):
-            log.info("Distillation: teacher %s, T=%g, loss %s, weights distill=%g student=%g, epochs %s..%s",
+            log.info("Distillation: teacher %s, T=%g, weights distill=%g student=%g, epochs %s..%s, loss %s",
                      getattr(policy.teacher, "arch", type(policy.teacher).__name__), policy.temperature,
-                     policy.distillation_loss.describe(),
                      policy.loss_wts.distill, policy.loss_wts.student,
                      self.scheduler.sched_metadata[policy]["starting_epoch"],
-                     self.scheduler.sched_metadata[policy]["ending_epoch"] - 1)
+                     self.scheduler.sched_metadata[policy]["ending_epoch"] - 1, policy.distillation_loss.describe())
         for cache in self.teacher_caches:
             log.info("Teacher-output cache %s: %d of %d (image, view) rows filled",
                      cache.cache_file.path if cache.cache_file else "(in memory)", cache.cache.num_filled,
