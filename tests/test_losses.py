@@ -303,7 +303,7 @@ def test_yaml_and_flag_selection_train_the_same_run(tiny_data, teacher_checkpoin
     assert training_rows(out, "yaml")[0] == flags
     assert training_rows(out, "override")[0] == flags
     log = open(glob.glob(os.path.join(run_dir, "*.log"))[0]).read()
-    assert "T=4, loss dkd (alpha=2, beta=4, warmup=20), weights distill=1 student=1" in log
+    assert "T=4, weights distill=1 student=1, epochs 0..0, loss dkd (alpha=2, beta=4, warmup=20)" in log
 
 
 def test_sweep_has_a_loss_axis_and_shows_it(tiny_data, teacher_checkpoint, tmp_path, capsys):

@@ -260,12 +260,11 @@ class TrainingRun:
                  self.valid_loader.num_images if self.valid_loader else 0, len(self.test_set), self.start_epoch,
                  s.epochs - 1, s.batch_size, s.optimizer, self.optimizer.param_groups[0]["lr"], self.seed)
         for policy in distillation_policies(self.scheduler):
-            log.info("Distillation: teacher %s, T=%g, loss %s, weights distill=%g student=%g, epochs %s..%s",
+            log.info("Distillation: teacher %s, T=%g, weights distill=%g student=%g, epochs %s..%s, loss %s",
                      getattr(policy.teacher, "arch", type(policy.teacher).__name__), policy.temperature,
-                     policy.distillation_loss.describe(),
                      policy.loss_wts.distill, policy.loss_wts.student,
                      self.scheduler.sched_metadata[policy]["starting_epoch"],
-                     self.scheduler.sched_metadata[policy]["ending_epoch"] - 1)
+                     self.scheduler.sched_metadata[policy]["ending_epoch"] - 1, policy.distillation_loss.describe())
         if self.accepted_changes:
             log.info("Resumed with changes accepted by --resume-accept-changes: %s", ", ".join(self.accepted_changes))
         if self.teacher_cache_note:
