@@ -28,8 +28,8 @@ def schedule_digest(sched_dict):
 
 
 def loss_kind(policy):
-    """The distillation loss's name: a pluggable ``policy.loss.name``, a ``loss_name`` attribute, else 'kd'."""
-    return getattr(getattr(policy, "loss", None), "name", None) or getattr(policy, "loss_name", "kd")
+    """The distillation loss with its arguments (``dkd (alpha=1, beta=8, warmup=20)``)."""
+    return policy.distillation_loss.describe()
 
 
 def policy_identity(policy, starting_epoch):
