@@ -7,6 +7,7 @@ from ..engine.settings import RunSettings, pick_device
 from ..models import list_aliases, list_models
 from ..protocol.config import read_schedule
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND, uses_distiller_components
+from ..protocol.shipped import resolve_schedule
 from ..util.errors import KDPluginError
 from .args import str2bool_yn
 
@@ -84,6 +85,7 @@ def add_training_args(p):
 
 def settings_from_args(args):
     """Merge flags over the schedule's training section over Distiller's defaults."""
+    args.compress = resolve_schedule(args.compress)
     training = (read_schedule(args.compress, uses_distiller_components(args.backend)).get("training") or {}) \
         if args.compress else {}
     values = {}
