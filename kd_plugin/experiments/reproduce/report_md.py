@@ -70,9 +70,10 @@ def kd_verdict(kd_results, baselines):
             continue
         wins = sum(top1 > base for top1 in rows)
         best = max(rows) - base
-        outcome = (f"beat {display_name(student)}'s baseline ({base:.2f}%) in {wins} of {len(rows)} rows"
+        noun = "row" if len(rows) == 1 else "rows"
+        outcome = (f"beat {display_name(student)}'s baseline ({base:.2f}%) in {wins} of {len(rows)} {noun}"
                    if wins else f"did not beat {display_name(student)}'s baseline ({base:.2f}%) in any of its "
-                                f"{len(rows)} rows")
+                                f"{len(rows)} {noun}")
         parts.append(f"{outcome} (best row {best:+.2f} points)")
     if not parts:
         return None
