@@ -169,6 +169,7 @@ def evaluate_target(target, data, arch=None, out_dir="reports", device="cpu", re
     written to OUT_DIR as JSON and Markdown and printed; returns the card."""
     if repeats < 1:
         raise KDPluginError(f"--repeats must be >= 1, got {repeats}")
+    check_formats(export_formats, True)  # a missing optional package is reported before any work
     ensure_writable_dir(out_dir)
     test = load_split(data, "test")
     train = load_split(data, "train") if train_accuracy else None

@@ -15,9 +15,16 @@ import torch
 
 from ..checkpoint import load_model
 from ..data import load_split
+from ..export.formats import check_formats
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir, write_text
-from .evaluation import add_format_rows, model_card, parse_formats, timed_evaluation, write_card
+from .evaluation import (
+    add_format_rows,
+    model_card,
+    parse_formats,
+    timed_evaluation,
+    write_card,
+)
 from .plots import per_class_bars, plot_or_warn
 from .tables import columns_of, markdown_table
 
@@ -130,12 +137,12 @@ def cmd_report(args):
         if not os.path.isfile(path):
             raise KDPluginError(f"{path}: checkpoint file not found")
     devices = latency_devices(args.device)
+    formats = check_formats(parse_formats(args.export_formats), True)
     ensure_writable_dir(args.out_dir)
     test = load_split(args.data, "test")
     train = load_split(args.data, "train") if args.train_accuracy else None
     warn = _stderr_warning
     cards = {}
-    formats = parse_formats(args.export_formats)
     for path, stem in unique_stems(args.checkpoints).items():
         model, checkpoint = load_model(path, args.arch)
         card = report_card(model, checkpoint.arch or args.arch, test, train, devices, args.repeats, path)
