@@ -18,13 +18,7 @@ from ..data import load_split
 from ..export.formats import check_formats
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir, write_text
-from .evaluation import (
-    add_format_rows,
-    model_card,
-    parse_formats,
-    timed_evaluation,
-    write_card,
-)
+from .evaluation import add_format_rows, model_card, parse_formats, timed_evaluation, write_card
 from .plots import per_class_bars, plot_or_warn
 from .tables import columns_of, markdown_table
 
