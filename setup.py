@@ -6,13 +6,17 @@ setup(
     description="Knowledge distillation for CIFAR-10 classifiers: a plugin and runtime for IntelLabs Distiller",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["kd_plugin", "kd_plugin.*"]),
+    # The original's schedules stay at the repository's top level and ship as package data kd_plugin/schedules.
+    packages=[*find_packages(include=["kd_plugin", "kd_plugin.*"]), "kd_plugin.schedules"],
+    package_dir={"kd_plugin.schedules": "schedules"},
+    package_data={"kd_plugin.schedules": ["*.yaml"]},
     python_requires=">=3.9",
     install_requires=["torch>=2.1", "torchvision", "pyyaml>=5.4", "numpy", "tqdm"],
     extras_require={
         "plots": ["matplotlib"],
         "dev": ["pytest", "matplotlib"],
         "ray": ["ray[tune]"],
+        "export": ["onnx", "onnxruntime", "onnxscript", "safetensors"],
     },
     entry_points={
         "console_scripts": [

@@ -100,6 +100,9 @@ def build_inputs(root):
                                    plugin_state={"identity": {"lr": 0.5, "T": 1.5}})
     p["missing"] = path("does_not_exist.pth.tar")
     p["unwritable"] = os.path.join(path("plain.txt"), "sub")
+    p["avnet_no_members"] = path("avnet_no_members.pth.tar")
+    torch.save({"epoch": 0, "arch": "avnet_cifar", "state_dict": {"member_weights": torch.tensor([0.72, 0.28])}},
+               p["avnet_no_members"])
     return p
 
 
@@ -291,6 +294,15 @@ CASES += [  # mutual learning (issue 13)
          r"--address needs --launcher ray"),
     Case("reproduce: unreachable --address", "kd-plugin", "reproduce -o {root}/rp --launcher ray --address "
          "127.0.0.1:1", r"--address 127.0.0.1:1: no Ray cluster reachable there within 5 s"),
+    Case("export: ensemble without its members", "kd-plugin",
+         "export {avnet_no_members} --format onnx -o {root}/exports",
+         r"{avnet_no_members}: weights do not fit avnet_cifar \(missing \['resnet\."),
+    Case("export: checkpoint of another arch", "kd-plugin", "export {good} -a vgg7 --format safetensors -o {root}/exp",
+         r"{good}: checkpoint is a cnn5_cifar, not the requested vgg7_bn_cifar"),
+    Case("export: unwritable output", "kd-plugin", "export {good} --format onnx -o {unwritable}",
+         r"output directory {unwritable} is not writable"),
+    Case("export: --int8 without calibration data", "kd-plugin", "export {good} --format onnx --int8 -o {root}/exp",
+         r"int8 quantization needs calibration images: pass --calib-data DATA"),
 ]
 # Run through the installed console scripts as well, to prove the real commands behave the same.
 SUBPROCESS_CASES = ["malicious pickle (zip)", "malicious YAML", "evaluate: bit-flipped checkpoint",

@@ -17,6 +17,7 @@ LAYERS = [
     {"distill"},
     {"bridge"},
     {"engine"},
+    {"export"},  # shipped formats; reporting's model cards measure them
     {"reporting"},
     {"experiments"},
     {"cli"},

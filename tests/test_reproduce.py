@@ -1,8 +1,7 @@
-"""``kd-plugin reproduce --profile smoke`` end to end, reduced to stay fast: two of the twelve KD rows and
-120 / 60 generated images instead of 200 / 100. The full smoke command (README's main job) runs the same code
-for ten more rows on a little more data.
+"""``kd-plugin reproduce --profile smoke`` end to end, reduced to stay fast: two of the twelve KD rows on the
+smoke profile's own generated data and epochs (its teachers must learn). The full smoke command (README's main
+job) runs the same code for ten more rows.
 """
-import dataclasses
 import json
 import os
 import shutil
@@ -11,7 +10,8 @@ import pytest
 from cli_support import assert_one_line_error, exit_code
 
 from kd_plugin.cli.kd_plugin import main as kd_plugin
-from kd_plugin.experiments.reproduce.profiles import PROFILES
+from kd_plugin.experiments.reproduce.command import finished_results
+from kd_plugin.experiments.reproduce.report_md import kd_verdict, teacher_warnings
 
 SCHEDULES = os.path.join(os.path.dirname(__file__), "..", "schedules")
 KEPT_KD_ROWS = ("kd_resnet18_to_vgg7_a0.5_t1.5", "kd_jointnet_to_cnn5_a0.5_t1.36")
@@ -26,16 +26,38 @@ def reduced_schedules(tmp_path_factory):
     return str(folder)
 
 
-def test_smoke_pipeline_end_to_end_then_resumes(reduced_schedules, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(PROFILES, "smoke", dataclasses.replace(PROFILES["smoke"], synthetic=(120, 60)))
+def _expected_verdicts(out):
+    """From the runs' own result files: per student, (baseline, KD rows above it, KD rows)."""
+    results = finished_results(out).values()
+    baselines = {r["arch"]: r["test_top1"] for r in results if not r.get("teacher") and r["arch"] in
+                 ("vgg7_bn_cifar", "cnn5_cifar")}
+    verdicts = {}
+    for student, base in baselines.items():
+        rows = [r["test_top1"] for r in results if r.get("student") == student]
+        verdicts[student] = (base, sum(top1 > base for top1 in rows), len(rows))
+    return verdicts
+
+
+def test_smoke_pipeline_end_to_end_then_resumes(reduced_schedules, tmp_path, capsys):
     out = str(tmp_path / "smoke")
     argv = ["reproduce", "-o", out, "--schedules", reduced_schedules]
     assert kd_plugin(argv) == 0
     report = open(os.path.join(out, "REPORT.md")).read()
-    assert "profile `smoke`" in report and "(generated): 120 training images (108 trained on, 12 held out" in report
-    for row in ("| ResNet18 | 260 / 1 | 99.976 |", "| VGG16 | 275 / 1 |", "| AvNet | — / — |", "| JointNet | 250 / 1 |",
-                "| VGG7 | 350 / 1 |", "| 5-CNN | 200 / 1 |", "| ResNet18 | original | 97 |"):
+    assert "profile `smoke`" in report and "(generated): 200 training images (180 trained on, 20 held out" in report
+    for row in ("| ResNet18 | 260 / 5 | 99.976 |", "| VGG16 | 275 / 5 |", "| AvNet | — / — |", "| JointNet | 250 / 3 |",
+                "| VGG7 | 350 / 3 |", "| 5-CNN | 200 / 3 |", "| ResNet18 | original | 97 |"):
         assert row in report
+    for teacher in ("resnet18", "vgg16_bn", "avnet", "jointnet"):  # seed 0: every teacher learned
+        assert json.load(open(os.path.join(out, "cards", f"{teacher}.json")))["test_top1"] >= 20, teacher
+    assert "**Warning**" not in report
+    verdict = report.splitlines()[2]
+    assert verdict.startswith("**KD against the student baselines in this run:** KD ")
+    for student, (base, wins, rows) in _expected_verdicts(out).items():
+        name = {"vgg7_bn_cifar": "VGG7", "cnn5_cifar": "5-CNN"}[student]
+        noun = "row" if rows == 1 else "rows"
+        claim = (f"beat {name}'s baseline ({base:.2f}%) in {wins} of {rows} {noun}" if wins else
+                 f"did not beat {name}'s baseline ({base:.2f}%) in any of its {rows} {noun}")
+        assert claim in verdict, (claim, verdict)
     assert "| 11,173,962 | 11,173,962 | +0 |" in report and "| 25,902,558 | 25,902,558 | +0 |" in report
     measured = [line for line in report.splitlines() if line.startswith(("| ResNet18 → VGG7 | 0.5 | 1.5 | 90.94 |",
                                                                           "| JointNet → 5-CNN | 0.5 | 1.36 | 85.60 |"))]
@@ -66,6 +88,18 @@ def test_smoke_pipeline_end_to_end_then_resumes(reduced_schedules, tmp_path, cap
 
     assert exit_code([*argv, "--seed", "1"]) == 2  # the directory belongs to another run
     assert "holds a reproduce run with seed=0, not 1" in capsys.readouterr().err
+
+
+def test_verdict_sentence_and_teacher_warning_follow_the_numbers():
+    kd = [{"student": "vgg7_bn_cifar", "test_top1": 41.0}, {"student": "vgg7_bn_cifar", "test_top1": 38.0},
+          {"student": "cnn5_cifar", "test_top1": 20.0}]
+    assert kd_verdict(kd, {"vgg7_bn_cifar": 40.0, "cnn5_cifar": 25.0}) == (
+        "**KD against the student baselines in this run:** KD beat VGG7's baseline (40.00%) in 1 of 2 rows (best row "
+        "+1.00 points) and did not beat 5-CNN's baseline (25.00%) in any of its 1 row (best row -5.00 points).")
+    assert kd_verdict([], {"vgg7_bn_cifar": 40.0}) is None
+    warnings = teacher_warnings({"resnet18_cifar": {"test_top1": 10.0}, "vgg16_bn_cifar": {"test_top1": 20.0}}, {})
+    assert len(warnings) == 2 and "teacher ResNet18 scores 10.00% on the test images, below 2x chance (20%)" in \
+        warnings[0]
 
 
 @pytest.mark.parametrize("extra, message", [

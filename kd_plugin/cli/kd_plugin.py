@@ -5,10 +5,11 @@ from ..data import write_synthetic_cifar
 from ..engine.settings import check_device
 from ..experiments.reproduce.command import add_reproduce_args, cmd_reproduce
 from ..experiments.sweep import add_sweep_args, cmd_sweep
+from ..export.command import add_export_args, cmd_export
 from ..models import create_model, list_aliases, list_models
-from ..reporting.evaluation import evaluate_target
+from ..reporting.evaluation import evaluate_target, parse_formats
 from ..reporting.plots import add_plot_args, cmd_plot
-from ..reporting.report import add_report_args, cmd_report
+from ..reporting.report import add_export_format_args, add_report_args, cmd_report
 from ..reporting.summaries import parameter_count
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir
@@ -33,12 +34,13 @@ def add_evaluate_args(p):
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--repeats", type=int, default=50, help="batch-1 latency repeats")
     p.add_argument("--train-accuracy", action="store_true", help="also evaluate on the training split")
+    add_export_format_args(p)
 
 
 @subcommand("evaluate", "evaluate a checkpoint (or a fresh network) on the test split; writes JSON + Markdown")
 def cmd_evaluate(args):
     evaluate_target(args.target, args.data, args.arch, args.out_dir, check_device(args.device), args.repeats,
-                    args.train_accuracy)
+                    args.train_accuracy, parse_formats(args.export_formats), args.calib_data)
     return 0
 
 
@@ -79,7 +81,10 @@ for _name, _command, _help, _arg_builder in (
                                      "KD row, cards) with REPORT.md beside the original's numbers; resumable",
          add_reproduce_args),
         ("plot", cmd_plot, "training curves (losses, top-1, lr per epoch) as PNG from run directories",
-         add_plot_args)):
+         add_plot_args),
+        ("export", cmd_export, "ship a network: ONNX (verified with ONNX Runtime; --int8 for static int8) or "
+                               "safetensors weights, with its normalization, input size and classes",
+         add_export_args)):
     subcommand(_name, _help)(_command)
     ARG_BUILDERS[_name] = _arg_builder
 for _name, (_command, _help, _arg_builder) in ENSEMBLE_COMMANDS.items():

@@ -9,6 +9,7 @@ from ..engine.settings import RunSettings, pick_device
 from ..models import list_aliases, list_models
 from ..protocol.config import read_schedule
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND, uses_distiller_components
+from ..protocol.shipped import resolve_schedule
 from ..util.errors import KDPluginError
 from .args import str2bool_yn
 
@@ -116,6 +117,7 @@ def mutual_settings(args, schedule):
 
 def settings_from_args(args):
     """Merge flags over the schedule's training section over Distiller's defaults."""
+    args.compress = resolve_schedule(args.compress)
     schedule = read_schedule(args.compress, uses_distiller_components(args.backend)) if args.compress else {}
     training = schedule.get("training") or {}
     values = {}

@@ -70,8 +70,10 @@ def dataset_of(arch):
     return "imagenet"
 
 
-def create_model(arch, dataset="cifar10", pretrained=False, **kwargs):
-    """Build a registered network. Mirrors ``distiller.models.create_model`` (argument order aside)."""
+def create_model(arch, dataset="cifar10", pretrained=False, weights=None, **kwargs):
+    """Build a registered network. Mirrors ``distiller.models.create_model`` (argument order aside).
+
+    ``weights``: a ``.safetensors`` file (as ``kd-plugin export --format safetensors`` writes) loaded strictly."""
     name = resolve_arch(arch)
     implied = dataset_of(name)
     if dataset is not None and dataset.lower() != implied:
@@ -83,4 +85,8 @@ def create_model(arch, dataset="cifar10", pretrained=False, **kwargs):
     model = _entrypoints[name](**kwargs)
     model.arch = name
     model.dataset = implied
+    if weights is not None:
+        from .weights_file import load_safetensors
+
+        load_safetensors(model, weights)
     return model

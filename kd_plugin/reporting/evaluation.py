@@ -12,6 +12,8 @@ import torch
 from ..checkpoint import load_model
 from ..data import TensorLoader, load_split
 from ..engine.loop import evaluate_loader, per_class_accuracy
+from ..export.formats import check_formats, format_rows
+from ..export.identity import model_identity
 from ..models import create_model, resolve_arch
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir, write_json, write_text
@@ -108,7 +110,50 @@ def card_markdown(card):
               "| " + " | ".join(f"{v:.1f}" for v in card["test_per_class"].values()) + " |"]
     if card.get("per_class_png"):
         lines += ["", f"![per-class test accuracy]({card['per_class_png']})"]
+    lines += format_table(card.get("formats"))
     return "\n".join(lines) + "\n"
+
+
+def parse_formats(text):
+    return [f.strip() for f in (text or "").split(",") if f.strip()]
+
+
+def add_format_rows(card, model, test_set, formats, out_dir, stem, calib_data=None, repeats=50):
+    """Card rows per deployment format (ONNX Runtime CPU), next to the PyTorch fp32 row, as card['formats'].
+
+    The files are written to OUT_DIR/exports; int8 calibrates on CALIB_DATA's training split."""
+    if not formats:
+        return card
+    check_formats(formats, bool(calib_data))
+    calibration = load_split(calib_data, "train") if "onnx-int8" in formats else None
+    cpu = card.get("latency", {}).get("cpu") or {"device": card["device"],
+                                                 "batched_s_per_image": card["latency_batched_s_per_image"],
+                                                 "batch1_median_s": card["latency_batch1_median_s"],
+                                                 "batch1_p90_s": card["latency_batch1_p90_s"]}
+    if not cpu["device"].startswith("cpu"):
+        cpu = timed_evaluation(model, test_set, "cpu", repeats)[1]
+    rows = [{"format": "pytorch fp32", "runtime": f"torch {cpu['device']}", "file": card.get("checkpoint"),
+             "size_mib": card["size_mib"], "test_top1": card["test_top1"],
+             **{k: cpu[k] for k in ("batched_s_per_image", "batch1_median_s", "batch1_p90_s")}}]
+    exports = ensure_writable_dir(os.path.join(out_dir, "exports"))
+    rows += format_rows(model.to("cpu"), model_identity(model, card["arch"]), formats, exports, stem, test_set,
+                        calibration, repeats)
+    card["formats"] = rows
+    return card
+
+
+def format_table(rows):
+    if not rows:
+        return []
+    lines = ["", "## Deployment formats (CPU)", "",
+             "Size: fp32 weights for PyTorch, the file on disk for ONNX. Batched latency: the test split at batch "
+             "1024 / images.", "",
+             "| format | runtime | size (MiB) | test top-1 (%) | batched (s/image) | batch 1 median / p90 (s) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['format']} | {r['runtime']} | {r['size_mib']:.2f} | {r['test_top1']:.2f} | "
+                     f"{r['batched_s_per_image']:.6f} | {r['batch1_median_s']:.6f} / {r['batch1_p90_s']:.6f} |")
+    return lines
 
 
 def write_card(card, out_dir, stem):
@@ -118,11 +163,13 @@ def write_card(card, out_dir, stem):
     return json_path, md_path
 
 
-def evaluate_target(target, data, arch=None, out_dir="reports", device="cpu", repeats=50, train_accuracy=False):
+def evaluate_target(target, data, arch=None, out_dir="reports", device="cpu", repeats=50, train_accuracy=False,
+                    export_formats=(), calib_data=None):
     """The model card of TARGET (a checkpoint file, or a model name for a fresh network) on DATA's test split,
     written to OUT_DIR as JSON and Markdown and printed; returns the card."""
     if repeats < 1:
         raise KDPluginError(f"--repeats must be >= 1, got {repeats}")
+    check_formats(export_formats, True)  # a missing optional package is reported before any work
     ensure_writable_dir(out_dir)
     test = load_split(data, "test")
     train = load_split(data, "train") if train_accuracy else None
@@ -135,12 +182,17 @@ def evaluate_target(target, data, arch=None, out_dir="reports", device="cpu", re
         arch, source = resolve_arch(target), None
         model = create_model(arch)
     card = model_card(model, arch, test, device, train, repeats, source)
-    json_path, md_path = write_card(card, out_dir, os.path.basename(source or arch).split(".")[0])
+    stem = os.path.basename(source or arch).split(".")[0]
+    add_format_rows(card, model, test, export_formats, out_dir, stem, calib_data or data, repeats)
+    json_path, md_path = write_card(card, out_dir, stem)
     print(f"{arch}: test top-1 {card['test_top1']:.2f}%  top-5 {card['test_top5']:.2f}%  on {card['test_images']} "
           f"images ({card['device']})")
     print(f"parameters {card['parameters']:,}  size {card['size_mib']:.2f} MiB  MACs {card['macs']:,}")
     print(f"latency: batched {card['latency_batched_s_per_image']:.6f} s/image, batch-1 median "
           f"{card['latency_batch1_median_s']:.6f} s, p90 {card['latency_batch1_p90_s']:.6f} s")
     print("per-class: " + ", ".join(f"{k} {v:.1f}" for k, v in card["test_per_class"].items()))
+    for row in card.get("formats", [])[1:]:
+        print(f"{row['format']}: {row['size_mib']:.2f} MiB, test top-1 {row['test_top1']:.2f}%, batched "
+              f"{row['batched_s_per_image']:.6f} s/image, batch-1 median {row['batch1_median_s']:.6f} s")
     print(f"wrote {md_path} and {json_path}")
     return card

@@ -15,9 +15,10 @@ import torch
 
 from ..checkpoint import load_model
 from ..data import load_split
+from ..export.formats import check_formats
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir, write_text
-from .evaluation import model_card, timed_evaluation, write_card
+from .evaluation import add_format_rows, model_card, parse_formats, timed_evaluation, write_card
 from .plots import per_class_bars, plot_or_warn
 from .tables import columns_of, markdown_table
 
@@ -114,6 +115,13 @@ def add_report_args(p):
     p.add_argument("--repeats", type=int, default=50, help="batch-1 latency repeats")
     p.add_argument("--no-train-accuracy", dest="train_accuracy", action="store_false",
                    help="skip the (slow) training-split evaluation")
+    add_export_format_args(p)
+
+
+def add_export_format_args(p):
+    p.add_argument("--export-formats", metavar="LIST", help="also export to these formats (onnx, onnx-int8; "
+                   "comma-separated) into OUT_DIR/exports and add a card row per format (ONNX Runtime, CPU)")
+    p.add_argument("--calib-data", help="dataset whose training split calibrates onnx-int8 (default: --data)")
 
 
 def cmd_report(args):
@@ -123,13 +131,16 @@ def cmd_report(args):
         if not os.path.isfile(path):
             raise KDPluginError(f"{path}: checkpoint file not found")
     devices = latency_devices(args.device)
+    formats = check_formats(parse_formats(args.export_formats), True)
     ensure_writable_dir(args.out_dir)
     test = load_split(args.data, "test")
     train = load_split(args.data, "train") if args.train_accuracy else None
     warn = _stderr_warning
     cards = {}
     for path, stem in unique_stems(args.checkpoints).items():
-        card = card_for_checkpoint(path, test, train, args.arch, devices, args.repeats)
+        model, checkpoint = load_model(path, args.arch)
+        card = report_card(model, checkpoint.arch or args.arch, test, train, devices, args.repeats, path)
+        add_format_rows(card, model, test, formats, args.out_dir, stem, args.calib_data or args.data, args.repeats)
         written = write_report_card(card, args.out_dir, stem, warn)
         cards[stem] = card
         train_text = f", train top-1 {card['train_top1']:.2f}%" if "train_top1" in card else ""

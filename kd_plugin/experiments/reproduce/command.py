@@ -39,7 +39,7 @@ def add_reproduce_args(p):
                    help="runs at once inside a stage group (1: one after another, in this process)")
     p.add_argument("--seed", type=int, default=0, help="seed of every run")
     p.add_argument("--device", default="auto", help="latency devices for the cards: auto, cpu or cuda")
-    p.add_argument("--schedules", help="folder of the original's schedules (default: the repository's schedules/)")
+    p.add_argument("--schedules", help="folder of the original's schedules (default: the ones shipped with kd-plugin)")
     p.add_argument("--extra-args", help="more compress_classifier options for every training run, as one string")
     p.add_argument("--report-only", action="store_true",
                    help="only write REPORT.md from what OUT holds so far (also while a run is going on)")

@@ -8,6 +8,9 @@ from .reference import CLASS_ORDER, KD_ROWS, MODELS, PER_CLASS
 from .stages import MODEL_ORDER
 
 CLASS_ABBREVIATIONS = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+STUDENTS = ("vgg7_bn_cifar", "cnn5_cifar")
+TEACHERS = ("resnet18_cifar", "vgg16_bn_cifar", "avnet_cifar", "jointnet_cifar")
+LEARNED_FACTOR = 2  # a teacher counts as having learned at this multiple of chance accuracy
 
 
 def _num(value, digits=2):
@@ -57,6 +60,39 @@ def _progress_line(progress):
             f"missing numbers show as —. Rerun the same command to continue."]
 
 
+def kd_verdict(kd_results, baselines):
+    """One sentence: per student, in how many of this run's KD rows the student beat its own baseline."""
+    parts = []
+    for student in STUDENTS:
+        rows = [r["test_top1"] for r in kd_results if r["student"] == student and r.get("test_top1") is not None]
+        base = baselines.get(student)
+        if not rows or base is None:
+            continue
+        wins = sum(top1 > base for top1 in rows)
+        best = max(rows) - base
+        noun = "row" if len(rows) == 1 else "rows"
+        outcome = (f"beat {display_name(student)}'s baseline ({base:.2f}%) in {wins} of {len(rows)} {noun}"
+                   if wins else f"did not beat {display_name(student)}'s baseline ({base:.2f}%) in any of its "
+                                f"{len(rows)} {noun}")
+        parts.append(f"{outcome} (best row {best:+.2f} points)")
+    if not parts:
+        return None
+    return "**KD against the student baselines in this run:** KD " + " and ".join(parts) + "."
+
+
+def teacher_warnings(cards, results, num_classes=10):
+    """A warning per teacher whose test top-1 is below LEARNED_FACTOR x chance: its KD rows distil noise."""
+    chance = 100.0 / num_classes
+    lines = []
+    for arch in TEACHERS:
+        top1 = (cards.get(arch) or results.get(arch) or {}).get("test_top1")
+        if top1 is not None and top1 < LEARNED_FACTOR * chance:
+            lines.append(f"> **Warning**: teacher {display_name(arch)} scores {top1:.2f}% on the test images, below "
+                         f"{LEARNED_FACTOR}x chance ({LEARNED_FACTOR * chance:.0f}%): it has not learned, so the KD "
+                         f"rows that use it say nothing about distillation.")
+    return lines + ([""] if lines else [])
+
+
 def models_table(cards, results):
     header = ["model", "epochs (orig / ours)", "train top-1 orig", "ours", "Δ", "test top-1 orig", "ours", "Δ",
               "memory MiB orig", "ours", "params orig", "ours", "Δ", "CPU s/img orig", "ours",
@@ -88,7 +124,7 @@ def models_table(cards, results):
 def kd_table(kd_results, baselines):
     header = ["teacher → student", "alpha", "T", "original", "ours", "Δ", "ours − our student baseline"]
     rows = []
-    for student in ("vgg7_bn_cifar", "cnn5_cifar"):
+    for student in STUDENTS:
         rows.append([f"(no teacher) {display_name(student)}", "—", "—", _num(MODELS[student]["test_top1"]),
                      _num(baselines.get(student)), _diff(baselines.get(student), MODELS[student]["test_top1"]), "—"])
     for (teacher, student, alpha, temperature), original in KD_ROWS.items():
@@ -137,6 +173,9 @@ def figures(pngs, curves, out_dir):
 def write_report(path, context, cards, results, kd_results, baselines, pngs, curves):
     out_dir = os.path.dirname(os.path.abspath(path))
     trained = {r["arch"]: r for r in results.values() if r.get("arch") and not r.get("teacher")}
-    lines = [*header_lines(context), *models_table(cards, trained), *kd_table(kd_results, baselines),
+    verdict = kd_verdict(kd_results, baselines)
+    header = header_lines(context)
+    lines = [*header[:2], *([verdict, ""] if verdict else []), *teacher_warnings(cards, trained), *header[2:],
+             *models_table(cards, trained), *kd_table(kd_results, baselines),
              *per_class_table(cards), *stages_table(results, out_dir), *figures(pngs, curves, out_dir)]
     return write_text(path, "\n".join(lines) + "\n")

@@ -10,6 +10,7 @@ import json
 import os
 
 from ...protocol.config import read_schedule
+from ...protocol.shipped import require_schedules_dir
 from ...util.errors import KDPluginError
 from ..jobs import Job, run_summary
 from ..naming import short
@@ -21,20 +22,14 @@ MODEL_ORDER = ("resnet18_cifar", "vgg16_bn_cifar", "avnet_cifar", "jointnet_cifa
 JOINTNET_SCHEDULE = "jointnet_cifar"
 
 
-def default_schedules_dir():
-    return os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "schedules"))
-
-
 class Pipeline:
     def __init__(self, out_dir, data, profile, seed=0, schedules_dir=None, extra_args=()):
         self.out = out_dir
         self.data = data
         self.profile = profile
         self.seed = seed
-        self.schedules_dir = schedules_dir or default_schedules_dir()
+        self.schedules_dir = require_schedules_dir(schedules_dir)
         self.extra_args = list(extra_args)
-        if not os.path.isdir(self.schedules_dir):
-            raise KDPluginError(f"{self.schedules_dir}: the schedules folder is missing (pass --schedules DIR)")
 
     # --- schedules ------------------------------------------------------------------------------------------
     def _source(self, stem):

@@ -1,0 +1,47 @@
+"""Weights as safetensors: tensors only (nothing executes on load), the architecture in the file's header.
+
+Written by ``kd-plugin export --format safetensors``; read by ``create_model(arch, weights=PATH)``.
+"""
+from ..util.errors import KDPluginError
+from ..util.optional import require
+
+ARCH_KEY = "arch"
+
+
+def save_safetensors(model, path, metadata):
+    """The model's state_dict (contiguous CPU copies) with string METADATA (must include the arch)."""
+    torch_io = require("safetensors.torch", "safetensors export")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    torch_io.save_file(state, path, metadata={k: str(v) for k, v in metadata.items()})
+    return path
+
+
+def read_safetensors(path):
+    """(state_dict, metadata) of a safetensors file; a one-line error for anything unreadable."""
+    torch_io = require("safetensors.torch", "reading safetensors weights")
+    safetensors = require("safetensors", "reading safetensors weights")
+    try:
+        with safetensors.safe_open(path, framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        return torch_io.load_file(path), metadata
+    except FileNotFoundError:
+        raise KDPluginError(f"{path}: weights file not found") from None
+    except Exception as err:  # safetensors raises its own SafetensorError, OSError, ...
+        raise KDPluginError(f"{path}: not a readable safetensors file ({' '.join(str(err).split())})") from None
+
+
+def load_safetensors(model, path):
+    """Load PATH strictly into MODEL, refusing weights recorded for another architecture."""
+    state, metadata = read_safetensors(path)
+    recorded = metadata.get(ARCH_KEY)
+    if recorded and recorded != model.arch:
+        raise KDPluginError(f"{path}: weights are a {recorded}, not the requested {model.arch}")
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
+    if missing or unexpected:
+        raise KDPluginError(f"{path}: weights do not fit {model.arch} (missing {missing}, unexpected {unexpected})")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise KDPluginError(f"{path}: weights do not fit {model.arch} ({str(err).splitlines()[-1].strip()})") from None
+    return model
