@@ -78,7 +78,12 @@ def add_training_args(p):
                     help="weight of the student's CE loss (default 0.5)")
     kd.add_argument("--kd-teacher-wt", "--kd-tw", dest="kd_teacher_wt", type=float, default=None,
                     help="teacher loss weight; only 0 is supported, as in Distiller")
-    kd.add_argument("--kd-start-epoch", type=int, default=0, help="epoch at which distillation starts")
+    kd.add_argument("--kd-start-epoch", type=int, default=None,
+                    help="epoch at which distillation starts (default 0; with KD declared in the schedule, moves "
+                         "that policy's starting_epoch)")
+    kd.add_argument("--kd-random-teacher", action="store_true",
+                    help="allow a teacher without weights (no --kd-resume / teacher_checkpoint): it keeps its "
+                         "random initialisation; without this flag such a run is refused")
     return p
 
 
@@ -100,6 +105,6 @@ def settings_from_args(args):
         load_weights_from=args.load_weights_from, reset_optimizer=args.reset_optimizer, print_freq=args.print_freq,
         kd_teacher=args.kd_teacher, kd_resume=args.kd_resume, kd_temperature=args.kd_temperature,
         kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
-        kd_start_epoch=args.kd_start_epoch, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
+        kd_start_epoch=args.kd_start_epoch, kd_random_teacher=args.kd_random_teacher, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
         download=args.download, **values)

@@ -15,6 +15,7 @@ class DistillationExtensionMixin:
             temperature: 1.5
             distill_weight: 0.5
             student_weight: 0.5
+            random_teacher: false      # true: no teacher_checkpoint needed, the teacher keeps random weights
 
     Every YAML key is a positional-or-keyword parameter, as Distiller's ``build_component`` requires; the
     schedule parser passes the student as ``model``.
@@ -22,8 +23,9 @@ class DistillationExtensionMixin:
 
     def __init__(self, model, teacher_arch, teacher_checkpoint=None, temperature=DEFAULT_TEMPERATURE,
                  distill_weight=DEFAULT_LOSS_WEIGHTS.distill, student_weight=DEFAULT_LOSS_WEIGHTS.student,
-                 teacher_weight=DEFAULT_LOSS_WEIGHTS.teacher):
-        teacher = build_teacher(model, teacher_arch, teacher_checkpoint)
+                 teacher_weight=DEFAULT_LOSS_WEIGHTS.teacher, random_teacher=False):
+        teacher = build_teacher(model, teacher_arch, teacher_checkpoint, random_teacher,
+                                where="KnowledgeDistillationExtension teacher_arch")
         super().__init__(model, teacher, temperature,
                          DistillationLossWeights(distill_weight, student_weight, teacher_weight))
         self.teacher_arch = teacher_arch
@@ -37,4 +39,5 @@ class KnowledgeDistillationExtension(DistillationExtensionMixin, KnowledgeDistil
 register_component("extensions", KnowledgeDistillationExtension, {
     "temperature": POSITIVE, "distill_weight": NON_NEGATIVE, "student_weight": NON_NEGATIVE,
     "teacher_weight": NON_NEGATIVE, "teacher_arch": (lambda v: isinstance(v, str) and v, "a model name"),
-    "teacher_checkpoint": (lambda v: v is None or (isinstance(v, str) and v), "a checkpoint path")})
+    "teacher_checkpoint": (lambda v: v is None or (isinstance(v, str) and v), "a checkpoint path"),
+    "random_teacher": (lambda v: isinstance(v, bool), "true or false")})
