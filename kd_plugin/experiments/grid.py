@@ -43,6 +43,7 @@ def refuse_grid_flags(extra, flags, what="--extra-args"):
         else:
             hits = [f for f in flags if not f.startswith("--") and token[:2] == f]
         if hits:
+            hits.sort(key=lambda flag: flag != token.split("=", 1)[0])  # the flag itself before longer ones
             raise KDPluginError(f"{what} may not set {token.split('=', 1)[0]}: {hits[0]} is set by the "
                                 f"{'sweep grid' if flags is SWEEP_GRID_FLAGS else 'pipeline'} for every run "
                                 f"(use the command's own option instead)")
