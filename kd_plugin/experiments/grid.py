@@ -11,7 +11,7 @@ SWEEP_GRID_FLAGS = ("--kd-distill-wt", "--kd-dw", "--kd-student-wt", "--kd-sw", 
                     "--resume-from", "--epochs", "-b", "--batch-size")
 # What reproduce sets per stage.
 REPRODUCE_FLAGS = ("--seed", "-a", "--arch", "--kd-teacher", "--kd-resume", "--kd-random-teacher", "-n", "--name",
-                   "-o", "--out-dir", "--compress", "--resume-from", "--teacher-cache", "--no-teacher-cache")
+                   "-o", "--out-dir", "--compress", "--resume-from")
 
 
 def exact(value):
