@@ -103,6 +103,7 @@ def build_inputs(root):
     p["avnet_no_members"] = path("avnet_no_members.pth.tar")
     torch.save({"epoch": 0, "arch": "avnet_cifar", "state_dict": {"member_weights": torch.tensor([0.72, 0.28])}},
                p["avnet_no_members"])
+    _trust_inputs(root, p)
     return p
 
 
@@ -304,9 +305,119 @@ CASES += [  # mutual learning (issue 13)
     Case("export: --int8 without calibration data", "kd-plugin", "export {good} --format onnx --int8 -o {root}/exp",
          r"int8 quantization needs calibration images: pass --calib-data DATA"),
 ]
+
+
+def _copy_data(p, name, change_batch=None, meta=None):
+    """A copy of {data} whose test batch (a dict with str keys) CHANGE_BATCH edits, or whose batches.meta is META."""
+    folder = os.path.join(p["root"], name, "cifar-10-batches-py")
+    os.makedirs(folder)
+    source = os.path.join(p["data"], "cifar-10-batches-py")
+    for file in os.listdir(source):
+        content = open(os.path.join(source, file), "rb").read()
+        if file == "test_batch" and change_batch:
+            batch = pickle.loads(content, encoding="bytes")
+            change_batch(batch)
+            content = pickle.dumps(batch, protocol=2)
+        if file == "batches.meta" and meta is not None:
+            content = pickle.dumps(meta, protocol=2)
+        open(os.path.join(folder, file), "wb").write(content)
+    p[name] = os.path.dirname(folder)
+
+
+def _trust_inputs(root, p):
+    """Issue 12's inputs: malformed resume sections, wrong optimizer, bad labels and meta, state files."""
+    path = lambda name: os.path.join(root, name)  # noqa: E731
+    good = torch.load(p["good"], weights_only=True)
+    rng = {"torch": torch.zeros(7, dtype=torch.uint8), "python": (3, (1, 2), None),
+           "numpy": {"keys": torch.zeros(3, dtype=torch.int64), "pos": 0, "has_gauss": 0, "cached_gaussian": 0.0}}
+    for name, change in (("kd_list", {"kd_plugin": []}), ("kd_string_batch", {"kd_plugin": {"resume_batch": "3"}}),
+                         ("kd_rng_size", {"kd_plugin": {"rng": rng}}),
+                         ("extras_string_epoch", {"extras": {"best_top1": 5.0, "best_epoch": "x"}}),
+                         ("sched_states_dict", {"compression_sched": {"policy_states": {"a": 1}}})):
+        torch.save({**good, **change}, path(f"{name}.pth.tar"))
+        p[name] = path(f"{name}.pth.tar")
+    model = create_model("cnn5")
+    p["adam"] = save_checkpoint(0, "cnn5_cifar", model, torch.optim.Adam(model.parameters()), name="adam", dir=root)
+    _copy_data(p, "data_badmeta", meta={b"label_names": [b"\xff\xfe"] * 10})
+    _copy_data(p, "data_duplabels", lambda b: b.__setitem__(b"labels", list(b["labels"])))
+    _copy_data(p, "data_floatlabels", lambda b: b.__setitem__("labels", [1.5] * len(b["labels"])))
+    kd = "extensions:\n  kd: {{class: KnowledgeDistillationExtension, teacher_arch: cnn5{}}}\npolicies:\n" \
+         "  - extension: {{instance_name: kd}}\n    {}\n"
+    yamls = {"patience": "lr_schedulers:\n  p: {class: ReduceLROnPlateau, patience: 'x'}\n",
+             "noweights": kd.format("", "starting_epoch: 0\n    ending_epoch: 2\n    frequency: 1"),
+             "kd_epochs_list": kd.format(", random_teacher: true", "epochs: [0, 1]")}
+    for name, text in yamls.items():
+        open(path(f"{name}.yaml"), "w").write(text)
+        p[f"{name}_yaml"] = path(f"{name}.yaml")
+    open(path("bad.csv"), "w").write("epoch,lr\nx,y\n")
+    open(path("good.csv"), "w").write("epoch,lr\n0,0.1\n")
+    p["bad_csv"], p["good_csv"] = path("bad.csv"), path("good.csv")
+    cell = os.path.join(root, "sweep_bad", "runs", "cnn5-to-cnn5_a0.5_T1_s0")
+    os.makedirs(cell)
+    for name, text in (("result.json", '{"command": ["x"], "test_'), ("../../.lock", ""), ("../../sweep.json", "{}")):
+        open(os.path.join(cell, name), "w").write(text)
+    p["sweep_bad"] = os.path.join(root, "sweep_bad")
+    os.makedirs(path("repro_bad"))
+    open(path("repro_bad/state.json"), "w").write('{"profile": "smoke", "data": ')
+    open(path("repro_bad/.lock"), "w").close()
+    p["repro_bad"] = path("repro_bad")
+
+
+KD_CC = CC + " --kd-teacher cnn5 --kd-resume {good}"
+CASES += [  # issue 12
+    Case("training split of one image", "compress_classifier", CC + " --vs 0.99",
+         r"1 training image\(s\) left after --validation-split 0.99: a training batch needs at least 2"),
+    Case("--epochs 1000000000", "compress_classifier", CC.replace("--epochs 1", "--epochs 1000000000"),
+         r"--epochs 1000000000 exceeds the maximum of 100000"),
+    Case("checkpoint: kd_plugin is a list", "compress_classifier", CC + " --resume-from {kd_list}",
+         r"{kd_list}: malformed checkpoint: 'kd_plugin' must be a mapping, found list"),
+    Case("checkpoint: string for an int", "compress_classifier", CC + " --resume-from {kd_string_batch}",
+         r"{kd_string_batch}: malformed checkpoint: kd_plugin\['resume_batch'\] must be an integer"),
+    Case("checkpoint: RNG state of wrong size", "compress_classifier", CC + " --resume-from {kd_rng_size}",
+         r"{kd_rng_size}: malformed checkpoint: kd_plugin\['rng'\]: torch state must be a uint8 tensor"),
+    Case("checkpoint: string best_epoch", "compress_classifier", CC + " --resume-from {extras_string_epoch}",
+         r"{extras_string_epoch}: malformed checkpoint: extras\['best_epoch'\] must be an integer"),
+    Case("checkpoint: policy states a dict", "compress_classifier", CC + " --resume-from {sched_states_dict}",
+         r"{sched_states_dict}: malformed checkpoint: 'compression_sched' must be a mapping"),
+    Case("resume Adam checkpoint with SGD", "compress_classifier", CC + " --resume-from {adam}",
+         r"{adam}: checkpoint was trained with Adam, this run uses SGD; resume with --optimizer adam"),
+    Case("non-UTF-8 batches.meta", "compress_classifier", CC.replace("{data}", "{data_badmeta}"),
+         r"{data_badmeta}/cifar-10-batches-py/batches.meta: 'label_names' are not UTF-8 text"),
+    Case("both 'labels' and b'labels'", "compress_classifier", CC.replace("{data}", "{data_duplabels}"),
+         r"{data_duplabels}/cifar-10-batches-py/test_batch: holds both 'labels' and b'labels'"),
+    Case("float labels", "compress_classifier", CC.replace("{data}", "{data_floatlabels}"),
+         r"{data_floatlabels}/cifar-10-batches-py/test_batch: 'labels' must be integers, found float"),
+    Case("scheduler argument of the wrong type", "compress_classifier", CC + " --compress {patience_yaml}",
+         r"{patience_yaml}: lr_schedulers.p: patience must be an integer >= 0, got 'x'"),
+    Case("unwritable --teacher-cache", "compress_classifier", KD_CC + " --teacher-cache {unwritable}",
+         r"--teacher-cache: output directory {unwritable} is not writable"),
+    Case("--kd-teacher without weights", "compress_classifier", CC + " --kd-teacher cnn5",
+         r"--kd-teacher cnn5: no teacher weights; pass --kd-resume CHECKPOINT .* or --kd-random-teacher"),
+    Case("YAML KD without teacher_checkpoint", "compress_classifier", CC + " --compress {noweights_yaml}",
+         r"{noweights_yaml}: extensions.kd: KnowledgeDistillationExtension teacher_arch cnn5: no teacher weights"),
+    Case("--kd-start-epoch over an epochs list", "compress_classifier",
+         CC.replace("--epochs 1", "--epochs 2") + " --compress {kd_epochs_list_yaml} --kd-start-epoch 1",
+         r"--kd-start-epoch cannot move a KD policy declared with an explicit 'epochs' list"),
+    Case("plot: bad CSV", "kd-plugin", "plot {bad_csv}", r"{bad_csv}: not a training log \(line 2: 'epoch'"),
+    Case("plot: unwritable output", "kd-plugin", "plot {good_csv} -o {unwritable}",
+         r"output directory {unwritable} is not writable"),
+    Case("sweep: --extra-args sets the grid", "kd-plugin",
+         "sweep --data {data} --teacher cnn5={good} --student cnn5 -o {root}/sw --extra-args=--kd-temp=4",
+         r"--extra-args may not set --kd-temp: --kd-temp is set by the sweep grid"),
+    Case("sweep: truncated result.json", "kd-plugin",
+         "sweep --data {data} --teacher cnn5={good} --student cnn5 -o {sweep_bad}",
+         r"{sweep_bad}/runs/cnn5-to-cnn5_a0.5_T1_s0/result.json: the done marker of .* is truncated or malformed"),
+    Case("reproduce: truncated state.json", "kd-plugin", "reproduce --profile smoke --data {data} -o {repro_bad}",
+         r"{repro_bad}/state.json: the reproduce state file is truncated or malformed"),
+    Case("reproduce --report-only: truncated state.json", "kd-plugin", "reproduce --report-only -o {repro_bad}",
+         r"{repro_bad}/state.json: the reproduce state file is truncated or malformed"),
+    Case("reproduce: --extra-args sets --seed", "kd-plugin",
+         "reproduce --profile smoke --data {data} -o {root}/rp --extra-args=--seed=3",
+         r"--extra-args may not set --seed: --seed is set by the pipeline"),
+]
 # Run through the installed console scripts as well, to prove the real commands behave the same.
 SUBPROCESS_CASES = ["malicious pickle (zip)", "malicious YAML", "evaluate: bit-flipped checkpoint",
-                    "main_KD: malicious checkpoint"]
+                    "main_KD: malicious checkpoint", "sweep: truncated result.json"]
 
 
 def fill(template, inputs):

@@ -16,7 +16,7 @@ lr_schedulers:
   steps: {class: MultiStepLR, milestones: [2, 3], gamma: 0.1}
 extensions:
   kd: {class: KnowledgeDistillationExtension, teacher_arch: vgg6as, temperature: 2.5, distill_weight: 0.7,
-       student_weight: 0.3}
+       student_weight: 0.3, random_teacher: true}
 policies:
   - lr_scheduler: {instance_name: steps}
     starting_epoch: 0

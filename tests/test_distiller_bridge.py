@@ -83,6 +83,8 @@ def kd_schedule(tmp_path, teacher_arch, teacher_checkpoint, source="kd_resnet18_
     sched = read_schedule(os.path.join(SCHEDULES, source))
     kd = next(d for d in sched["extensions"].values() if d["class"] == "KnowledgeDistillationExtension")
     kd.update(teacher_arch=teacher_arch, teacher_checkpoint=teacher_checkpoint)
+    if teacher_checkpoint is None:
+        kd["random_teacher"] = True  # a teacher without weights must be asked for (issue 12)
     if not lr_schedule:
         sched.pop("lr_schedulers")
         sched["policies"] = [p for p in sched["policies"] if "lr_scheduler" not in p]

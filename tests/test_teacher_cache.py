@@ -28,7 +28,7 @@ LATER_EPOCH_LOSS_RTOL = 5e-3
 
 def settings(data, out, **overrides):
     values = dict(data=data, arch="cnn5", epochs=2, batch_size=50, lr=0.05, seed=4, augment="y", out_dir=out,
-                  kd_teacher="cnn5", progress=False, verbose=False, validation_split=0.1)
+                  kd_teacher="cnn5", kd_random_teacher=True, progress=False, verbose=False, validation_split=0.1)
     values.update(overrides)
     return RunSettings(**values)
 

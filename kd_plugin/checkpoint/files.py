@@ -18,6 +18,7 @@ import torch
 from ..models import create_model, resolve_arch
 from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write
+from .schema import check_resume_sections
 
 # Classes Distiller pickles by reference: its optimizer_type.
 PICKLED_CLASSES = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad,
@@ -210,6 +211,7 @@ def _check_schema(path, content):
             value = extras.get(key)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise KDPluginError(f"{path}: extras[{key!r}] must be a finite number, found {value!r}")
+    check_resume_sections(path, content)
 
 
 def load_checkpoint_file(path):

@@ -86,7 +86,12 @@ def add_training_args(p):
                     help="weight of the student's CE loss (default 0.5)")
     kd.add_argument("--kd-teacher-wt", "--kd-tw", dest="kd_teacher_wt", type=float, default=None,
                     help="teacher loss weight; only 0 is supported, as in Distiller")
-    kd.add_argument("--kd-start-epoch", type=int, default=0, help="epoch at which distillation starts")
+    kd.add_argument("--kd-start-epoch", type=int, default=None,
+                    help="epoch at which distillation starts (default 0; with KD declared in the schedule, moves "
+                         "that policy's starting_epoch)")
+    kd.add_argument("--kd-random-teacher", action="store_true",
+                    help="allow a teacher without weights (no --kd-resume / teacher_checkpoint): it keeps its "
+                         "random initialisation; without this flag such a run is refused")
     kd.add_argument("--kd-loss", metavar="NAME", default=None,
                     help=f"distillation loss: {', '.join(list_losses())} (default: the schedule's, else kd)")
     kd.add_argument("--kd-loss-arg", dest="kd_loss_args", action="append", metavar="NAME=VALUE",
@@ -142,7 +147,7 @@ def settings_from_args(args):
         kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
         kd_start_epoch=args.kd_start_epoch, kd_loss=args.kd_loss, kd_logit_standardize=args.kd_logit_standardize,
         kd_loss_args=dict(parse_loss_arg(a, "--kd-loss-arg") for a in args.kd_loss_args) if args.kd_loss_args
-        else None, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
-        mutual=mutual, mutual_temperature=mutual_temperature,
+        else None, kd_random_teacher=args.kd_random_teacher, backend=args.backend, teacher_cache=args.teacher_cache,
+        amp=args.amp, mutual=mutual, mutual_temperature=mutual_temperature,
         channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
         download=args.download, sync_bn=args.sync_bn, **values)

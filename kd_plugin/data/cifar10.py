@@ -87,7 +87,13 @@ def _unpickle(path):
         raise KDPluginError(f"{path}: not a readable CIFAR batch (truncated or corrupt: {err})") from None
     if not isinstance(obj, dict):
         raise KDPluginError(f"{path}: expected a dict, found {type(obj).__name__}")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    decoded = {}
+    for key, value in obj.items():
+        name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        if name in decoded:  # both 'labels' and b'labels': which one is meant cannot be known
+            raise KDPluginError(f"{path}: holds both {name!r} and {name.encode()!r}; keep one")
+        decoded[name] = value
+    return decoded
 
 
 def read_batch(path):
@@ -101,16 +107,32 @@ def read_batch(path):
         raise KDPluginError(f"{path}: 'data' must be a uint8 array, found {kind}")
     if data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
         raise KDPluginError(f"{path}: 'data' must have shape (N, {IMAGE_BYTES}), found {tuple(data.shape)}")
-    try:
-        labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise KDPluginError(f"{path}: 'labels' must be a list of integers") from None
+    labels = _integer_labels(path, labels)
     if labels.ndim != 1 or labels.shape[0] != data.shape[0]:
         raise KDPluginError(f"{path}: {labels.size} labels for {data.shape[0]} images")
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise KDPluginError(f"{path}: labels out of range 0..{NUM_CLASSES - 1} "
                             f"(found {int(labels.min())}..{int(labels.max())})")
     return data.reshape(-1, 3, 32, 32), labels
+
+
+def _integer_labels(path, labels):
+    """LABELS as int64, refusing anything a cast would silently change: floats, bools, strings, objects."""
+    if isinstance(labels, np.ndarray):
+        kind = labels.dtype.kind
+    elif isinstance(labels, (list, tuple)):
+        wrong = next((v for v in labels if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))),
+                     None)
+        kind = "i" if wrong is None else None
+    else:
+        kind, wrong = None, labels
+    if kind not in ("i", "u"):
+        found = labels.dtype if isinstance(labels, np.ndarray) else type(wrong).__name__
+        raise KDPluginError(f"{path}: 'labels' must be integers, found {found}")
+    try:
+        return np.asarray(labels, dtype=np.int64)
+    except OverflowError:
+        raise KDPluginError(f"{path}: labels out of range 0..{NUM_CLASSES - 1}") from None
 
 
 def read_class_names(batches_dir):
@@ -120,7 +142,10 @@ def read_class_names(batches_dir):
     names = _unpickle(path).get("label_names")
     if not isinstance(names, list) or len(names) != NUM_CLASSES:
         raise KDPluginError(f"{path}: 'label_names' must list {NUM_CLASSES} names")
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    try:
+        return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    except UnicodeDecodeError as err:
+        raise KDPluginError(f"{path}: 'label_names' are not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def load_split(data_dir, split):

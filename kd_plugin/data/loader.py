@@ -14,10 +14,15 @@ def epoch_generator(seed, epoch, stream):
 
 
 class TensorLoader:
-    """Batches of (normalized inputs, labels, dataset indices, view ids) for one ImageSet."""
+    """Batches of (normalized inputs, labels, dataset indices, view ids) for one ImageSet.
+
+    ``drop_single_last`` (training): when the epoch's last batch would hold exactly one image, it is dropped,
+    as torch's ``drop_last=True`` would, but only then (a batch of one cannot train BatchNorm layers; every
+    other split keeps ``drop_last=False`` semantics). The dropped image is the last of that epoch's (seed,
+    epoch) order, so a different one each epoch, and resume stays exact."""
 
     def __init__(self, image_set, batch_size, augment="n", shuffle=False, seed=0, device="cpu",
-                 normalizer=None, dtype=torch.float32, channels_last=False):
+                 normalizer=None, dtype=torch.float32, channels_last=False, drop_single_last=False):
         self.image_set = image_set
         self.images = image_set.images.to(device)
         self.labels = image_set.labels.to(device)
@@ -29,9 +34,15 @@ class TensorLoader:
         self.normalizer = normalizer or Normalizer()
         self.dtype = dtype
         self.channels_last = channels_last
+        self.drop_single_last = drop_single_last
+
+    @property
+    def images_per_epoch(self):
+        n = len(self.image_set)
+        return n - 1 if self.drop_single_last and self.batch_size > 1 and n % self.batch_size == 1 else n
 
     def __len__(self):
-        return (len(self.image_set) + self.batch_size - 1) // self.batch_size
+        return (self.images_per_epoch + self.batch_size - 1) // self.batch_size
 
     @property
     def num_images(self):
@@ -53,7 +64,7 @@ class TensorLoader:
     def epoch(self, epoch=0, start_batch=0):
         order, views = self.plan(epoch)
         order, views = order.to(self.device), views.to(self.device)
-        for start in range(start_batch * self.batch_size, len(order), self.batch_size):
+        for start in range(start_batch * self.batch_size, self.images_per_epoch, self.batch_size):
             idx = order[start:start + self.batch_size]
             view = views[start:start + self.batch_size]
             yield self.make_batch(idx, view)

@@ -23,16 +23,19 @@ class DistillationExtensionMixin:
             loss: dkd                         # optional: kd (default), dkd, dist
             loss_args: {beta: 8, warmup: 20}  # optional: the loss's own arguments
             logit_standardize: false          # optional: z-score both logits first
+            random_teacher: false      # true: no teacher_checkpoint needed, the teacher keeps random weights
 
     Temperature and weights left out take the loss's defaults. Every YAML key is a positional-or-keyword
     parameter, as Distiller's ``build_component`` requires; the schedule parser passes the student as ``model``.
     """
 
     def __init__(self, model, teacher_arch, teacher_checkpoint=None, temperature=None, distill_weight=None,
-                 student_weight=None, teacher_weight=None, loss=DEFAULT_LOSS, loss_args=None, logit_standardize=False):
+                 student_weight=None, teacher_weight=None, loss=DEFAULT_LOSS, loss_args=None, logit_standardize=False,
+                 random_teacher=False):
         check_loss_definition(dict(temperature=temperature, loss=loss, loss_args=loss_args,
                                    logit_standardize=logit_standardize))  # before loading a teacher
-        teacher = build_teacher(model, teacher_arch, teacher_checkpoint)
+        teacher = build_teacher(model, teacher_arch, teacher_checkpoint, random_teacher,
+                                where="KnowledgeDistillationExtension teacher_arch")
         super().__init__(model, teacher, temperature, DistillationLossWeights(distill_weight, student_weight,
                                                                               teacher_weight),
                          loss, loss_args, logit_standardize)
@@ -58,7 +61,8 @@ register_component("extensions", KnowledgeDistillationExtension, {
     "teacher_weight": WEIGHT, "teacher_arch": (lambda v: isinstance(v, str) and v, "a model name"),
     "teacher_checkpoint": (lambda v: v is None or (isinstance(v, str) and v), "a checkpoint path"),
     "loss": (lambda v: isinstance(v, str) and v, "a loss name"), "logit_standardize": FLAG,
-    "loss_args": (lambda v: isinstance(v, dict), "a mapping of argument names to values")},
+    "loss_args": (lambda v: isinstance(v, dict), "a mapping of argument names to values"),
+    "random_teacher": FLAG},
     check=check_loss_definition)
 
 

@@ -89,6 +89,13 @@ class DistillationMixin:
             self._hook = None
             self.last_students_logits = self.last_teacher_logits = self.last_labels = None
 
+    def used_settings(self):
+        """What this policy distils with, as summary.json records it (teacher_checkpoint None: random weights)."""
+        return {"teacher_arch": getattr(self.teacher, "arch", type(self.teacher).__name__),
+                "teacher_checkpoint": getattr(self, "teacher_checkpoint", None), "temperature": self.temperature,
+                "distill_weight": self.loss_wts.distill, "student_weight": self.loss_wts.student,
+                "teacher_weight": self.loss_wts.teacher}
+
     def epoch_counters(self):
         """Counters of the teacher-output source for the epoch's log row (a teacher cache's hits and misses)."""
         counters = getattr(self.teacher_outputs, "epoch_counters", None)

@@ -5,6 +5,7 @@ import torch
 
 from ..checkpoint import load_model
 from ..models import create_model
+from ..util.errors import KDPluginError
 
 
 class TeacherRunner:
@@ -26,12 +27,17 @@ class TeacherRunner:
                 return self.teacher(inputs).float()
 
 
-def build_teacher(student_model, teacher_arch, teacher_checkpoint=None):
-    """A teacher network on the student's device, from a checkpoint (or freshly initialised without one)."""
+def build_teacher(student_model, teacher_arch, teacher_checkpoint=None, random_teacher=False, where="--kd-teacher"):
+    """A teacher network on the student's device, from a checkpoint; freshly initialised only when asked for
+    explicitly (RANDOM_TEACHER: --kd-random-teacher, or ``random_teacher: true`` in the schedule)."""
     if teacher_checkpoint:
         teacher, _ = load_model(teacher_checkpoint, teacher_arch)
-    else:
+    elif random_teacher:
         teacher = create_model(teacher_arch)
+    else:
+        raise KDPluginError(f"{where} {teacher_arch}: no teacher weights; pass --kd-resume CHECKPOINT (or "
+                            f"teacher_checkpoint in the schedule), or --kd-random-teacher to distil from a randomly "
+                            f"initialised teacher deliberately")
     device = next(student_model.parameters()).device
     return teacher.to(device)
 

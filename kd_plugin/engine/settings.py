@@ -3,6 +3,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from ..distill.losses import check_temperature, create_loss
+from ..protocol.config import MAX_POLICY_EPOCH
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND
 from ..util.errors import KDPluginError
 from .rundir import check_run_name
@@ -10,6 +11,7 @@ from .rundir import check_run_name
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3}
 AMP_CHOICES = (None, "bf16", "fp16")
+MAX_EPOCHS = MAX_POLICY_EPOCH  # far beyond any real schedule; 1e9 epochs is refused instead of exhausting memory
 
 
 @dataclass
@@ -41,12 +43,13 @@ class RunSettings:
     kd_distill_wt: float = None
     kd_student_wt: float = None
     kd_teacher_wt: float = None
-    kd_start_epoch: int = 0
+    kd_start_epoch: int = None  # None: the flag-declared policy starts at 0, a schedule's KD keeps its own start
     kd_loss: str = None  # None: the schedule's KD loss, else kd
     kd_loss_args: dict = None  # the loss's own arguments (--kd-loss-arg NAME=VALUE), over the schedule's
     kd_logit_standardize: bool = None
     mutual: list = None  # two or more peer archs trained together by Deep Mutual Learning (engine.mutual)
     mutual_temperature: float = None  # None: distill.mutual's default (1)
+    kd_random_teacher: bool = False  # a teacher without weights must be asked for (issue 12)
     teacher_cache: str = "auto"  # 'auto' (<out_dir>/teacher_cache), 'off', or a directory
     amp: str = None  # None (fp32), 'bf16' or 'fp16' autocast for student and teacher
     channels_last: bool = False
@@ -70,6 +73,7 @@ class RunSettings:
                                                f"got {self.optimizer!r}")
         _require(self.augment in ("y", "n"), f"augmentation must be 'y' or 'n', got {self.augment!r}")
         _require(_int(self.epochs) and self.epochs >= 1, f"--epochs must be an integer >= 1, got {self.epochs!r}")
+        _require(self.epochs <= MAX_EPOCHS, f"--epochs {self.epochs} exceeds the maximum of {MAX_EPOCHS}")
         _require(_int(self.batch_size) and self.batch_size >= 1,
                  f"--batch-size must be an integer >= 1, got {self.batch_size!r}")
         _require(_num(self.lr) and self.lr > 0, f"--lr must be a number > 0, got {self.lr!r}")
@@ -92,7 +96,7 @@ class RunSettings:
                             ("--kd-teacher-wt", self.kd_teacher_wt)):
             _require(value is None or (_num(value) and value >= 0), f"{flag} must be >= 0, got {value!r}")
         _require(self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        _require(_int(self.kd_start_epoch) and 0 <= self.kd_start_epoch < self.epochs,
+        _require(self.kd_start_epoch is None or (_int(self.kd_start_epoch) and 0 <= self.kd_start_epoch < self.epochs),
                  f"--kd-start-epoch must be in 0..{self.epochs - 1}, got {self.kd_start_epoch!r}")
         _require(self.amp in AMP_CHOICES, f"--amp must be one of bf16, fp16, got {self.amp!r}")
         _require(isinstance(self.teacher_cache, str) and self.teacher_cache != "",

@@ -25,6 +25,8 @@ from ..models import create_model, resolve_arch
 from ..protocol.runtime import select_runtime
 from ..util.errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..util.fileio import ensure_writable_dir, write_json
+from .guards import (check_optimizer_type, check_teacher_cache_dir, check_trainable, distillation_record,
+                     move_distillation_start)
 from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
 from .best_checkpoint import carry_best_forward, tested_checkpoint
 from .distributed import MainOnlyCsv, from_environment, main_only_logger, relaunch_command
@@ -58,16 +60,21 @@ def build_schedule(model, optimizer, settings, sched_dict=None, runtime=None):
     runtime = runtime or select_runtime("builtin")
     scheduler = runtime.CompressionScheduler(model)
     overrides = {"extensions": {arg: getattr(settings, flag) for flag, arg in KD_OVERRIDES.items()}}
+    overrides["extensions"]["random_teacher"] = True if settings.kd_random_teacher else None
     if sched_dict:
         sched_dict = with_loss_flags(sched_dict, settings.kd_loss, settings.kd_loss_args)
         runtime.dict_config(model, optimizer, sched_dict, scheduler, overrides=overrides, source=settings.compress)
+        if settings.kd_start_epoch is not None:
+            move_distillation_start(scheduler, distillation_policies(scheduler), settings.kd_start_epoch)
     if settings.kd_teacher and not distillation_policies(scheduler):
-        teacher = build_teacher(model, settings.kd_teacher, settings.kd_resume)
+        teacher = build_teacher(model, settings.kd_teacher, settings.kd_resume, settings.kd_random_teacher)
         weights = DistillationLossWeights(settings.kd_distill_wt, settings.kd_student_wt, settings.kd_teacher_wt)
         policy = runtime.KnowledgeDistillationPolicy(model, teacher, settings.kd_temperature, weights,
                                                      settings.kd_loss or DEFAULT_LOSS, settings.kd_loss_args,
                                                      bool(settings.kd_logit_standardize))
-        scheduler.add_policy(policy, starting_epoch=settings.kd_start_epoch, ending_epoch=settings.epochs, frequency=1)
+        policy.teacher_checkpoint = settings.kd_resume
+        scheduler.add_policy(policy, starting_epoch=settings.kd_start_epoch or 0, ending_epoch=settings.epochs,
+                             frequency=1)
     elif settings.kd_resume and not settings.kd_teacher and not distillation_policies(scheduler):
         raise KDPluginError("--kd-resume needs --kd-teacher (or a KD extension in the schedule)")
     return scheduler
@@ -140,8 +147,10 @@ class TrainingRun:
         self.classes = train.classes
         train, valid = validation_split(train, s.validation_split, seed=self.seed)
         self.train_hash = data_fingerprint(train)
-        self.train_loader = self.dist.shard(TensorLoader(train, s.batch_size, s.augment, shuffle=True, seed=self.seed,
-                                                         device=self.device, channels_last=s.channels_last))
+        train_loader = TensorLoader(train, s.batch_size, s.augment, shuffle=True, seed=self.seed, device=self.device,
+                                    channels_last=s.channels_last, drop_single_last=True)
+        check_trainable(train_loader, s.validation_split)
+        self.train_loader = self.dist.shard(train_loader)
         self.valid_loader = TensorLoader(valid, 1024, "n", device=self.device, channels_last=s.channels_last) \
             if valid is not None else None
         self.model = create_model(self.arch).to(self.device)
@@ -153,6 +162,7 @@ class TrainingRun:
         accelerate_teachers(distillation_policies(self.scheduler), s.channels_last, s.amp)
         self.grad_scaler = grad_scaler(s.amp, self.device)
         self.teacher_cache_dir, self.teacher_cache_note = teacher_cache_dir(s, resume)
+        check_teacher_cache_dir(self.teacher_cache_dir, distillation_policies(self.scheduler))
         self.teacher_caches = install_teacher_caches(distillation_policies(self.scheduler), self.train_loader,
                                                      self.teacher_cache_dir or "off", s.out_dir)
         # A model may define its own training loss (JointNet's multi-branch CE); evaluation always uses plain CE.
@@ -193,10 +203,11 @@ class TrainingRun:
             if "identity" not in resume.plugin_state and key in run_state and run_state[key] != now:
                 raise KDPluginError(f"{s.resume_from}: checkpoint was trained with {key}={run_state[key]}, this run "
                                     f"has {key}={now}; resume with the same settings or pass --reset-optimizer")
+        check_optimizer_type(resume, self.optimizer)
         if "optimizer_state_dict" in resume.content:
             try:
                 self.optimizer.load_state_dict(resume.content["optimizer_state_dict"])
-            except (ValueError, KeyError) as err:
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
                 raise KDPluginError(f"{s.resume_from}: optimizer state does not fit this run ({err})") from None
         if "compression_sched" in resume.content and "policy_states" in resume.content["compression_sched"]:
             self.scheduler.load_state_dict(resume.content["compression_sched"])
@@ -265,6 +276,9 @@ class TrainingRun:
                      policy.loss_wts.distill, policy.loss_wts.student,
                      self.scheduler.sched_metadata[policy]["starting_epoch"],
                      self.scheduler.sched_metadata[policy]["ending_epoch"] - 1, policy.distillation_loss.describe())
+            if not policy.used_settings()["teacher_checkpoint"]:
+                log.warning("Distillation: the teacher %s has random weights (--kd-random-teacher)",
+                            policy.used_settings()["teacher_arch"])
         if self.accepted_changes:
             log.info("Resumed with changes accepted by --resume-accept-changes: %s", ", ".join(self.accepted_changes))
         if self.teacher_cache_note:
@@ -348,7 +362,8 @@ class TrainingRun:
                    "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["Loss"],
                    "test_images": len(self.test_set),
                    "test_per_class": per_class_accuracy(test["confusion"], self.classes),
-                   "rows": self.csv.rows, "seed": self.seed}
+                   "rows": self.csv.rows, "seed": self.seed,
+                   "distillation": distillation_record(self.scheduler, distillation_policies(self.scheduler))}
         write_json(os.path.join(self.run_dir, "summary.json"), summary)
         self.logger.info("Test (%s): top1 %.2f top5 %.2f loss %.4f on %d images", os.path.basename(chosen),
                          test["top1"], test["top5"], test["Loss"], len(self.test_set))

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..util.errors import KDPluginError
-from ..util.fileio import write_json
+from ..util.fileio import read_json_record, write_json
 
 ENTRY_POINTS = {"compress_classifier": "kd_plugin.compress_classifier", "kd-plugin": "kd_plugin.cli.kd_plugin"}
 
@@ -40,8 +40,13 @@ def run_summary(job):
                   key=os.path.getmtime)
     if not runs:
         return None
-    with open(runs[-1]) as fh:
-        summary = json.load(fh)
+    try:
+        with open(runs[-1]) as fh:
+            summary = json.load(fh)
+    except ValueError:  # written atomically, so only a damaged file gets here: the job then reports no result
+        return None
+    if not isinstance(summary, dict):
+        return None
     summary.pop("rows", None)
     return summary
 
@@ -73,8 +78,12 @@ class Job:
     def result(self):
         if not os.path.isfile(self.result_path):
             return None
-        with open(self.result_path) as fh:
-            return json.load(fh)
+        result = read_json_record(self.result_path, f"the done marker of {self.name}",
+                                  f"move it away to run {self.name} again (its run directory is then replaced)")
+        if not isinstance(result.get("command"), list) or not _number(result.get("test_top1", 0)):
+            raise KDPluginError(f"{self.result_path}: the done marker of {self.name} is malformed ('command' must "
+                                f"be a list, 'test_top1' a number); move it away to run {self.name} again")
+        return result
 
     def command(self, argv=None):
         return [sys.executable, "-m", ENTRY_POINTS[self.entry], *(self.argv if argv is None else argv)]
@@ -123,6 +132,10 @@ class Job:
         result = {**self.meta, **result, "seconds": round(seconds, 2), "command": self.portable_command()}
         write_json(self.result_path, result)
         return result
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _die_with_parent():

@@ -26,6 +26,7 @@ from ..reporting.plots import accuracy_vs_temperature, plot_or_warn
 from ..reporting.tables import markdown_table
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir, write_json, write_text
+from .grid import SWEEP_GRID_FLAGS, cell_result, check_unique_cells, exact, refuse_grid_flags, unique
 from .jobs import Job, exclusive_directory
 from .launchers import add_launcher_args, make_runner
 from .naming import display_name, short
@@ -67,15 +68,15 @@ def loss_argv(spec):
 
 def kd_job(plan, teacher, student, alpha, temperature, seed, loss=None):
     tag = "" if loss is None else "_" + re.sub(r"[^A-Za-z0-9+=.-]", "-", loss)
-    name = f"{teacher.label}-to-{short(student)}{tag}_a{alpha:g}_T{temperature:g}_s{seed}"
+    name = f"{teacher.label}-to-{short(student)}{tag}_a{exact(alpha)}_T{exact(temperature)}_s{seed}"
     argv = [plan.data, *(["--compress", plan.kd_schedule] if plan.kd_schedule else []), "-a", student,
-            "--kd-teacher", teacher.arch, "--kd-resume", teacher.checkpoint, "--kd-dw", f"{alpha:.10g}",
-            "--kd-sw", f"{1 - alpha:.10g}", "--kd-temp", f"{temperature:.10g}", "--seed", str(seed),
+            "--kd-teacher", teacher.arch, "--kd-resume", teacher.checkpoint, "--kd-dw", exact(alpha),
+            "--kd-sw", exact(1 - alpha), "--kd-temp", exact(temperature), "--seed", str(seed),
             "--teacher-cache", os.path.join(plan.out, "teacher_cache"), *loss_argv(loss), *plan.run_args]
     meta = {"teacher": teacher.arch, "teacher_label": teacher.label, "teacher_checkpoint": teacher.checkpoint,
             "student": student, "alpha": alpha, "temperature": temperature, "seed": seed,
             "loss": plan.default_loss if loss is None else loss}
-    return Job.training_run(name, os.path.join(plan.out, "runs", name), argv, meta=meta)
+    return Job.training_run(name, os.path.join(plan.out, "runs", name), argv, meta=meta, collect=cell_result)
 
 
 def baseline_job(plan, student, seed):
@@ -83,7 +84,7 @@ def baseline_job(plan, student, seed):
     argv = [plan.data, *(["--compress", plan.baseline_schedule] if plan.baseline_schedule else []), "-a", student,
             "--seed", str(seed), *plan.run_args]
     meta = {"teacher": None, "student": student, "alpha": None, "temperature": None, "seed": seed}
-    return Job.training_run(name, os.path.join(plan.out, "runs", name), argv, meta=meta)
+    return Job.training_run(name, os.path.join(plan.out, "runs", name), argv, meta=meta, collect=cell_result)
 
 
 def sweep_jobs(plan):
@@ -91,7 +92,7 @@ def sweep_jobs(plan):
             for loss in plan.losses for a in plan.alphas for temp in plan.temperatures for seed in plan.seeds]
     if plan.train_baseline:
         jobs += [baseline_job(plan, s, seed) for s in plan.students for seed in plan.seeds]
-    return jobs
+    return check_unique_cells(jobs)
 
 
 # --- tables ------------------------------------------------------------------------------------------------
@@ -221,7 +222,11 @@ def parse_teachers(specs, schedule):
         label = short(arch)
         if any(t.label == label for t in teachers):
             label = f"{label}-{len(teachers) + 1}"
-        teachers.append(Teacher(label, arch, os.path.abspath(checkpoint)))
+        teacher = Teacher(label, arch, os.path.abspath(checkpoint))
+        if any((t.arch, t.checkpoint) == (teacher.arch, teacher.checkpoint) for t in teachers):
+            print(f"note: --teacher {arch}={checkpoint} given more than once; it runs once")
+            continue
+        teachers.append(teacher)
     return teachers
 
 
@@ -244,7 +249,7 @@ def _check_grid(args):
 def plan_from_args(args):
     _check_grid(args)
     schedule = read_schedule(args.schedule) if args.schedule else None
-    students = [resolve_arch(s) for s in args.student or []]
+    students = unique([resolve_arch(s) for s in args.student or []], "--student")
     if not students and schedule and (schedule.get("training") or {}).get("arch"):
         students = [resolve_arch(schedule["training"]["arch"])]
     if not students:
@@ -254,6 +259,7 @@ def plan_from_args(args):
         extra = shlex.split(args.extra_args or "")
     except ValueError as err:
         raise KDPluginError(f"--extra-args: {err}") from None
+    refuse_grid_flags(extra, SWEEP_GRID_FLAGS)
     out = os.path.abspath(ensure_writable_dir(args.out_dir))
     kd_schedule = baseline_schedule = None
     if schedule is not None:
@@ -265,9 +271,10 @@ def plan_from_args(args):
                                            note + ", without distillation")
     run_args = [*(["--epochs", str(args.epochs)] if args.epochs else []),
                 *(["-b", str(args.batch_size)] if args.batch_size else []), *extra]
-    return SweepPlan(os.path.abspath(args.data), out, students, teachers, args.alpha, args.temperature, args.seeds,
-                     kd_schedule, baseline_schedule, args.train_baseline, run_args, args.kd_loss or [None],
-                     schedule_loss(schedule))
+    return SweepPlan(os.path.abspath(args.data), out, students, teachers, unique(args.alpha, "--alpha"),
+                     unique(args.temperature, "--temperature"), unique(args.seeds, "--seeds"),
+                     kd_schedule, baseline_schedule, args.train_baseline, run_args,
+                     unique(args.kd_loss, "--kd-loss") if args.kd_loss else [None], schedule_loss(schedule))
 
 
 def schedule_loss(schedule):

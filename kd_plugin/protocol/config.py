@@ -25,11 +25,12 @@ COMPONENT_CHECKS = {}  # class name -> check(arguments) raising KDPluginError, f
 COMPONENT_CLASSES = {"lr_schedulers": LR_SCHEDULERS, "extensions": EXTENSIONS}
 UNSUPPORTED_SECTIONS = ("pruners", "regularizers", "quantizers")
 KNOWN_SECTIONS = {"version", "policies", "training", *COMPONENT_CLASSES, *UNSUPPORTED_SECTIONS}
+MAX_POLICY_EPOCH = 100_000  # engine.settings.MAX_EPOCHS: a policy's epochs are materialised per epoch
 # kd-plugin's addition to Distiller's schema: run defaults, so a schedule file alone describes an experiment.
 # Command-line flags override them; the Distiller backend strips the section before handing the file over.
 TRAINING_KEYS = {
     "arch": (lambda v: isinstance(v, str) and v, "a model name"),
-    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "epochs": (lambda v: _is_int(v) and 1 <= v <= MAX_POLICY_EPOCH, f"an integer >= 1 (at most {MAX_POLICY_EPOCH})"),
     "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
     "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -52,6 +53,18 @@ ARG_CHECKS = {
     "eta_min": NON_NEGATIVE, "power": POSITIVE, "start_factor": POSITIVE, "end_factor": NON_NEGATIVE,
     "milestones": (lambda v: isinstance(v, list) and v and all(_is_int(x) and x > 0 for x in v)
                    and all(a < b for a, b in zip(v, v[1:])), "a strictly increasing list of positive integers"),
+    # Every other argument of the registered LR schedulers, so a wrong type is refused when the schedule is
+    # read instead of failing after an epoch of work (ReduceLROnPlateau compares them only in step()).
+    "last_epoch": (lambda v: _is_int(v) and v >= -1, "an integer >= -1"),
+    "mode": (lambda v: v in ("min", "max"), "min or max"),
+    "threshold_mode": (lambda v: v in ("rel", "abs"), "rel or abs"),
+    "factor": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "patience": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "cooldown": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "threshold": NON_NEGATIVE, "eps": NON_NEGATIVE,
+    "min_lr": (lambda v: _is_number(v) and v >= 0 or isinstance(v, list) and v and all(_is_number(x) and x >= 0
+                                                                                        for x in v),
+               "a number >= 0 or a list of them"),
 }
 
 
@@ -181,7 +194,8 @@ def _policy_epochs(where, policy_def):
     """Distiller's two forms: an explicit epochs list, or all of starting_epoch, ending_epoch, frequency."""
     if "epochs" in policy_def:
         epochs = policy_def["epochs"]
-        if not isinstance(epochs, list) or not epochs or not all(_is_int(e) and e >= 0 for e in epochs):
+        if not isinstance(epochs, list) or not epochs or not all(_is_int(e) and 0 <= e < MAX_POLICY_EPOCH
+                                                                 for e in epochs):
             raise ScheduleError(f"{where}: epochs must be a non-empty list of integers >= 0")
         return {"epochs": epochs}
     try:
@@ -189,9 +203,10 @@ def _policy_epochs(where, policy_def):
     except KeyError as missing:
         raise ScheduleError(f"{where}: needs 'epochs' or all of starting_epoch, ending_epoch, frequency "
                             f"({missing.args[0]} missing)") from None
-    if not all(_is_int(v) for v in (start, end, freq)) or not 0 <= start < end or not 0 < freq <= end - start:
+    if not all(_is_int(v) for v in (start, end, freq)) or not 0 <= start < end <= MAX_POLICY_EPOCH \
+            or not 0 < freq <= end - start:
         raise ScheduleError(f"{where}: bad epoch range starting_epoch={start}, ending_epoch={end}, frequency={freq} "
-                            f"(need 0 <= start < end and 0 < frequency <= end - start)")
+                            f"(need 0 <= start < end <= {MAX_POLICY_EPOCH} and 0 < frequency <= end - start)")
     return {"starting_epoch": start, "ending_epoch": end, "frequency": freq}
 
 

@@ -8,6 +8,7 @@ import math
 import os
 
 from ..util.errors import KDPluginError
+from ..util.fileio import ensure_writable_dir
 
 
 class PlotsUnavailable(KDPluginError):
@@ -26,11 +27,15 @@ def _pyplot():
 
 def _save(fig, path):
     plt = _pyplot()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except OSError as err:
+        raise KDPluginError(f"{path}: cannot write the figure ({err.strerror or err})") from None
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -41,9 +46,15 @@ def read_training_csv(path):
             rows = list(csv.DictReader(fh))
     except OSError as err:
         raise KDPluginError(f"{path}: cannot read training log ({err.strerror})") from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise KDPluginError(f"{path}: not a training log ({err})") from None
     if not rows or "epoch" not in rows[0]:
         raise KDPluginError(f"{path}: not a training log (no epoch rows)")
-    return [{k: _number(v) for k, v in row.items()} for row in rows]
+    rows = [{k: _number(v) for k, v in row.items() if isinstance(k, str)} for row in rows]
+    bad = next((index for index, row in enumerate(rows, 2) if row["epoch"] is None), None)
+    if bad is not None:
+        raise KDPluginError(f"{path}: not a training log (line {bad}: 'epoch' is not a number)")
+    return rows
 
 
 def _number(text):
@@ -147,6 +158,8 @@ def cmd_plot(args):
         if not os.path.isfile(path):
             raise KDPluginError(f"{run}: no training.csv there (expected a run directory or a training.csv)")
         logs.append(path)
+    if args.out_dir:
+        ensure_writable_dir(args.out_dir)
     _pyplot()
     for path in logs:
         run_name = os.path.basename(os.path.dirname(os.path.abspath(path)))

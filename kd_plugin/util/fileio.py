@@ -62,3 +62,19 @@ def ensure_writable_dir(path):
     except OSError as err:
         raise KDPluginError(f"output directory {path} is not writable ({err.strerror})") from None
     return path
+
+
+def read_json_record(path, what, advice):
+    """A JSON object (dict) this project wrote (a done marker, a state file). A truncated or malformed one is
+    one line naming the file, WHAT it is and ADVICE; it is never silently treated as absent, since the
+    caller could then redo or delete work that was already saved."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except OSError as err:
+        raise KDPluginError(f"{path}: cannot read {what} ({err.strerror})") from None
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise KDPluginError(f"{path}: {what} is truncated or malformed ({err}); {advice}") from None
+    if not isinstance(record, dict):
+        raise KDPluginError(f"{path}: {what} must be a JSON object, found {type(record).__name__}; {advice}")
+    return record

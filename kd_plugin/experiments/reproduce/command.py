@@ -5,7 +5,6 @@ card a JSON file; a rerun of the same command skips what exists and carries on. 
 atomically) records the profile and data the directory belongs to, and every stage's status and time.
 """
 import glob
-import json
 import os
 import shlex
 import subprocess
@@ -18,7 +17,8 @@ from ...data import load_split, validation_split, write_synthetic_cifar
 from ...reporting.plots import per_class_bars, plot_or_warn, training_curves
 from ...reporting.report import latency_devices, report_card, write_report_card
 from ...util.errors import KDPluginError
-from ...util.fileio import ensure_writable_dir, write_json
+from ...util.fileio import ensure_writable_dir, read_json_record, write_json
+from ..grid import REPRODUCE_FLAGS, refuse_grid_flags
 from ..jobs import exclusive_directory
 from ..launchers import add_launcher_args, make_runner
 from ..naming import display_name, short
@@ -46,6 +46,21 @@ def add_reproduce_args(p):
     add_launcher_args(p)
 
 
+STATE_ADVICE = "move it away to continue (finished stages are kept: each has its runs/NAME/result.json)"
+
+
+def read_state(path):
+    """OUT/state.json, refused with one line when truncated or malformed (nothing is overwritten then)."""
+    state = read_json_record(path, "the reproduce state file", STATE_ADVICE)
+    if not (isinstance(state.get("stages", {}), dict) and isinstance(state.get("invocations", []), list)
+            and isinstance(state.get("profile"), str) and state["profile"] in PROFILES):
+        raise KDPluginError(f"{path}: the reproduce state file is malformed (profile, stages, invocations); "
+                            f"{STATE_ADVICE}")
+    state.setdefault("stages", {})
+    state.setdefault("invocations", [])
+    return state
+
+
 class State:
     """OUT/state.json: what this directory holds, kept current after every stage."""
 
@@ -54,8 +69,7 @@ class State:
         identity = {"profile": profile, "data": data, "seed": seed}
         self.content = {**identity, "generated": generated, "stages": {}, "invocations": []}
         if os.path.isfile(self.path):
-            with open(self.path) as fh:
-                previous = json.load(fh)
+            previous = read_state(self.path)
             clash = [k for k, v in identity.items() if previous.get(k) != v]
             if clash:
                 raise KDPluginError(f"{out_dir} holds a reproduce run with {clash[0]}={previous.get(clash[0])!r}, "
@@ -143,11 +157,11 @@ def finished_results(out_dir):
     """{stage: result} of every finished run under OUT/runs, in pipeline order (networks, ensembles, KD)."""
     results = []
     for path in glob.glob(os.path.join(out_dir, "runs", "*", "result.json")):
-        with open(path) as fh:
-            result = json.load(fh)
-        group = 2 if result.get("teacher") else 1 if result["arch"] in ENSEMBLES else 0
-        rank = MODEL_ORDER.index(result["arch"]) if group < 2 and result["arch"] in MODEL_ORDER else 0
-        results.append(((group, rank, result["stage"]), result))
+        result = read_json_record(path, "a done marker", "move it away to run that stage again")
+        arch, stage = result.get("arch"), result.get("stage") or os.path.basename(os.path.dirname(path))
+        group = 2 if result.get("teacher") else 1 if arch in ENSEMBLES else 0
+        rank = MODEL_ORDER.index(arch) if group < 2 and arch in MODEL_ORDER else 0
+        results.append(((group, rank, stage), result))
     return {key[2]: result for key, result in sorted(results, key=lambda item: item[0])}
 
 
@@ -156,8 +170,7 @@ def finished_cards(cards_dir):
     for arch in MODEL_ORDER:
         path = os.path.join(cards_dir, f"{short(arch)}.json")
         if os.path.isfile(path):
-            with open(path) as fh:
-                cards[arch] = json.load(fh)
+            cards[arch] = read_json_record(path, "a report card", "move it away to write the card again")
     return cards
 
 
@@ -202,6 +215,7 @@ def cmd_reproduce(args):
         extra = shlex.split(args.extra_args or "")
     except ValueError as err:
         raise KDPluginError(f"--extra-args: {err}") from None
+    refuse_grid_flags(extra, REPRODUCE_FLAGS)
     with exclusive_directory(out_dir, "reproduce") as lock_fd:
         data, generated = _dataset(args, profile, out_dir, say)
         state = State(out_dir, profile.name, data, args.seed, generated)
@@ -232,8 +246,7 @@ def report_only(args):
     path = os.path.join(out_dir, "state.json")
     if not os.path.isfile(path):
         raise KDPluginError(f"{out_dir}: no reproduce run there (state.json missing)")
-    with open(path) as fh:
-        state = json.load(fh)
+    state = read_state(path)
     profile = PROFILES[state["profile"]]
     schedules = Pipeline(out_dir, state["data"], profile, state["seed"], args.schedules).kd_schedule_stems()
     generated = state.get("generated", os.path.abspath(state["data"]) == os.path.abspath(os.path.join(out_dir, "data")))

@@ -12,6 +12,7 @@ import os
 from ...protocol.config import read_schedule
 from ...protocol.shipped import require_schedules_dir
 from ...util.errors import KDPluginError
+from ..grid import cell_result
 from ..jobs import Job, run_summary
 from ..naming import short
 from ..schedule_scaling import distillation_extension, scale_schedule, schedule_epochs, write_schedule
@@ -101,6 +102,7 @@ class Pipeline:
                                                        os.path.join(self.out, "teacher_cache"), *self._run_args()],
                                        teacher=teacher, teacher_label=short(teacher), student=student, alpha=alpha,
                                        temperature=temperature, seed=self.seed))
+            jobs[-1].collect = cell_result  # the table shows what the run used (--extra-args included)
         return jobs
 
 

@@ -1,0 +1,53 @@
+"""Checks a run makes before any epoch starts, so a wrong input is one line instead of a traceback later
+(issue 12), and the KD settings a run records for tables that must not trust the plan."""
+from ..util.errors import KDPluginError
+from ..util.fileio import ensure_writable_dir
+
+
+def move_distillation_start(scheduler, policies, start):
+    """--kd-start-epoch over a schedule's KD policy: the policy keeps its ending epoch and frequency and starts
+    at START. An explicit ``epochs:`` list has no start to move and is refused."""
+    for policy in policies:
+        meta = scheduler.sched_metadata[policy]
+        if meta.get("frequency") is None:
+            raise KDPluginError("--kd-start-epoch cannot move a KD policy declared with an explicit 'epochs' list; "
+                                "give starting_epoch/ending_epoch/frequency in the schedule instead")
+        end, frequency = meta["ending_epoch"], meta["frequency"]
+        if not start < end:
+            raise KDPluginError(f"--kd-start-epoch {start}: the schedule's KD policy ends at epoch {end}")
+        for listed in scheduler.policies.values():  # both runtimes keep {epoch: [policies]}
+            while policy in listed:
+                listed.remove(policy)
+        scheduler.add_policy(policy, starting_epoch=start, ending_epoch=end, frequency=min(frequency, end - start))
+
+
+def check_trainable(train_loader, validation_split):
+    """A training split must give at least one batch of two or more images (BatchNorm needs two)."""
+    if len(train_loader) == 0:
+        raise KDPluginError(f"{train_loader.num_images} training image(s) left after --validation-split "
+                            f"{validation_split:g}: a training batch needs at least 2; lower --validation-split")
+
+
+def check_teacher_cache_dir(directory, policies):
+    """A KD run's teacher-output cache must be writable, known at start-up rather than at the first save."""
+    if directory and policies:
+        try:
+            ensure_writable_dir(directory)
+        except KDPluginError as err:
+            raise KDPluginError(f"--teacher-cache: {err}") from None
+
+
+def check_optimizer_type(resume, optimizer):
+    """A checkpoint's optimizer state only fits the optimizer it was saved from (Adam's state in SGD would
+    load and then fail mid-step)."""
+    saved = resume.content.get("optimizer_type")
+    if "optimizer_state_dict" in resume.content and saved is not None and saved != type(optimizer).__name__:
+        raise KDPluginError(f"{resume.path}: checkpoint was trained with {saved}, this run uses "
+                            f"{type(optimizer).__name__}; resume with --optimizer {str(saved).lower()} or pass "
+                            f"--reset-optimizer")
+
+
+def distillation_record(scheduler, policies):
+    """summary.json's ``distillation``: each KD policy's teacher, T, weights and epochs as the run used them."""
+    return [{**policy.used_settings(), "starting_epoch": scheduler.sched_metadata[policy]["starting_epoch"],
+             "ending_epoch": scheduler.sched_metadata[policy]["ending_epoch"]} for policy in policies]
