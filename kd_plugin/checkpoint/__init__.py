@@ -6,6 +6,7 @@ from .files import (
                     load_checkpoint_file,
                     load_model,
                     load_weights,
+                    normalization_line,
                     normalize_state_dict_keys,
                     optimizer_class,
                     read_checkpoint_file,
@@ -13,4 +14,5 @@ from .files import (
 )
 
 __all__ = ["Checkpoint", "check_arch", "checkpoint_paths", "load_checkpoint_file", "load_model", "load_weights",
-           "normalize_state_dict_keys", "optimizer_class", "read_checkpoint_file", "save_checkpoint"]
+           "normalization_line", "normalize_state_dict_keys", "optimizer_class", "read_checkpoint_file",
+           "save_checkpoint"]

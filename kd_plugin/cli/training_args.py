@@ -8,6 +8,7 @@ from ..models import list_aliases, list_models
 from ..protocol.config import read_schedule
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND, uses_distiller_components
 from ..util.errors import KDPluginError
+from ..util.normalization import list_normalizations
 from .args import str2bool_yn
 
 # Flags whose argparse default is None so that "not given" is distinguishable from a schedule's value.
@@ -46,6 +47,7 @@ def add_training_args(p):
     p.add_argument("--resume-from", dest="resume_from", metavar="PATH", help="checkpoint to resume from")
     p.add_argument("--exp-load-weights-from", dest="load_weights_from", metavar="PATH",
                    help="load weights only, start from epoch 0")
+    add_normalization_arg(p)
     p.add_argument("--reset-optimizer", action="store_true",
                    help="with --resume-from: take the weights, restart epochs, optimizer and schedule")
     p.add_argument("-n", "--name", default=None, help="experiment name (log directory prefix)")
@@ -82,6 +84,14 @@ def add_training_args(p):
     return p
 
 
+def add_normalization_arg(p):
+    """--normalization on every command that loads a model (README "Checkpoints across both tools")."""
+    p.add_argument("--normalization", default=None, metavar="NAME|MEAN,STD",
+                   help=f"input normalization the network expects ({', '.join(list_normalizations())}, or mean,std "
+                        f"numbers: 2 or 6); default: the checkpoint's record, else the assumption for its kind")
+    return p
+
+
 def settings_from_args(args):
     """Merge flags over the schedule's training section over Distiller's defaults."""
     training = (read_schedule(args.compress, uses_distiller_components(args.backend)).get("training") or {}) \
@@ -102,4 +112,4 @@ def settings_from_args(args):
         kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
         kd_start_epoch=args.kd_start_epoch, backend=args.backend, teacher_cache=args.teacher_cache, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
-        download=args.download, **values)
+        download=args.download, normalization=args.normalization, **values)

@@ -17,7 +17,7 @@ class TensorLoader:
     """Batches of (normalized inputs, labels, dataset indices, view ids) for one ImageSet."""
 
     def __init__(self, image_set, batch_size, augment="n", shuffle=False, seed=0, device="cpu",
-                 normalizer=None, dtype=torch.float32, channels_last=False):
+                 normalizer=None, dtype=torch.float32, channels_last=False, normalization=None):
         self.image_set = image_set
         self.images = image_set.images.to(device)
         self.labels = image_set.labels.to(device)
@@ -26,12 +26,17 @@ class TensorLoader:
         self.shuffle = shuffle
         self.seed = seed
         self.device = torch.device(device)
-        self.normalizer = normalizer or Normalizer()
+        # NORMALIZATION: the network's own (kd_plugin.util.normalization.normalization_of); default: the zoo's
+        self.normalizer = normalizer or (Normalizer.of(normalization) if normalization else Normalizer())
         self.dtype = dtype
         self.channels_last = channels_last
 
     def __len__(self):
         return (len(self.image_set) + self.batch_size - 1) // self.batch_size
+
+    @property
+    def normalization(self):
+        return self.normalizer.normalization
 
     @property
     def num_images(self):

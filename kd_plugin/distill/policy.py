@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..protocol.policy import LossComponent, PolicyLoss, ScheduledTrainingPolicy
 from ..util.errors import KDPluginError
+from ..util.normalization import normalization_of
 from .teacher import TeacherRunner
 
 DistillationLossWeights = namedtuple("DistillationLossWeights", ["distill", "student", "teacher"])
@@ -63,7 +64,7 @@ class DistillationMixin:
         self.teacher = teacher_model
         self.temperature = float(temperature)
         self.loss_wts = loss_weights
-        self.teacher_outputs = TeacherRunner(teacher_model)
+        self.teacher_outputs = TeacherRunner(teacher_model, input_normalization=normalization_of(student_model))
         self.last_students_logits = None
         self.last_teacher_logits = None
         self._hook = None

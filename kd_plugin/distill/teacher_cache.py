@@ -16,6 +16,8 @@ import os
 
 import torch
 
+from ..util.normalization import normalization_of
+
 from ..data.augment import NUM_VIEWS
 from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write
@@ -33,7 +35,7 @@ def cache_key(teacher, image_set, normalizer, augment, autocast_dtype=None):
     """Hex digest of what the cached logits depend on."""
     digest = hashlib.sha256()
     digest.update(f"format {FORMAT}|{type(teacher).__qualname__}|augment {augment}|{normalizer.key()}|"
-                  f"autocast {autocast_dtype}".encode())
+                  f"teacher normalization {normalization_of(teacher).record()}|autocast {autocast_dtype}".encode())
     for name, tensor in sorted(teacher.state_dict().items()):
         digest.update(f"|{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(_tensor_bytes(tensor))

@@ -4,6 +4,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND
 from ..util.errors import KDPluginError
+from ..util.normalization import parse_normalization
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3}
@@ -49,6 +50,7 @@ class RunSettings:
     verbose: bool = True
     download: bool = False
     command: list = None  # the command line that started the run (program first), for the resume hint
+    normalization: str = None  # the student's input normalization (a name or mean,std); None: see run_normalization
 
     def __post_init__(self):
         self.optimizer = (self.optimizer or "sgd").lower()
@@ -84,6 +86,8 @@ class RunSettings:
                  f"--teacher-cache must be auto, off or a directory, got {self.teacher_cache!r}")
         _require(self.threads is None or (_int(self.threads) and self.threads >= 1),
                  f"--threads must be an integer >= 1, got {self.threads!r}")
+        if self.normalization is not None:
+            parse_normalization(self.normalization)
         return self
 
     def as_dict(self):

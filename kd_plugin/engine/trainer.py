@@ -20,10 +20,11 @@ from ..data import TensorLoader, download_cifar10, load_split, validation_split
 from ..distill.policy import DEFAULT_LOSS_WEIGHTS, DEFAULT_TEMPERATURE, DistillationLossWeights, DistillationMixin
 from ..distill.teacher import build_teacher
 from ..distill.teacher_cache import cache_directory, install_teacher_caches
-from ..models import create_model, resolve_arch
+from ..models import create_model, default_cfg, resolve_arch
 from ..protocol.runtime import select_runtime
 from ..util.errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..util.fileio import ensure_writable_dir, write_json
+from ..util.normalization import parse_normalization
 from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
 from .loop import StopRequest, evaluate_loader, per_class_accuracy, train_epoch
 from .meters import EpochMeter
@@ -125,11 +126,13 @@ class TrainingRun:
         self.classes = train.classes
         train, valid = validation_split(train, s.validation_split, seed=self.seed)
         self.train_hash = data_fingerprint(train)
+        self.normalization, self.normalization_note = run_normalization(s, self.arch, resume)
         self.train_loader = TensorLoader(train, s.batch_size, s.augment, shuffle=True, seed=self.seed,
-                                         device=self.device, channels_last=s.channels_last)
-        self.valid_loader = TensorLoader(valid, 1024, "n", device=self.device, channels_last=s.channels_last) \
-            if valid is not None else None
-        self.model = create_model(self.arch).to(self.device)
+                                         device=self.device, channels_last=s.channels_last,
+                                         normalization=self.normalization)
+        self.valid_loader = TensorLoader(valid, 1024, "n", device=self.device, channels_last=s.channels_last,
+                                         normalization=self.normalization) if valid is not None else None
+        self.model = create_model(self.arch, normalization=self.normalization).to(self.device)
         if s.load_weights_from:
             load_model_into(self.model, s.load_weights_from, self.arch)
         accelerate_model(self.model, self.device, s.channels_last, s.amp, s.compile)
@@ -219,6 +222,7 @@ class TrainingRun:
                  self.arch, self.train_loader.num_images,
                  self.valid_loader.num_images if self.valid_loader else 0, len(self.test_set), self.start_epoch,
                  s.epochs - 1, s.batch_size, s.optimizer, self.optimizer.param_groups[0]["lr"], self.seed)
+        log.info("Input normalization: %s, %s", self.normalization.describe(), self.normalization_note)
         for policy in distillation_policies(self.scheduler):
             log.info("Distillation: teacher %s, T=%g, weights distill=%g student=%g, epochs %s..%s",
                      getattr(policy.teacher, "arch", type(policy.teacher).__name__), policy.temperature,
@@ -288,7 +292,7 @@ class TrainingRun:
         chosen = best_path if os.path.exists(best_path) else last_path
         if os.path.exists(chosen):
             load_model_into(self.model, chosen, self.arch)
-        test_loader = TensorLoader(self.test_set, 1024, "n", device=self.device)
+        test_loader = TensorLoader(self.test_set, 1024, "n", device=self.device, normalization=self.normalization)
         test = evaluate_loader(self.model, test_loader)
         summary = {"arch": self.arch, "run_dir": self.run_dir, "checkpoint": chosen,
                    "best_epoch": self.best["epoch"], "best_valid_top1": self.best["top1"],
@@ -301,6 +305,18 @@ class TrainingRun:
                          test["top1"], test["top5"], test["Loss"], len(self.test_set))
         close_logger(self.logger)
         return summary
+
+
+def run_normalization(settings, arch, resume=None):
+    """(Normalization, why) of the student: --normalization, else the resumed or weight-source checkpoint's
+    (record or documented assumption), else the architecture's registered default."""
+    if settings.normalization is not None:
+        return parse_normalization(settings.normalization), "--normalization"
+    if resume is not None:
+        return resume.normalization()
+    if settings.load_weights_from:
+        return load_checkpoint_file(settings.load_weights_from).normalization()
+    return default_cfg(arch)["normalization"], f"the default of {arch}"
 
 
 def teacher_cache_dir(settings, resume=None):

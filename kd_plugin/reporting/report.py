@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from ..checkpoint import load_model
+from ..checkpoint import load_model, normalization_line
 from ..data import load_split
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir, write_text
@@ -46,8 +46,9 @@ def report_card(model, arch, test_set, train_set=None, devices=("cpu",), repeats
     return card
 
 
-def card_for_checkpoint(path, test_set, train_set=None, arch=None, devices=("cpu",), repeats=50):
-    model, checkpoint = load_model(path, arch)
+def card_for_checkpoint(path, test_set, train_set=None, arch=None, devices=("cpu",), repeats=50, normalization=None):
+    model, checkpoint = load_model(path, arch, normalization)
+    print(normalization_line(model, checkpoint.normalization_note))
     return report_card(model, checkpoint.arch or arch, test_set, train_set, devices, repeats, path)
 
 
@@ -112,6 +113,9 @@ def add_report_args(p):
     p.add_argument("-o", "--out-dir", default="reports", help="where cards and the comparison go")
     p.add_argument("--device", default="auto", help="auto (GPU when present, and CPU), cpu or cuda")
     p.add_argument("--repeats", type=int, default=50, help="batch-1 latency repeats")
+    p.add_argument("--normalization", default=None, metavar="NAME|MEAN,STD",
+                   help="input normalization the networks expect (default: each checkpoint's record, else the "
+                        "assumption for its kind; see kd_plugin.util.normalization)")
     p.add_argument("--no-train-accuracy", dest="train_accuracy", action="store_false",
                    help="skip the (slow) training-split evaluation")
 
@@ -129,7 +133,8 @@ def cmd_report(args):
     warn = _stderr_warning
     cards = {}
     for path, stem in unique_stems(args.checkpoints).items():
-        card = card_for_checkpoint(path, test, train, args.arch, devices, args.repeats)
+        card = card_for_checkpoint(path, test, train, args.arch, devices, args.repeats,
+                                   getattr(args, "normalization", None))
         written = write_report_card(card, args.out_dir, stem, warn)
         cards[stem] = card
         train_text = f", train top-1 {card['train_top1']:.2f}%" if "train_top1" in card else ""
