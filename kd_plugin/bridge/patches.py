@@ -42,7 +42,8 @@ import torchvision
 from ..checkpoint import optimizer_class, read_checkpoint_file
 from ..data.cifar10 import BATCHES_DIR, load_split
 from .normalization import SavedNormalization, wrap_load_checkpoint
-from .summary_graph import get_trace_graph, in_eval_mode, optimize_trace, set_training
+from .summary_graph import (get_trace_graph, in_eval_mode, node_attribute, optimize_trace, set_training,
+                            tensor_desc)
 
 
 class ModuleView:
@@ -120,11 +121,16 @@ def _fixes():
     fixes += [("summary_graph", summary_graph, "torch", ModuleView(torch, onnx=ModuleView(
                   torch.onnx, set_training=set_training, _optimize_trace=optimize_trace))),
               ("summary_graph", summary_graph, "jit", ModuleView(torch.jit, get_trace_graph=get_trace_graph)),
+              ("summary_graph", torch._C.Node, "__getitem__", node_attribute),
+              ("summary_graph", summary_graph.SummaryGraph, "_SummaryGraph__tensor_desc", tensor_desc),
               ("summary_eval", summaries, "model_performance_summary", in_eval_mode(summaries.model_performance_summary))]
     if not pandas_knows_precision():
         fixes.append(("pandas_precision", importlib.import_module("distiller.model_summaries"), "pd",
                       ModuleView(pandas, set_option=set_option_for_distiller)))
     return fixes
+
+
+_MISSING = object()
 
 
 @contextlib.contextmanager
@@ -133,11 +139,14 @@ def distiller_runtime_patches():
     replaced, names = [], []
     try:
         for name, module, attribute, replacement in _fixes():
-            replaced.append((module, attribute, getattr(module, attribute)))
+            replaced.append((module, attribute, getattr(module, attribute, _MISSING)))
             setattr(module, attribute, replacement)
             if name not in names:
                 names.append(name)
         yield names
     finally:
         for module, attribute, original in reversed(replaced):
-            setattr(module, attribute, original)
+            if original is _MISSING:
+                delattr(module, attribute)
+            else:
+                setattr(module, attribute, original)

@@ -7,6 +7,10 @@ current PyTorch: three tracing APIs it calls were removed or changed.
   today's ``torch.jit._get_trace_graph`` returns the graph itself.
 * ``torch.onnx._optimize_trace(trace, export_type)``: ran the ONNX passes over the trace's graph in place;
   today's pass is ``torch.onnx.utils._optimize_graph`` (TorchScript-based ONNX export).
+* value types print as ``Float(1, 64, 8, 8, strides=[...], device=cpu)``, so SummaryGraph's parse of the shape
+  from that text fails and every shape becomes ``(0,)``; the shape is read from the type instead.
+* ``node[name]``: graph nodes were subscriptable by attribute name (torch.onnx installed ``__getitem__`` on
+  ``torch._C.Node``); today one calls the accessor of the attribute's kind.
 """
 import contextlib
 
@@ -45,6 +49,20 @@ def optimize_trace(trace, operator_export_type):
     from torch.onnx import utils
 
     trace.set_graph(utils._optimize_graph(trace.graph(), operator_export_type, params_dict={}))
+
+
+def node_attribute(node, name):
+    """``node[name]`` as torch < 1.13 had it: the accessor named by the attribute's kind (i, f, s, t, is, ...)."""
+    return getattr(node, node.kindOf(name))(name)
+
+
+def tensor_desc(graph, value):
+    """SummaryGraph's ``__tensor_desc``: {id, shape} of a graph value, the shape from its tensor type."""
+    try:
+        shape = tuple(int(d) for d in value.type().sizes())
+    except (RuntimeError, AttributeError, TypeError):
+        shape = (0,)  # no complete tensor type: what Distiller records when the size is not specified
+    return {"id": value.debugName(), "shape": shape}
 
 
 @contextlib.contextmanager
