@@ -20,6 +20,11 @@ Distiller's source files are never modified. A fix that the installed Distiller 
     Distiller's loader normalizes every network's input with mean = std = 0.5; ``load_checkpoint`` and
     ``save_checkpoint`` are wrapped so that a loaded network expects the normalization its checkpoint was
     trained with (the input adapter converts) and a saved one records its own (``bridge.normalization``).
+``schedule``
+    ``distiller.file_config`` reads a ``--compress`` schedule with kd-plugin's safe reader: relative paths
+    (``teacher_checkpoint``) are resolved against the YAML file's folder, pruner and regularizer weight names
+    must match the model's parameters, and ``--kd-resume`` without ``--kd-teacher`` overrides the KD
+    extension's ``teacher_checkpoint``. Distiller's own parser then builds the schedule.
 ``summary_graph``
     ``torch.onnx.set_training``, ``torch.jit.get_trace_graph`` and ``torch.onnx._optimize_trace``, which
     SummaryGraph calls, as current torch provides them (``bridge.summary_graph``).
@@ -34,6 +39,7 @@ Distiller's source files are never modified. A fix that the installed Distiller 
 import contextlib
 import importlib
 import os
+from functools import partial
 
 import pandas
 import torch
@@ -42,6 +48,7 @@ import torchvision
 from ..checkpoint import optimizer_class, read_checkpoint_file
 from ..data.cifar10 import BATCHES_DIR, load_split
 from .normalization import SavedNormalization, wrap_load_checkpoint
+from .runtime import file_config
 from .summary_graph import (get_trace_graph, in_eval_mode, node_attribute, optimize_trace, set_training,
                             tensor_desc)
 
@@ -103,7 +110,23 @@ def set_option_for_distiller(*args, **kwargs):
     return pandas.set_option(*args, **kwargs)
 
 
-def _fixes():
+def schedule_overrides(script_args):
+    """Flag values the launcher applies to kd-plugin's YAML extensions under Distiller's script: its
+    ``--kd-resume`` names the KD extension's teacher checkpoint (Distiller itself ignores --kd-resume
+    without --kd-teacher)."""
+    values, flags = {}, ("--kd-resume", "--kd-teacher")
+    for i, arg in enumerate(script_args or ()):
+        for flag in flags:
+            if arg == flag and i + 1 < len(script_args):
+                values[flag] = script_args[i + 1]
+            elif arg.startswith(flag + "="):
+                values[flag] = arg.split("=", 1)[1]
+    if "--kd-resume" in values and "--kd-teacher" not in values:
+        return {"extensions": {"teacher_checkpoint": values["--kd-resume"]}}
+    return {}
+
+
+def _fixes(script_args=None):
     """(name, module, attribute, replacement) for every fix the installed Distiller and libraries need."""
     # By module path: distiller.apputils re-exports names over its submodules' attribute names.
     checkpoint = importlib.import_module("distiller.apputils.checkpoint")
@@ -118,6 +141,9 @@ def _fixes():
     for module in (checkpoint, apputils):
         fixes += [("normalization", module, "load_checkpoint", wrap_load_checkpoint(checkpoint.load_checkpoint)),
                   ("normalization", module, "save_checkpoint", saved.wrap_save_checkpoint(checkpoint.save_checkpoint))]
+    reader = partial(file_config, overrides=schedule_overrides(script_args))
+    fixes += [("schedule", importlib.import_module("distiller"), "file_config", reader),
+              ("schedule", importlib.import_module("distiller.config"), "file_config", reader)]
     fixes += [("summary_graph", summary_graph, "torch", ModuleView(torch, onnx=ModuleView(
                   torch.onnx, set_training=set_training, _optimize_trace=optimize_trace))),
               ("summary_graph", summary_graph, "jit", ModuleView(torch.jit, get_trace_graph=get_trace_graph)),
@@ -134,11 +160,12 @@ _MISSING = object()
 
 
 @contextlib.contextmanager
-def distiller_runtime_patches():
-    """Apply the fixes; yields their names; restores Distiller's modules on exit."""
+def distiller_runtime_patches(script_args=None):
+    """Apply the fixes (SCRIPT_ARGS: the arguments of the script they are for); yields their names; restores
+    Distiller's modules on exit."""
     replaced, names = [], []
     try:
-        for name, module, attribute, replacement in _fixes():
+        for name, module, attribute, replacement in _fixes(script_args):
             replaced.append((module, attribute, getattr(module, attribute, _MISSING)))
             setattr(module, attribute, replacement)
             if name not in names:

@@ -11,7 +11,7 @@ class DistillationExtensionMixin:
           kd:
             class: KnowledgeDistillationExtension
             teacher_arch: resnet18_cifar
-            teacher_checkpoint: teacher_best.pth.tar
+            teacher_checkpoint: teacher_best.pth.tar   # relative: to this YAML file's folder
             temperature: 1.5
             distill_weight: 0.5
             student_weight: 0.5
@@ -37,4 +37,5 @@ class KnowledgeDistillationExtension(DistillationExtensionMixin, KnowledgeDistil
 register_component("extensions", KnowledgeDistillationExtension, {
     "temperature": POSITIVE, "distill_weight": NON_NEGATIVE, "student_weight": NON_NEGATIVE,
     "teacher_weight": NON_NEGATIVE, "teacher_arch": (lambda v: isinstance(v, str) and v, "a model name"),
-    "teacher_checkpoint": (lambda v: v is None or (isinstance(v, str) and v), "a checkpoint path")})
+    "teacher_checkpoint": (lambda v: v is None or (isinstance(v, str) and v), "a checkpoint path")},
+    path_args=("teacher_checkpoint",))
