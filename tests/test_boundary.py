@@ -152,6 +152,15 @@ def test_pruner_names_must_match_a_parameter():
         check_weight_names(regularizer, names)
 
 
+@pytest.mark.parametrize("schedule", ["kd_agp_resnet18_to_vgg7_a0.5_t1.5.yaml", "kd_agp_vgg16_to_resnet18_a0.5_t1.5.yaml"])
+def test_shipped_pruning_schedules_name_real_weights(schedule):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schedules", schedule)
+    sched = read_schedule(path, distiller_components=True)
+    names = [n for n, _ in create_model(sched["training"]["arch"]).named_parameters()]
+    check_weight_names(sched, names, path)
+    assert len(sched["pruners"]["agp"]["weights"]) >= 4
+
+
 def test_lr_policy_with_frequency_steps_in_distillers_closed_form():
     """Distiller calls step(epoch + 1): MultiStepLR(milestones=[2]) active at epochs 0, 2, 4 -> 1.0, 0.1, 0.1."""
     model = torch.nn.Linear(2, 2)
