@@ -23,7 +23,10 @@ from ..util.normalization import DISTILLER, normalization_of, set_normalization
 
 def create_for_distiller(arch, dataset):
     """The factory registered with ``distiller.models.register_user_model``."""
-    return install_input_adapter(create_model(arch, dataset), DISTILLER)
+    model = install_input_adapter(create_model(arch, dataset), DISTILLER)
+    print(f"kd-plugin: {normalization_line(model, 'its default')} until a checkpoint says otherwise; Distiller's "
+          f"0.5/0.5 input is converted to it", file=sys.stderr)
+    return model
 
 
 def adapt_to_checkpoint(model, path):
