@@ -90,6 +90,7 @@ def build_inputs(root):
                                "loss: dist, loss_args: [1, 2]}\n",
         "unknown_key.yaml": "training: {epochs: 2, batchsize: 8}\n",
         "big.yaml": "#" * (2**20 + 1),
+        "unhashable.yaml": "? [1, 2]\n: 3\n",
     }
     for name, text in yamls.items():
         open(path(name), "w").write(text)
@@ -414,6 +415,21 @@ CASES += [  # issue 12
     Case("reproduce: --extra-args sets --seed", "kd-plugin",
          "reproduce --profile smoke --data {data} -o {root}/rp --extra-args=--seed=3",
          r"--extra-args may not set --seed: --seed is set by the pipeline"),
+    Case("YAML unhashable key", "compress_classifier", CC + " --compress {unhashable_yaml}",
+         r"{unhashable_yaml}: invalid YAML \(line 1, column 3\): mapping key \[1, 2\] is not a scalar"),
+    Case("--normalization unknown name", "compress_classifier", CC + " --normalization imagenette",
+         r"unknown normalization 'imagenette'; known: cifar, distiller"),
+    Case("--normalization 3 numbers", "compress_classifier", CC + " --normalization 0.5,0.5,0.5",
+         r"--normalization '0.5,0.5,0.5': give 2 numbers \(mean,std\) or 6"),
+    Case("--normalization std 0", "compress_classifier", CC + " --normalization 0.5,0",
+         r"--normalization '0.5,0': every std must be > 0"),
+    Case("evaluate: --normalization nan", "kd-plugin", EVAL.replace("{ckpt}", "{good}") + " --normalization nan,1",
+         r"--normalization 'nan,1': mean and std must be finite numbers"),
+    Case("evaluate: --normalization words", "kd-plugin", EVAL.replace("{ckpt}", "{good}") + " --normalization a,b",
+         r"--normalization 'a,b': not a known name and not numbers"),
+    Case("main_KD: --normalization unknown", "main_KD_CIFAR10",
+         "{data} tst 5-CNN {good} -o {root}/mk --no-progress --normalization bogus",
+         r"unknown normalization 'bogus'"),
 ]
 # Run through the installed console scripts as well, to prove the real commands behave the same.
 SUBPROCESS_CASES = ["malicious pickle (zip)", "malicious YAML", "evaluate: bit-flipped checkpoint",

@@ -16,6 +16,21 @@ Distiller's source files are never modified. A fix that the installed Distiller 
     downloads again whenever any file's md5 differs from the official release (a subset, a re-pickled copy)
     and fails offline. When ``DATA/cifar-10-batches-py`` exists, its ``datasets.CIFAR10`` reads that folder
     with kd-plugin's reader (no pickled code runs; str or bytes keys); otherwise torchvision's class runs.
+``normalization``
+    Distiller's loader normalizes every network's input with mean = std = 0.5; ``load_checkpoint`` and
+    ``save_checkpoint`` are wrapped so that a loaded network expects the normalization its checkpoint was
+    trained with (the input adapter converts) and a saved one records its own (``bridge.normalization``).
+``schedule``
+    ``distiller.file_config`` reads a ``--compress`` schedule with kd-plugin's safe reader: relative paths
+    (``teacher_checkpoint``) are resolved against the YAML file's folder, pruner and regularizer weight names
+    must match the model's parameters, and ``--kd-resume`` without ``--kd-teacher`` overrides the KD
+    extension's ``teacher_checkpoint``. Distiller's own parser then builds the schedule.
+``summary_graph``
+    ``torch.onnx.set_training``, ``torch.jit.get_trace_graph`` and ``torch.onnx._optimize_trace``, which
+    SummaryGraph calls, as current torch provides them (``bridge.summary_graph``).
+``summary_eval``
+    ``--summary compute`` runs one image through the network in eval mode (a batch of one cannot pass
+    BatchNorm in training mode).
 ``pandas_precision``
     ``distiller.model_summaries`` calls ``pd.set_option('precision', n)``; pandas 1.4+ only knows
     ``display.precision`` and raises "Pattern matched multiple keys" at the end of the first epoch. Applied
@@ -24,6 +39,7 @@ Distiller's source files are never modified. A fix that the installed Distiller 
 import contextlib
 import importlib
 import os
+from functools import partial
 
 import pandas
 import torch
@@ -31,6 +47,10 @@ import torchvision
 
 from ..checkpoint import optimizer_class, read_checkpoint_file
 from ..data.cifar10 import BATCHES_DIR, load_split
+from .normalization import SavedNormalization, wrap_load_checkpoint
+from .runtime import file_config
+from .summary_graph import (get_trace_graph, in_eval_mode, node_attribute, optimize_trace, set_training,
+                            tensor_desc)
 
 
 class ModuleView:
@@ -90,29 +110,70 @@ def set_option_for_distiller(*args, **kwargs):
     return pandas.set_option(*args, **kwargs)
 
 
-def _fixes():
+def schedule_overrides(script_args):
+    """Flag values the launcher applies to kd-plugin's YAML extensions under Distiller's script: its
+    ``--kd-resume`` names the KD extension's teacher checkpoint (Distiller itself ignores --kd-resume
+    without --kd-teacher)."""
+    values, flags = {}, ("--kd-resume", "--kd-teacher")
+    for i, arg in enumerate(script_args or ()):
+        for flag in flags:
+            if arg == flag and i + 1 < len(script_args):
+                values[flag] = script_args[i + 1]
+            elif arg.startswith(flag + "="):
+                values[flag] = arg.split("=", 1)[1]
+    if "--kd-resume" in values and "--kd-teacher" not in values:
+        return {"extensions": {"teacher_checkpoint": values["--kd-resume"]}}
+    return {}
+
+
+def _fixes(script_args=None):
     """(name, module, attribute, replacement) for every fix the installed Distiller and libraries need."""
     # By module path: distiller.apputils re-exports names over its submodules' attribute names.
     checkpoint = importlib.import_module("distiller.apputils.checkpoint")
+    apputils = importlib.import_module("distiller.apputils")
     data_loaders = importlib.import_module("distiller.apputils.data_loaders")
-    fixes = [("checkpoint", checkpoint, "torch", ModuleView(torch, load=load_checkpoint_for_distiller)),
+    summary_graph = importlib.import_module("distiller.summary_graph")
+    summaries = importlib.import_module("distiller.model_summaries")
+    saved = SavedNormalization(torch.save)
+    fixes = [("checkpoint", checkpoint, "torch", ModuleView(torch, load=load_checkpoint_for_distiller, save=saved.save)),
              ("cifar10", data_loaders, "datasets", ModuleView(data_loaders.datasets, CIFAR10=cifar10_for_distiller))]
+    # load_lean_checkpoint calls the checkpoint module's load_checkpoint; scripts call apputils' re-exports.
+    for module in (checkpoint, apputils):
+        fixes += [("normalization", module, "load_checkpoint", wrap_load_checkpoint(checkpoint.load_checkpoint)),
+                  ("normalization", module, "save_checkpoint", saved.wrap_save_checkpoint(checkpoint.save_checkpoint))]
+    reader = partial(file_config, overrides=schedule_overrides(script_args))
+    fixes += [("schedule", importlib.import_module("distiller"), "file_config", reader),
+              ("schedule", importlib.import_module("distiller.config"), "file_config", reader)]
+    fixes += [("summary_graph", summary_graph, "torch", ModuleView(torch, onnx=ModuleView(
+                  torch.onnx, set_training=set_training, _optimize_trace=optimize_trace))),
+              ("summary_graph", summary_graph, "jit", ModuleView(torch.jit, get_trace_graph=get_trace_graph)),
+              ("summary_graph", torch._C.Node, "__getitem__", node_attribute),
+              ("summary_graph", summary_graph.SummaryGraph, "_SummaryGraph__tensor_desc", tensor_desc),
+              ("summary_eval", summaries, "model_performance_summary", in_eval_mode(summaries.model_performance_summary))]
     if not pandas_knows_precision():
         fixes.append(("pandas_precision", importlib.import_module("distiller.model_summaries"), "pd",
                       ModuleView(pandas, set_option=set_option_for_distiller)))
     return fixes
 
 
+_MISSING = object()
+
+
 @contextlib.contextmanager
-def distiller_runtime_patches():
-    """Apply the fixes; yields their names; restores Distiller's modules on exit."""
+def distiller_runtime_patches(script_args=None):
+    """Apply the fixes (SCRIPT_ARGS: the arguments of the script they are for); yields their names; restores
+    Distiller's modules on exit."""
     replaced, names = [], []
     try:
-        for name, module, attribute, replacement in _fixes():
-            replaced.append((module, attribute, getattr(module, attribute)))
+        for name, module, attribute, replacement in _fixes(script_args):
+            replaced.append((module, attribute, getattr(module, attribute, _MISSING)))
             setattr(module, attribute, replacement)
-            names.append(name)
+            if name not in names:
+                names.append(name)
         yield names
     finally:
         for module, attribute, original in reversed(replaced):
-            setattr(module, attribute, original)
+            if original is _MISSING:
+                delattr(module, attribute)
+            else:
+                setattr(module, attribute, original)

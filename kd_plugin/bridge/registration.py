@@ -5,7 +5,8 @@ place and lower-case, to ``distiller.models.ALL_MODEL_NAMES``, the list Distille
 uses as ``choices`` for ``--arch`` and ``--kd-teacher``. Names Distiller already builds for CIFAR-10
 (``vgg11/13/16/19_bn_cifar``, the same networks) keep Distiller's constructor. Distiller's schedule parser
 resolves ``class:`` from the globals of ``distiller.config``; the extension classes are added there under
-names Distiller does not use. Nothing of Distiller's is replaced.
+names Distiller does not use. Nothing of Distiller's is replaced. Networks Distiller builds through kd-plugin
+take Distiller's 0.5/0.5-normalized input and convert it to their own (``bridge.normalization``).
 """
 import bisect
 from dataclasses import dataclass
@@ -14,8 +15,9 @@ from functools import partial
 import distiller.config
 import distiller.models
 
-from ..models import create_model, dataset_of, list_models
+from ..models import dataset_of, list_models
 from ..util.errors import KDPluginError
+from .normalization import create_for_distiller
 from .policies import EXTENSION_CLASSES
 
 
@@ -41,7 +43,7 @@ def register_with_distiller():
         if name in distillers_own_models(dataset):
             registration.distillers_own.append(name)
             continue
-        distiller.models.register_user_model(name, dataset, partial(create_model, name, dataset))
+        distiller.models.register_user_model(name, dataset, partial(create_for_distiller, name, dataset))
         if name not in names:
             bisect.insort(names, name)  # in place: the parser's choices are this very list
         registration.models.append(name)

@@ -12,6 +12,7 @@ from distiller.policy import LossComponent, PolicyLoss, ScheduledTrainingPolicy
 from ..protocol.config import COMPONENT_CLASSES, ScheduleError, component_args, read_schedule
 from ..protocol.runtime import Runtime
 from ..protocol.scheduler import PolicyStates
+from ..protocol.weight_names import check_weight_names
 from ..util.errors import KDPluginError
 from .policies import KnowledgeDistillationPolicy
 from .registration import register_with_distiller
@@ -31,6 +32,7 @@ def distiller_schedule(sched_dict, overrides=None):
 def dict_config(model, optimizer, sched_dict, scheduler=None, resumed_epoch=None, overrides=None, source="schedule"):
     """``distiller.config.dict_config`` on a kd-plugin-validated schedule; its failures become one line."""
     register_with_distiller()
+    check_weight_names(sched_dict, [name for name, _ in model.named_parameters()], source)
     printed = io.StringIO()  # Distiller prints "Fatal error while parsing ..." before re-raising
     try:
         with contextlib.redirect_stdout(printed):
@@ -53,6 +55,13 @@ class CompressionScheduler(PolicyStates, distiller.CompressionScheduler):
     def load_state_dict(self, state, normalize_dataparallel_keys=False):
         super().load_state_dict(state, normalize_dataparallel_keys)
         self.load_policy_states(state)
+
+
+def file_config(model, optimizer, filename, scheduler=None, resumed_epoch=None, overrides=None):
+    """``distiller.file_config`` as the launcher provides it: kd-plugin's safe reader (relative paths resolved
+    against the file's folder, weight names checked), then Distiller's own parser with flag OVERRIDES."""
+    return dict_config(model, optimizer, read_schedule(filename, distiller_components=True), scheduler,
+                       resumed_epoch, overrides, filename)
 
 
 def distiller_runtime():

@@ -19,6 +19,13 @@ from ..models import create_model, resolve_arch
 from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write
 from .schema import check_resume_sections
+from ..util.normalization import (DEFAULT, DISTILLER, from_record, normalization_of, parse_normalization,
+                                  set_normalization)
+
+# What a checkpoint without a normalization record was trained on, by who wrote it (README "Checkpoints across
+# both tools"): Distiller's loader normalizes with 0.5/0.5; the original's .pt files and kd-plugin files written
+# before the record existed used the original's mean/std.
+ASSUMED_NORMALIZATION = {"distiller": DISTILLER, "state_dict": DEFAULT, "kd-plugin": DEFAULT}
 
 # Classes Distiller pickles by reference: its optimizer_type.
 PICKLED_CLASSES = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad,
@@ -72,6 +79,21 @@ class Checkpoint:
     def plugin_state(self):
         return self.content.get("kd_plugin") or {}
 
+    def normalization(self, override=None):
+        """(Normalization, where it came from): OVERRIDE (a name or mean,std text), the checkpoint's record, or
+        the documented assumption for its kind (ASSUMED_NORMALIZATION)."""
+        if override is not None:
+            return parse_normalization(override), "--normalization"
+        record = self.content.get("normalization")
+        if record is not None:
+            return from_record(record, self.path), "recorded in the checkpoint"
+        return ASSUMED_NORMALIZATION[self.kind], f"assumed for a {self.kind} checkpoint without a record"
+
+
+def normalization_line(model, how):
+    """The line every command prints about the normalization it fed a network with."""
+    return f"normalization of {getattr(model, 'arch', 'the model')}: {normalization_of(model).describe()}, {how}"
+
 
 def checkpoint_paths(directory, name=None):
     prefix = f"{name}_" if name else ""
@@ -110,6 +132,7 @@ def checkpoint_content(epoch, arch, model, optimizer=None, scheduler=None, extra
         content["extras"] = extras
     if plugin_state is not None:
         content["kd_plugin"] = plugin_state
+    content["normalization"] = normalization_of(getattr(model, "module", model)).record()  # Distiller ignores it
     return content
 
 
@@ -261,12 +284,16 @@ def load_weights(model, checkpoint):
     return model
 
 
-def load_model(path, arch=None, **model_kwargs):
-    """(model, checkpoint) from a checkpoint file; ``arch`` is required for plain state_dicts and checked otherwise."""
+def load_model(path, arch=None, normalization=None, **model_kwargs):
+    """(model, checkpoint) from a checkpoint file; ``arch`` is required for plain state_dicts and checked otherwise.
+    The model expects the checkpoint's normalization (NORMALIZATION, a name or mean,std text, overrides it);
+    ``checkpoint.normalization_note`` says which it is and why (see normalization_line)."""
     wanted = resolve_arch(arch) if arch is not None else None
     checkpoint = check_arch(load_checkpoint_file(path), wanted)
     name = wanted or checkpoint.arch
     if name is None:
         raise KDPluginError(f"{path}: a plain state_dict names no architecture; pass the arch explicitly")
-    model = create_model(name, **model_kwargs)
+    used, how = checkpoint.normalization(normalization)
+    model = set_normalization(create_model(name, **model_kwargs), used)
+    checkpoint.normalization_note = how
     return load_weights(model, checkpoint), checkpoint

@@ -7,13 +7,14 @@ defaults. Example: ``compress_classifier DATA -a vgg7_bn_cifar --kd-teacher resn
 """
 import sys
 
-from ..checkpoint import load_model
+from ..checkpoint import load_model, normalization_line
 from ..data import load_split
 from ..engine.mutual import run_mutual_learning
 from ..engine.trainer import run_training
 from ..models import create_model
 from ..reporting.summaries import SUMMARY_CHOICES, render_summary
 from ..util.errors import KDPluginError
+from ..util.normalization import normalization_of, parse_normalization, set_normalization
 from .args import OneLineParser, cli_entry
 from .training_args import add_training_args, settings_from_args
 
@@ -32,10 +33,10 @@ def evaluate_only(settings, confusion):
     from ..data import TensorLoader
     from ..engine.loop import evaluate_loader, per_class_accuracy
 
-    weights = settings.resume_from or settings.load_weights_from
-    model = load_model(weights, settings.arch)[0] if weights else create_model(settings.arch)
+    model = model_to_inspect(settings)
     test = load_split(settings.data, "test")
-    results = evaluate_loader(model.to(settings.device), TensorLoader(test, 1024, "n", device=settings.device))
+    results = evaluate_loader(model.to(settings.device), TensorLoader(test, 1024, "n", device=settings.device,
+                                                                          normalization=normalization_of(model)))
     print(f"==> Top1: {results['top1']:.3f}    Top5: {results['top5']:.3f}    Loss: {results['Loss']:.3f} "
           f"({len(test)} test images)")
     if confusion:
@@ -43,6 +44,21 @@ def evaluate_only(settings, confusion):
             print(f"{name:>12}: {acc:6.2f}%")
         print(results["confusion"].numpy())
     return 0
+
+
+def model_to_inspect(settings):
+    """The network -e/--summary look at: the checkpoint's (with its normalization) or a fresh one; prints
+    which normalization it expects and why."""
+    weights = settings.resume_from or settings.load_weights_from
+    if weights:
+        model, checkpoint = load_model(weights, settings.arch, settings.normalization)
+        how = checkpoint.normalization_note
+    else:
+        model, how = create_model(settings.arch), f"the default of {settings.arch}"
+        if settings.normalization is not None:
+            model, how = set_normalization(model, parse_normalization(settings.normalization)), "--normalization"
+    print(normalization_line(model, how))
+    return model
 
 
 @cli_entry("compress_classifier")
@@ -54,9 +70,7 @@ def main(argv=None):
     if settings.mutual and (args.summary or args.evaluate):
         raise KDPluginError("-e/--summary look at one model; with --mutual, evaluate a peer's best checkpoint")
     if args.summary:
-        model = create_model(settings.arch)
-        if settings.resume_from or settings.load_weights_from:
-            model = load_model(settings.resume_from or settings.load_weights_from, settings.arch)[0]
+        model = model_to_inspect(settings)
         for kind in args.summary:
             print(render_summary(model, kind))
         return 0

@@ -46,7 +46,7 @@ def main(argv=None):
     registration = register_with_distiller()
     from ..bridge.patches import distiller_runtime_patches
 
-    with distiller_runtime_patches() as fixes:
+    with distiller_runtime_patches(args) as fixes:
         print(f"kd-plugin: {len(registration.models)} models and {', '.join(registration.extensions)} registered "
               f"with Distiller; runtime fixes: {', '.join(fixes)}", file=sys.stderr)
         run_script(script, args)

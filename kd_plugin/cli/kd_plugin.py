@@ -15,6 +15,7 @@ from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir
 from .args import OneLineParser, cli_entry
 from .ensembles import COMMANDS as ENSEMBLE_COMMANDS
+from .training_args import add_normalization_arg
 
 SUBCOMMANDS = {}
 
@@ -35,12 +36,13 @@ def add_evaluate_args(p):
     p.add_argument("--repeats", type=int, default=50, help="batch-1 latency repeats")
     p.add_argument("--train-accuracy", action="store_true", help="also evaluate on the training split")
     add_export_format_args(p)
+    add_normalization_arg(p)
 
 
 @subcommand("evaluate", "evaluate a checkpoint (or a fresh network) on the test split; writes JSON + Markdown")
 def cmd_evaluate(args):
     evaluate_target(args.target, args.data, args.arch, args.out_dir, check_device(args.device), args.repeats,
-                    args.train_accuracy, parse_formats(args.export_formats), args.calib_data)
+                    args.train_accuracy, parse_formats(args.export_formats), args.calib_data, args.normalization)
     return 0
 
 

@@ -104,6 +104,9 @@ def build_parser():
     run.add_argument("--seed", type=int, help="seed for weights, data order and augmentation")
     run.add_argument("--vs", "--validation-split", dest="validation_split", type=float, default=0.1,
                      help="fraction of the training set held out to pick the best epoch (default 0.1)")
+    run.add_argument("--normalization", default=None, metavar="NAME|MEAN,STD",
+                     help="input normalization of the checkpoint to evaluate (default: its record; the original's "
+                          ".pt files: the original's mean/std)")
     run.add_argument("--repeats", type=int, default=20, help="batch-1 latency repeats when evaluating (default 20)")
     run.add_argument("--cpu", action="store_true", help="use the CPU even when a GPU is present")
     run.add_argument("--gpus", help="comma-separated GPU ids (the first one is used)")
@@ -226,9 +229,10 @@ def save_state_dict(state_dict, path):
 
 def evaluate(job, opts, device):
     """Test-split model card (accuracy, per class, size, latency); for avg/jn also each branch's accuracy."""
-    evaluate_target(job.checkpoint, job.data, job.arch, opts.out_dir, device, opts.repeats)
+    evaluate_target(job.checkpoint, job.data, job.arch, opts.out_dir, device, opts.repeats,
+                    normalization=opts.normalization)
     if job.arch in ENSEMBLE_ARCHS:
-        model = load_model(job.checkpoint, job.arch)[0].to(device)
+        model = load_model(job.checkpoint, job.arch, opts.normalization)[0].to(device)
         print("test top-1 (%) per branch:\n" + branch_table({"top1": branch_accuracy(model, load_split(
             job.data, "test"), device)}))
     return 0

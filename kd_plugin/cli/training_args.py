@@ -11,6 +11,7 @@ from ..protocol.config import read_schedule
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND, uses_distiller_components
 from ..protocol.shipped import resolve_schedule
 from ..util.errors import KDPluginError
+from ..util.normalization import list_normalizations
 from .args import str2bool_yn
 
 # Flags whose argparse default is None so that "not given" is distinguishable from a schedule's value.
@@ -49,6 +50,7 @@ def add_training_args(p):
     p.add_argument("--resume-from", dest="resume_from", metavar="PATH", help="checkpoint to resume from")
     p.add_argument("--exp-load-weights-from", dest="load_weights_from", metavar="PATH",
                    help="load weights only, start from epoch 0")
+    add_normalization_arg(p)
     p.add_argument("--reset-optimizer", action="store_true",
                    help="with --resume-from: take the weights, restart epochs, optimizer and schedule")
     p.add_argument("--resume-accept-changes", action="store_true",
@@ -118,6 +120,12 @@ def mutual_settings(args, schedule):
     temperature = args.mutual_temperature if args.mutual_temperature is not None else \
         (spec.temperature if spec is not None else None)
     return peers, temperature
+def add_normalization_arg(p):
+    """--normalization on every command that loads a model (README "Checkpoints across both tools")."""
+    p.add_argument("--normalization", default=None, metavar="NAME|MEAN,STD",
+                   help=f"input normalization the network expects ({', '.join(list_normalizations())}, or mean,std "
+                        f"numbers: 2 or 6); default: the checkpoint's record, else the assumption for its kind")
+    return p
 
 
 def settings_from_args(args):
@@ -150,4 +158,4 @@ def settings_from_args(args):
         else None, kd_random_teacher=args.kd_random_teacher, backend=args.backend, teacher_cache=args.teacher_cache,
         amp=args.amp, mutual=mutual, mutual_temperature=mutual_temperature,
         channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
-        download=args.download, sync_bn=args.sync_bn, **values)
+        download=args.download, sync_bn=args.sync_bn, normalization=args.normalization, **values)

@@ -6,8 +6,9 @@ same view can be produced again exactly (what the teacher-output cache relies on
 """
 import torch
 
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2023, 0.1994, 0.2010)
+from ..util.normalization import DEFAULT, Normalization
+
+MEAN, STD = DEFAULT.mean, DEFAULT.std
 PAD = 4
 OFFSETS = 2 * PAD + 1
 NUM_VIEWS = {"y": OFFSETS * OFFSETS * 2, "n": 1}
@@ -65,20 +66,35 @@ def apply_views(images, views):
 
 
 class Normalizer:
-    """uint8 -> float normalized with the original's mean/std; constants cached per device and dtype."""
+    """uint8 -> float normalized with a mean/std (the original's by default); constants cached per device
+    and dtype. ``Normalizer.of(normalization)`` for a network's own (``kd_plugin.util.normalization``)."""
 
-    def __init__(self, mean=MEAN, std=STD):
+    def __init__(self, mean=MEAN, std=STD, name="custom"):
         self.mean, self.std = tuple(mean), tuple(std)
+        self.normalization = Normalization(name if (self.mean, self.std) != (MEAN, STD) else DEFAULT.name,
+                                           self.mean, self.std)
         self._cache = {}
 
-    def __call__(self, images, dtype=torch.float32):
-        key = (images.device, dtype)
+    @classmethod
+    def of(cls, normalization):
+        return cls(normalization.mean, normalization.std, normalization.name)
+
+    def constants(self, device, dtype):
+        key = (device, dtype)
         if key not in self._cache:
-            mean = torch.tensor(self.mean, dtype=dtype, device=images.device).view(1, 3, 1, 1) * 255
-            inv_std = 1 / (torch.tensor(self.std, dtype=dtype, device=images.device).view(1, 3, 1, 1) * 255)
+            mean = torch.tensor(self.mean, dtype=dtype, device=device).view(1, 3, 1, 1) * 255
+            inv_std = 1 / (torch.tensor(self.std, dtype=dtype, device=device).view(1, 3, 1, 1) * 255)
             self._cache[key] = (mean, inv_std)
-        mean, inv_std = self._cache[key]
+        return self._cache[key]
+
+    def __call__(self, images, dtype=torch.float32):
+        mean, inv_std = self.constants(images.device, dtype)
         return (images.to(dtype) - mean) * inv_std
+
+    def pixels(self, inputs):
+        """The 0..255 pixel values that normalized INPUTS came from (exact for float32 inputs of 8-bit images)."""
+        mean, inv_std = self.constants(inputs.device, inputs.dtype)
+        return (inputs / inv_std + mean).round_().clamp_(0, 255)
 
     def key(self):
         return {"mean": self.mean, "std": self.std}

@@ -22,7 +22,8 @@ class TensorLoader:
     epoch) order, so a different one each epoch, and resume stays exact."""
 
     def __init__(self, image_set, batch_size, augment="n", shuffle=False, seed=0, device="cpu",
-                 normalizer=None, dtype=torch.float32, channels_last=False, drop_single_last=False):
+                 normalizer=None, dtype=torch.float32, channels_last=False, drop_single_last=False,
+                 normalization=None):
         self.image_set = image_set
         self.images = image_set.images.to(device)
         self.labels = image_set.labels.to(device)
@@ -31,7 +32,8 @@ class TensorLoader:
         self.shuffle = shuffle
         self.seed = seed
         self.device = torch.device(device)
-        self.normalizer = normalizer or Normalizer()
+        # NORMALIZATION: the network's own (kd_plugin.util.normalization.normalization_of); default: the zoo's
+        self.normalizer = normalizer or (Normalizer.of(normalization) if normalization else Normalizer())
         self.dtype = dtype
         self.channels_last = channels_last
         self.drop_single_last = drop_single_last
@@ -43,6 +45,10 @@ class TensorLoader:
 
     def __len__(self):
         return (self.images_per_epoch + self.batch_size - 1) // self.batch_size
+
+    @property
+    def normalization(self):
+        return self.normalizer.normalization
 
     @property
     def num_images(self):

@@ -16,7 +16,7 @@ class DistillationExtensionMixin:
           kd:
             class: KnowledgeDistillationExtension
             teacher_arch: resnet18_cifar
-            teacher_checkpoint: teacher_best.pth.tar
+            teacher_checkpoint: teacher_best.pth.tar   # relative: to this YAML file's folder
             temperature: 1.5
             distill_weight: 0.5
             student_weight: 0.5
@@ -63,7 +63,7 @@ register_component("extensions", KnowledgeDistillationExtension, {
     "loss": (lambda v: isinstance(v, str) and v, "a loss name"), "logit_standardize": FLAG,
     "loss_args": (lambda v: isinstance(v, dict), "a mapping of argument names to values"),
     "random_teacher": FLAG},
-    check=check_loss_definition)
+    check=check_loss_definition, path_args=("teacher_checkpoint",))
 
 
 def with_loss_flags(sched_dict, loss=None, loss_args=None):

@@ -15,6 +15,7 @@ from ..protocol.policy import LossComponent, PolicyLoss, ScheduledTrainingPolicy
 from ..util.errors import KDPluginError
 from .losses import DistillationLossWeights, create_loss
 from .losses.base import WEIGHT, check_value
+from ..util.normalization import normalization_of
 from .teacher import TeacherRunner
 
 DEFAULT_LOSS = "kd"
@@ -62,7 +63,7 @@ class DistillationMixin:
         self.active = False
         self.student = student_model
         self.teacher = teacher_model
-        self.teacher_outputs = TeacherRunner(teacher_model)
+        self.teacher_outputs = TeacherRunner(teacher_model, input_normalization=normalization_of(student_model))
         self.last_students_logits = None
         self.last_teacher_logits = None
         self.last_labels = None

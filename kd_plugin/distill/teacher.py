@@ -4,22 +4,30 @@ import hashlib
 import torch
 
 from ..checkpoint import load_model
+from ..data import to_model_input
 from ..models import create_model
 from ..util.errors import KDPluginError
+from ..util.normalization import normalization_of
 
 
 class TeacherRunner:
-    """The teacher's logits for a batch: eval mode, no gradients, optionally under autocast."""
+    """The teacher's logits for a batch: eval mode, no gradients, optionally under autocast.
 
-    def __init__(self, teacher, autocast_dtype=None):
+    Inputs come normalized for the student (INPUT_NORMALIZATION, the student's own); a teacher that expects
+    another normalization gets its own view of the same images (kd_plugin.data.renormalize), a teacher
+    that expects the same gets the batch as it is."""
+
+    def __init__(self, teacher, autocast_dtype=None, input_normalization=None):
         self.teacher = teacher
         self.autocast_dtype = autocast_dtype
+        self.input_normalization = input_normalization or normalization_of(teacher)
         teacher.eval()
         for param in teacher.parameters():
             param.requires_grad_(False)
 
     def __call__(self, inputs):
         self.teacher.eval()
+        inputs = to_model_input(inputs, self.input_normalization, self.teacher)
         with torch.no_grad():
             if self.autocast_dtype is None:
                 return self.teacher(inputs)

@@ -19,6 +19,7 @@ import torch
 
 from ..checkpoint import verify_archive
 from ..data import TensorLoader
+from ..util.normalization import normalization_of
 from ..data.augment import NUM_VIEWS
 from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write
@@ -33,7 +34,7 @@ def cache_key(teacher, image_set, normalizer, augment, autocast_dtype=None):
     """Hex digest of what the cached logits depend on."""
     digest = hashlib.sha256()
     digest.update(f"format {FORMAT}|{type(teacher).__qualname__}|augment {augment}|{normalizer.key()}|"
-                  f"autocast {autocast_dtype}".encode())
+                  f"teacher normalization {normalization_of(teacher).record()}|autocast {autocast_dtype}".encode())
     update_with_weights(digest, teacher)
     digest.update(tensor_bytes(image_set.images))
     digest.update(tensor_bytes(image_set.labels))

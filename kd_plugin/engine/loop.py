@@ -5,6 +5,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from ..data import to_model_input
 from ..util.errors import NonFiniteLoss
 from .meters import EpochMeter, topk_correct
 
@@ -46,7 +47,7 @@ def train_epoch(model, loader, criterion, optimizer, scheduler, epoch, start_bat
         if batch_hook is not None:
             batch_hook(batch)
         scheduler.on_minibatch_begin(epoch, batch_id, steps, optimizer)
-        output = model(batch.inputs)
+        output = model(to_model_input(batch.inputs, loader.normalization, model))
         loss = criterion(output, batch.labels)
         agg = scheduler.before_backward_pass(epoch, batch_id, steps, loss, optimizer=optimizer,
                                              return_loss_components=True)
@@ -109,11 +110,12 @@ def evaluate_loader(model, loader, criterion=None, num_classes=10, autocast_dtyp
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=loader.device)
     criterion = criterion or torch.nn.CrossEntropyLoss()
     for batch in loader.epoch(0):
+        inputs = to_model_input(batch.inputs, loader.normalization, model)  # the model's own normalization
         if autocast_dtype is None:
-            output = model(batch.inputs)
+            output = model(inputs)
         else:
-            with torch.autocast(batch.inputs.device.type, dtype=autocast_dtype):
-                output = model(batch.inputs).float()
+            with torch.autocast(inputs.device.type, dtype=autocast_dtype):
+                output = model(inputs).float()
         top1, top5 = topk_correct(output, batch.labels)
         meter.add(len(batch.labels), Loss=criterion(output, batch.labels), top1_correct=top1, top5_correct=top5)
         confusion += torch.bincount(batch.labels * num_classes + output.argmax(1),

@@ -7,6 +7,7 @@ from ..protocol.config import MAX_POLICY_EPOCH
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND
 from ..util.errors import KDPluginError
 from .rundir import check_run_name
+from ..util.normalization import parse_normalization
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3}
@@ -61,6 +62,7 @@ class RunSettings:
     download: bool = False
     command: list = None  # the command line that started the run (program first), for the resume hint
     sync_bn: bool = False  # torchrun runs: SyncBatchNorm (batch statistics over all ranks; GPUs only)
+    normalization: str = None  # the student's input normalization (a name or mean,std); None: see run_normalization
 
     def __post_init__(self):
         self.optimizer = (self.optimizer or "sgd").lower()
@@ -112,6 +114,8 @@ class RunSettings:
                      f"--mutual-temperature must be > 0, got {self.mutual_temperature!r}")
         _require(self.threads is None or (_int(self.threads) and self.threads >= 1),
                  f"--threads must be an integer >= 1, got {self.threads!r}")
+        if self.normalization is not None:
+            parse_normalization(self.normalization)
         return self
 
     def as_dict(self):

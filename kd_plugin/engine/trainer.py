@@ -21,12 +21,13 @@ from ..distill.extension import with_loss_flags
 from ..distill.policy import DEFAULT_LOSS, DistillationLossWeights, DistillationMixin
 from ..distill.teacher import build_teacher
 from ..distill.teacher_cache import install_teacher_caches, resumed_cache_directory
-from ..models import create_model, resolve_arch
+from ..models import create_model, default_cfg, resolve_arch
 from ..protocol.runtime import select_runtime
 from ..util.errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..util.fileio import ensure_writable_dir, write_json
 from .guards import (check_optimizer_type, check_teacher_cache_dir, check_trainable, distillation_record,
                      move_distillation_start)
+from ..util.normalization import parse_normalization
 from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
 from .best_checkpoint import carry_best_forward, tested_checkpoint
 from .distributed import MainOnlyCsv, from_environment, main_only_logger, relaunch_command
@@ -147,13 +148,15 @@ class TrainingRun:
         self.classes = train.classes
         train, valid = validation_split(train, s.validation_split, seed=self.seed)
         self.train_hash = data_fingerprint(train)
+        self.normalization, self.normalization_note = run_normalization(s, self.arch, resume)
         train_loader = TensorLoader(train, s.batch_size, s.augment, shuffle=True, seed=self.seed, device=self.device,
-                                    channels_last=s.channels_last, drop_single_last=True)
+                                    channels_last=s.channels_last, drop_single_last=True,
+                                    normalization=self.normalization)
         check_trainable(train_loader, s.validation_split)
         self.train_loader = self.dist.shard(train_loader)
-        self.valid_loader = TensorLoader(valid, 1024, "n", device=self.device, channels_last=s.channels_last) \
-            if valid is not None else None
-        self.model = create_model(self.arch).to(self.device)
+        self.valid_loader = TensorLoader(valid, 1024, "n", device=self.device, channels_last=s.channels_last,
+                                         normalization=self.normalization) if valid is not None else None
+        self.model = create_model(self.arch, normalization=self.normalization).to(self.device)
         if s.load_weights_from:
             load_model_into(self.model, s.load_weights_from, self.arch)
         accelerate_model(self.model, self.device, s.channels_last, s.amp, s.compile)
@@ -270,6 +273,7 @@ class TrainingRun:
                  self.arch, self.train_loader.num_images,
                  self.valid_loader.num_images if self.valid_loader else 0, len(self.test_set), self.start_epoch,
                  s.epochs - 1, s.batch_size, s.optimizer, self.optimizer.param_groups[0]["lr"], self.seed)
+        log.info("Input normalization: %s, %s", self.normalization.describe(), self.normalization_note)
         for policy in distillation_policies(self.scheduler):
             log.info("Distillation: teacher %s, T=%g, weights distill=%g student=%g, epochs %s..%s, loss %s",
                      getattr(policy.teacher, "arch", type(policy.teacher).__name__), policy.temperature,
@@ -353,7 +357,7 @@ class TrainingRun:
         chosen, tested = tested_checkpoint(self.run_dir, self.name, self.arch, self.best, self.logger)
         if tested is not None:
             load_weights(self.model, tested)
-        test_loader = TensorLoader(self.test_set, 1024, "n", device=self.device)
+        test_loader = TensorLoader(self.test_set, 1024, "n", device=self.device, normalization=self.normalization)
         test = evaluate_loader(self.model, test_loader)
         summary = {"arch": self.arch, "run_dir": self.run_dir, "checkpoint": chosen,
                    "checkpoint_epoch": tested.epoch if tested is not None else None,
@@ -368,6 +372,18 @@ class TrainingRun:
         self.logger.info("Test (%s): top1 %.2f top5 %.2f loss %.4f on %d images", os.path.basename(chosen),
                          test["top1"], test["top5"], test["Loss"], len(self.test_set))
         return summary
+
+
+def run_normalization(settings, arch, resume=None):
+    """(Normalization, why) of the student: --normalization, else the resumed or weight-source checkpoint's
+    (record or documented assumption), else the architecture's registered default."""
+    if settings.normalization is not None:
+        return parse_normalization(settings.normalization), "--normalization"
+    if resume is not None:
+        return resume.normalization()
+    if settings.load_weights_from:
+        return load_checkpoint_file(settings.load_weights_from).normalization()
+    return default_cfg(arch)["normalization"], f"the default of {arch}"
 
 
 def teacher_cache_dir(settings, resume=None):

@@ -7,19 +7,23 @@ are accepted case-insensitively as aliases wherever a name is taken.
 import difflib
 
 from ..util.errors import KDPluginError
+from ..util.normalization import DEFAULT, get_normalization, set_normalization
 
 _entrypoints = {}
 _aliases = {}
+_default_cfgs = {}
 
 
-def register_model(fn=None, *, aliases=()):
-    """Decorator: register a factory ``fn(**kwargs) -> nn.Module`` under its function name."""
+def register_model(fn=None, *, aliases=(), normalization=DEFAULT.name, input_size=(3, 32, 32)):
+    """Decorator: register a factory ``fn(**kwargs) -> nn.Module`` under its function name, with the input
+    preprocessing its networks expect (a name from ``kd_plugin.util.normalization``) as its default config."""
 
     def wrap(factory):
         name = factory.__name__
         if name in _entrypoints:
             raise ValueError(f"model {name!r} registered twice")
         _entrypoints[name] = factory
+        _default_cfgs[name] = {"normalization": get_normalization(normalization), "input_size": tuple(input_size)}
         for alias in aliases:
             _aliases[alias.lower()] = name
         return factory
@@ -30,6 +34,11 @@ def register_model(fn=None, *, aliases=()):
 def list_models(pattern=None):
     names = sorted(_entrypoints)
     return [n for n in names if pattern is None or pattern in n]
+
+
+def default_cfg(arch):
+    """{normalization, input_size} a freshly created ``arch`` expects (timm's pretrained_cfg, in spirit)."""
+    return dict(_default_cfgs[resolve_arch(arch)])
 
 
 def list_aliases():
@@ -70,10 +79,11 @@ def dataset_of(arch):
     return "imagenet"
 
 
-def create_model(arch, dataset="cifar10", pretrained=False, weights=None, **kwargs):
+def create_model(arch, dataset="cifar10", pretrained=False, weights=None, normalization=None, **kwargs):
     """Build a registered network. Mirrors ``distiller.models.create_model`` (argument order aside).
 
-    ``weights``: a ``.safetensors`` file (as ``kd-plugin export --format safetensors`` writes) loaded strictly."""
+    ``weights``: a ``.safetensors`` file (as ``kd-plugin export --format safetensors`` writes) loaded strictly.
+    NORMALIZATION (a Normalization) overrides the registered default input normalization."""
     name = resolve_arch(arch)
     implied = dataset_of(name)
     if dataset is not None and dataset.lower() != implied:
@@ -89,4 +99,5 @@ def create_model(arch, dataset="cifar10", pretrained=False, weights=None, **kwar
         from .weights_file import load_safetensors
 
         load_safetensors(model, weights)
-    return model
+    cfg = _default_cfgs[name]
+    return set_normalization(model, normalization or cfg["normalization"], cfg["input_size"])

@@ -8,6 +8,7 @@ as models register into the zoo, so this parser imports nothing it builds.
 import inspect
 import math
 import numbers
+import os
 
 import torch
 
@@ -68,11 +69,16 @@ ARG_CHECKS = {
 }
 
 
-def register_component(section, cls, arg_checks=None, check=None):
+PATH_ARGS = {}  # class name -> arguments that are file paths, relative to the schedule file's folder
+
+
+def register_component(section, cls, arg_checks=None, check=None, path_args=()):
     """Make CLS a valid ``class:`` name in SECTION of a schedule; ARG_CHECKS maps its arguments to
-    (predicate, what it must be); CHECK(arguments) may check them together (raising KDPluginError).
+    (predicate, what it must be); CHECK(arguments) may check them together (raising KDPluginError); PATH_ARGS
+    names arguments that are file paths (a relative one is read relative to the schedule file's folder).
     Returns CLS, so it can decorate a class."""
     COMPONENT_CLASSES[section][cls.__name__] = cls
+    PATH_ARGS[cls.__name__] = tuple(path_args)
     if check is not None:
         COMPONENT_CHECKS[cls.__name__] = check
     for arg, arg_check in (arg_checks or {}).items():
@@ -127,6 +133,19 @@ def read_schedule(path, distiller_components=False):
     kinds = {**POLICY_KINDS, **DISTILLER_POLICY_KINDS} if distiller_components else POLICY_KINDS
     for index, policy_def in enumerate(policies):
         _check_policy(path, sched, index, policy_def, kinds)
+    return resolve_paths(sched, path)
+
+
+def resolve_paths(sched, path):
+    """Relative file paths in the schedule's components, made relative to the schedule file's folder (so a
+    schedule runs from any working directory); absolute ones are kept."""
+    base = os.path.dirname(os.path.abspath(path))
+    for section in COMPONENT_CLASSES:
+        for definition in (sched.get(section) or {}).values():
+            for arg in PATH_ARGS.get(definition.get("class"), ()) if isinstance(definition, dict) else ():
+                value = definition.get(arg)
+                if isinstance(value, str) and value and not os.path.isabs(value):
+                    definition[arg] = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
     return sched
 
 

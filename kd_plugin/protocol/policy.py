@@ -2,6 +2,7 @@
 
 Names and signatures match Distiller's so a policy written for one runtime runs on the other.
 """
+import warnings
 from collections import namedtuple
 
 import torch
@@ -39,6 +40,16 @@ class ScheduledTrainingPolicy:
         pass
 
 
+def step_to_epoch(lr_scheduler, epoch):
+    """``lr_scheduler.step(epoch)``, as Distiller's LRPolicy calls it: torch then sets the closed-form LR of
+    EPOCH. With ``frequency > 1`` the scheduler skips epochs, and only the closed form sees the milestones it
+    skipped (MultiStepLR(milestones=[2]) stepped at epochs 1, 3, 5 gives 1.0, 0.1, 0.1; the chained form
+    would stay at 1.0). torch deprecates the argument (with a warning) but keeps this behaviour."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The epoch parameter", category=UserWarning)
+        lr_scheduler.step(epoch)
+
+
 class LRPolicy(ScheduledTrainingPolicy):
     """Steps a torch LR scheduler at the end of each scheduled epoch, as Distiller's LRPolicy does."""
 
@@ -50,10 +61,7 @@ class LRPolicy(ScheduledTrainingPolicy):
         if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.lr_scheduler.step(kwargs["metrics"][self.lr_scheduler.mode])
         else:
-            # Distiller calls step(epoch=current+1); pinning last_epoch gives the same LR without the
-            # deprecated epoch argument, also when the policy is not active every epoch.
-            self.lr_scheduler.last_epoch = meta["current_epoch"]
-            self.lr_scheduler.step()
+            step_to_epoch(self.lr_scheduler, meta["current_epoch"] + 1)
 
     def state_dict(self):
         return self.lr_scheduler.state_dict()

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from ..checkpoint import load_model
+from ..checkpoint import load_model, normalization_line
 from ..data import TensorLoader, load_split
 from ..engine.loop import evaluate_loader, per_class_accuracy
 from ..export.formats import check_formats, format_rows
@@ -17,6 +17,7 @@ from ..export.identity import model_identity
 from ..models import create_model, resolve_arch
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir, write_json, write_text
+from ..util.normalization import normalization_of, parse_normalization, set_normalization
 from .summaries import parameter_count, total_macs, weights_mib
 
 
@@ -54,8 +55,10 @@ def timed_evaluation(model, test_set, device="cpu", repeats=50):
     """Evaluate the test split once, timed, then time single-image forwards: (results, latency dict)."""
     device = torch.device(device)
     model = model.to(device).eval()
-    loader = TensorLoader(test_set, 1024, "n", device=device)
-    evaluate_loader(model, TensorLoader(test_set.subset(slice(0, 8)), 8, "n", device=device))  # warm-up
+    own = normalization_of(model)  # the loaders feed the model its own normalization (no conversion timed)
+    loader = TensorLoader(test_set, 1024, "n", device=device, normalization=own)
+    evaluate_loader(model, TensorLoader(test_set.subset(slice(0, 8)), 8, "n", device=device,
+                                        normalization=own))  # warm-up
     results, per_image = batched_latency(model, loader)
     sample = loader.make_batch(torch.arange(1, device=device), torch.zeros(1, dtype=torch.int64)).inputs
     median, p90 = batch1_latency(model, sample, repeats)
@@ -67,6 +70,7 @@ def model_card(model, arch, test_set, device="cpu", train_set=None, repeats=50, 
     test, latency = timed_evaluation(model, test_set, device, repeats)
     card = {
         "arch": arch, "checkpoint": checkpoint, "device": latency["device"],
+        "normalization": normalization_of(model).record(),
         "parameters": parameter_count(model), "size_mib": round(weights_mib(model), 3), "macs": total_macs(model),
         "test_images": len(test_set), "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["Loss"],
         "test_per_class": per_class_accuracy(test["confusion"], test_set.classes),
@@ -74,7 +78,8 @@ def model_card(model, arch, test_set, device="cpu", train_set=None, repeats=50, 
         "latency_batch1_median_s": latency["batch1_median_s"], "latency_batch1_p90_s": latency["batch1_p90_s"],
     }
     if train_set is not None:
-        train = evaluate_loader(model, TensorLoader(train_set, 1024, "n", device=torch.device(device)))
+        train = evaluate_loader(model, TensorLoader(train_set, 1024, "n", device=torch.device(device),
+                                                    normalization=normalization_of(model)))
         card.update({"train_images": len(train_set), "train_top1": train["top1"]})
     return card
 
@@ -164,9 +169,10 @@ def write_card(card, out_dir, stem):
 
 
 def evaluate_target(target, data, arch=None, out_dir="reports", device="cpu", repeats=50, train_accuracy=False,
-                    export_formats=(), calib_data=None):
+                    export_formats=(), calib_data=None, normalization=None):
     """The model card of TARGET (a checkpoint file, or a model name for a fresh network) on DATA's test split,
-    written to OUT_DIR as JSON and Markdown and printed; returns the card."""
+    written to OUT_DIR as JSON and Markdown and printed; returns the card. NORMALIZATION (a name or mean,std)
+    overrides the checkpoint's."""
     if repeats < 1:
         raise KDPluginError(f"--repeats must be >= 1, got {repeats}")
     check_formats(export_formats, True)  # a missing optional package is reported before any work
@@ -174,13 +180,16 @@ def evaluate_target(target, data, arch=None, out_dir="reports", device="cpu", re
     test = load_split(data, "test")
     train = load_split(data, "train") if train_accuracy else None
     if os.path.exists(target):
-        model, checkpoint = load_model(target, arch)
-        arch, source = checkpoint.arch or resolve_arch(arch), target
+        model, checkpoint = load_model(target, arch, normalization)
+        arch, source, how = checkpoint.arch or resolve_arch(arch), target, checkpoint.normalization_note
     else:
         if target.endswith((".pth.tar", ".pt", ".pth", ".tar")):
             raise KDPluginError(f"{target}: checkpoint file not found")
         arch, source = resolve_arch(target), None
-        model = create_model(arch)
+        model, how = create_model(arch), f"the default of {arch}"
+        if normalization is not None:
+            model, how = set_normalization(model, parse_normalization(normalization)), "--normalization"
+    print(normalization_line(model, how))
     card = model_card(model, arch, test, device, train, repeats, source)
     stem = os.path.basename(source or arch).split(".")[0]
     add_format_rows(card, model, test, export_formats, out_dir, stem, calib_data or data, repeats)

@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from ..checkpoint import load_model
+from ..checkpoint import load_model, normalization_line
 from ..data import load_split
 from ..export.formats import check_formats
 from ..util.errors import KDPluginError
@@ -47,8 +47,9 @@ def report_card(model, arch, test_set, train_set=None, devices=("cpu",), repeats
     return card
 
 
-def card_for_checkpoint(path, test_set, train_set=None, arch=None, devices=("cpu",), repeats=50):
-    model, checkpoint = load_model(path, arch)
+def card_for_checkpoint(path, test_set, train_set=None, arch=None, devices=("cpu",), repeats=50, normalization=None):
+    model, checkpoint = load_model(path, arch, normalization)
+    print(normalization_line(model, checkpoint.normalization_note))
     return report_card(model, checkpoint.arch or arch, test_set, train_set, devices, repeats, path)
 
 
@@ -113,6 +114,9 @@ def add_report_args(p):
     p.add_argument("-o", "--out-dir", default="reports", help="where cards and the comparison go")
     p.add_argument("--device", default="auto", help="auto (GPU when present, and CPU), cpu or cuda")
     p.add_argument("--repeats", type=int, default=50, help="batch-1 latency repeats")
+    p.add_argument("--normalization", default=None, metavar="NAME|MEAN,STD",
+                   help="input normalization the networks expect (default: each checkpoint's record, else the "
+                        "assumption for its kind; see kd_plugin.util.normalization)")
     p.add_argument("--no-train-accuracy", dest="train_accuracy", action="store_false",
                    help="skip the (slow) training-split evaluation")
     add_export_format_args(p)
@@ -138,7 +142,8 @@ def cmd_report(args):
     warn = _stderr_warning
     cards = {}
     for path, stem in unique_stems(args.checkpoints).items():
-        model, checkpoint = load_model(path, args.arch)
+        model, checkpoint = load_model(path, args.arch, getattr(args, "normalization", None))
+        print(normalization_line(model, checkpoint.normalization_note))
         card = report_card(model, checkpoint.arch or args.arch, test, train, devices, args.repeats, path)
         add_format_rows(card, model, test, formats, args.out_dir, stem, args.calib_data or args.data, args.repeats)
         written = write_report_card(card, args.out_dir, stem, warn)

@@ -33,6 +33,11 @@ class StrictSafeLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                raise ConstructorError(None, None, f"mapping key {key!r} is not a scalar (unhashable)",
+                                       key_node.start_mark) from None
             if key in seen:
                 raise ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)

@@ -3,13 +3,14 @@ import torch
 
 from ...data import TensorLoader
 from ...util.fileio import write_json
+from ...util.normalization import normalization_of
 
 
 @torch.no_grad()
 def branch_accuracy(model, image_set, device="cpu", batch_size=1024):
     """{branch: top-1 %} from ``model.forward_all``; each member runs once per batch, in eval mode."""
     model.eval()
-    loader = TensorLoader(image_set, batch_size, "n", device=device)
+    loader = TensorLoader(image_set, batch_size, "n", device=device, normalization=normalization_of(model))
     correct = {}
     for batch in loader.epoch(0):
         for name, logits in model.forward_all(batch.inputs)._asdict().items():

@@ -9,10 +9,12 @@ import os
 from dataclasses import dataclass
 
 from ...checkpoint import load_model, save_checkpoint
+from ...data import install_input_adapter
 from ...models import create_model, resolve_arch
 from ...models.ensembles import DEFAULT_RESNET_WEIGHT, DEFAULT_VGG_WEIGHT
 from ...util.errors import KDPluginError
 from ...util.fileio import ensure_writable_dir
+from ...util.normalization import normalization_of
 
 ENSEMBLE_ARCHS = ("avnet_cifar", "jointnet_cifar")
 # member: (its architecture, command-line flag, environment variable)
@@ -65,8 +67,11 @@ def build_ensemble(arch, members):
         raise KDPluginError(f"{arch} is not an ensemble ({', '.join(ENSEMBLE_ARCHS)})")
     resnet, _ = load_model(members.resnet_checkpoint, MEMBER_SOURCES["resnet"][0])
     vgg, _ = load_model(members.vgg_checkpoint, MEMBER_SOURCES["vgg"][0])
+    # The ensemble takes the ResNet member's normalization; a VGG member normalized otherwise gets its own view.
+    own = normalization_of(resnet)
+    install_input_adapter(vgg, own)
     return create_model(arch, resnet=resnet, vgg=vgg, resnet_weight=members.resnet_weight,
-                        vgg_weight=members.vgg_weight)
+                        vgg_weight=members.vgg_weight, normalization=own)
 
 
 def save_model_checkpoint(model, arch, path, epoch=0):
