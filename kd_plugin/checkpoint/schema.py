@@ -74,6 +74,7 @@ def check_resume_sections(path, content):
         if batch is not None:
             if not _int(batch):
                 bad(f"kd_plugin['resume_batch'] must be an integer >= 0 or None, found {batch!r}")
+        if batch is not None and "mutual" not in plugin:  # a mutual-learning group keeps a meter per peer
             meter = plugin.get("meter")
             if not (isinstance(meter, dict) and _int(meter.get("samples")) and isinstance(meter.get("sums"), dict)
                     and all(isinstance(k, str) and _number(v) for k, v in meter["sums"].items())):
