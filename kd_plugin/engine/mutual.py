@@ -23,7 +23,7 @@ from ..checkpoint import (
     load_weights,
     write_checkpoint,
 )
-from ..data import TensorLoader, download_cifar10, load_split, validation_split
+from ..data import TensorLoader
 from ..distill.mutual import (
     DEFAULT_MUTUAL_TEMPERATURE,
     check_peers,
@@ -45,11 +45,11 @@ from .loop import (
 )
 from .meters import EpochMeter, topk_correct
 from .rng import capture_rng, restore_rng, seed_everything
+from .run_data import load_run_data, run_loaders
 from .rundir import CsvLog, close_logger, copy_configs, create_run_dir, make_logger
 from .trainer import (
     build_optimizer,
     build_schedule,
-    data_fingerprint,
     distillation_policies,
     interruption,
     stop_on_signals,
@@ -140,17 +140,9 @@ class MutualRun:
         self.seed = s.seed if s.seed is not None else run_state.get("seed", random.randrange(2**31))
         seed_everything(self.seed, s.deterministic)
         set_cpu_threads(s.threads)
-        if s.download:
-            download_cifar10(s.data)
-        train = load_split(s.data, "train")
-        self.test_set = load_split(s.data, "test")
-        self.classes = train.classes
-        train, valid = validation_split(train, s.validation_split, seed=self.seed)
-        self.train_hash = data_fingerprint(train)
-        self.train_loader = TensorLoader(train, s.batch_size, s.augment, shuffle=True, seed=self.seed,
-                                         device=self.device, channels_last=s.channels_last)
-        self.valid_loader = TensorLoader(valid, 1024, "n", device=self.device, channels_last=s.channels_last) \
-            if valid is not None else None
+        data = load_run_data(s, self.seed)
+        self.test_set, self.classes, self.train_hash = data.test, data.classes, data.train_hash
+        self.train_loader, self.valid_loader = run_loaders(s, data, self.seed, self.device)
         models = [create_model(arch).to(self.device) for arch in self.archs]  # in order: seeded initial weights
         self.peers = []
         for index, (arch, label, model) in enumerate(zip(self.archs, peer_labels(self.archs), models)):

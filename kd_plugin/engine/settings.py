@@ -6,8 +6,8 @@ from ..distill.losses import check_temperature, create_loss
 from ..protocol.config import MAX_POLICY_EPOCH
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND
 from ..util.errors import KDPluginError
-from .rundir import check_run_name
 from ..util.normalization import parse_normalization
+from .rundir import check_run_name
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3}

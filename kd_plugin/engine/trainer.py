@@ -5,7 +5,6 @@ The optimizer is built once and kept for the run; the best checkpoint is chosen 
 checkpoint, even mid-epoch, replays exactly what an uninterrupted run would have done.
 """
 import contextlib
-import hashlib
 import os
 import random
 import shlex
@@ -16,7 +15,7 @@ import torch
 
 from .. import bridge, distill  # noqa: F401  (register the backends select_runtime picks from)
 from ..checkpoint import check_arch, load_checkpoint_file, load_weights, save_checkpoint
-from ..data import TensorLoader, download_cifar10, load_split, validation_split
+from ..data import TensorLoader
 from ..distill.extension import with_loss_flags
 from ..distill.policy import DEFAULT_LOSS, DistillationLossWeights, DistillationMixin
 from ..distill.teacher import build_teacher
@@ -25,16 +24,21 @@ from ..models import create_model, default_cfg, resolve_arch
 from ..protocol.runtime import select_runtime
 from ..util.errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..util.fileio import ensure_writable_dir, write_json
-from .guards import (check_optimizer_type, check_teacher_cache_dir, check_trainable, distillation_record,
-                     move_distillation_start)
 from ..util.normalization import parse_normalization
 from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
 from .best_checkpoint import carry_best_forward, tested_checkpoint
 from .distributed import MainOnlyCsv, from_environment, main_only_logger, relaunch_command
+from .guards import (
+    check_optimizer_type,
+    check_teacher_cache_dir,
+    distillation_record,
+    move_distillation_start,
+)
 from .identity import check_resume_identity, experiment_identity
 from .loop import evaluate_loader, per_class_accuracy, train_epoch
 from .meters import EpochMeter
 from .rng import capture_rng, restore_rng, seed_everything
+from .run_data import load_run_data, run_loaders
 from .rundir import close_logger, copy_configs, create_run_dir, make_logger
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -141,21 +145,11 @@ class TrainingRun:
         self.seed = self.dist.on_main(lambda: seed)  # a drawn seed is rank 0's on every rank
         seed_everything(self.seed, s.deterministic)
         set_cpu_threads(s.threads)
-        if s.download:
-            download_cifar10(s.data)
-        train = load_split(s.data, "train")
-        self.test_set = load_split(s.data, "test")
-        self.classes = train.classes
-        train, valid = validation_split(train, s.validation_split, seed=self.seed)
-        self.train_hash = data_fingerprint(train)
+        data = load_run_data(s, self.seed)
+        self.test_set, self.classes, self.train_hash = data.test, data.classes, data.train_hash
         self.normalization, self.normalization_note = run_normalization(s, self.arch, resume)
-        train_loader = TensorLoader(train, s.batch_size, s.augment, shuffle=True, seed=self.seed, device=self.device,
-                                    channels_last=s.channels_last, drop_single_last=True,
-                                    normalization=self.normalization)
-        check_trainable(train_loader, s.validation_split)
+        train_loader, self.valid_loader = run_loaders(s, data, self.seed, self.device, self.normalization)
         self.train_loader = self.dist.shard(train_loader)
-        self.valid_loader = TensorLoader(valid, 1024, "n", device=self.device, channels_last=s.channels_last,
-                                         normalization=self.normalization) if valid is not None else None
         self.model = create_model(self.arch, normalization=self.normalization).to(self.device)
         if s.load_weights_from:
             load_model_into(self.model, s.load_weights_from, self.arch)
@@ -391,13 +385,6 @@ def teacher_cache_dir(settings, resume=None):
     recorded = resume.plugin_state.get("teacher_cache_dir") if resume is not None else None
     return resumed_cache_directory(settings.teacher_cache, settings.out_dir, recorded if isinstance(recorded, str)
                                    else None)
-
-
-def data_fingerprint(image_set):
-    """A short hash of a split's images and labels: a resume on other data with the same size is caught too."""
-    digest = hashlib.blake2b(image_set.labels.cpu().numpy().tobytes(), digest_size=8)
-    digest.update(image_set.images.cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def load_model_into(model, path, arch):
