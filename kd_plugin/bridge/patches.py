@@ -49,8 +49,7 @@ from ..checkpoint import optimizer_class, read_checkpoint_file
 from ..data.cifar10 import BATCHES_DIR, load_split
 from .normalization import SavedNormalization, wrap_load_checkpoint
 from .runtime import file_config
-from .summary_graph import (get_trace_graph, in_eval_mode, node_attribute, optimize_trace, set_training,
-                            tensor_desc)
+from .summary_graph import get_trace_graph, in_eval_mode, node_attribute, optimize_trace, set_training, tensor_desc
 
 
 class ModuleView:

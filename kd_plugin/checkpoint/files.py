@@ -18,9 +18,15 @@ import torch
 from ..models import create_model, resolve_arch
 from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write
+from ..util.normalization import (
+    DEFAULT,
+    DISTILLER,
+    from_record,
+    normalization_of,
+    parse_normalization,
+    set_normalization,
+)
 from .schema import check_resume_sections
-from ..util.normalization import (DEFAULT, DISTILLER, from_record, normalization_of, parse_normalization,
-                                  set_normalization)
 
 # What a checkpoint without a normalization record was trained on, by who wrote it (README "Checkpoints across
 # both tools"): Distiller's loader normalizes with 0.5/0.5; the original's .pt files and kd-plugin files written

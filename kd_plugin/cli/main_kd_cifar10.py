@@ -32,8 +32,8 @@ import yaml
 from ..checkpoint import load_checkpoint_file, load_model
 from ..data import load_split
 from ..distill.losses.base import TEMPERATURE
-from ..engine.settings import RunSettings, pick_device
 from ..engine.distributed import is_main_process
+from ..engine.settings import RunSettings, pick_device
 from ..engine.trainer import run_training
 from ..experiments.ensembles.branches import branch_accuracy, branch_table
 from ..experiments.ensembles.members import ENSEMBLE_ARCHS, add_member_args, build_ensemble, members_from_args

@@ -13,9 +13,9 @@ it with their own ScheduledTrainingPolicy/PolicyLoss classes.
 """
 from ..protocol.policy import LossComponent, PolicyLoss, ScheduledTrainingPolicy
 from ..util.errors import KDPluginError
+from ..util.normalization import normalization_of
 from .losses import DistillationLossWeights, create_loss
 from .losses.base import WEIGHT, check_value
-from ..util.normalization import normalization_of
 from .teacher import TeacherRunner
 
 DEFAULT_LOSS = "kd"

@@ -19,10 +19,10 @@ import torch
 
 from ..checkpoint import verify_archive
 from ..data import TensorLoader
-from ..util.normalization import normalization_of
 from ..data.augment import NUM_VIEWS
 from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write
+from ..util.normalization import normalization_of
 from .cache_check import payload_digest, recheck_slack, rows_mismatch, sample_rows, set_aside
 from .teacher import TeacherRunner, tensor_bytes, update_with_weights
 

@@ -28,6 +28,20 @@ class StopRequest:
         return bool(self)
 
 
+def epoch_batches(loader, epoch, start_batch=0, batch_hook=None, progress=True):
+    """(batch_id, batch) of EPOCH from START_BATCH on, under a tqdm bar; BATCH_HOOK sees each batch first."""
+    bar = tqdm(total=len(loader), initial=start_batch, desc=f"epoch {epoch}", leave=False, disable=not progress,
+               mininterval=1.0, unit="batch")
+    try:
+        for batch_id, batch in enumerate(loader.epoch(epoch, start_batch), start=start_batch):
+            if batch_hook is not None:
+                batch_hook(batch)
+            yield batch_id, batch
+            bar.update(1)
+    finally:
+        bar.close()
+
+
 def train_epoch(model, loader, criterion, optimizer, scheduler, epoch, start_batch=0, meter=None,
                 stop=None, batch_hook=None, progress=True, check_every=1, grad_scaler=None):
     """Train one epoch. Returns (meter, next_batch, seconds); next_batch < len(loader) if stopped early.
@@ -40,12 +54,8 @@ def train_epoch(model, loader, criterion, optimizer, scheduler, epoch, start_bat
     stop = stop if stop is not None else StopRequest()
     steps = len(loader)
     began = time.perf_counter()
-    bar = tqdm(total=steps, initial=start_batch, desc=f"epoch {epoch}", leave=False, disable=not progress,
-               mininterval=1.0, unit="batch")
     next_batch = start_batch
-    for batch_id, batch in enumerate(loader.epoch(epoch, start_batch), start=start_batch):
-        if batch_hook is not None:
-            batch_hook(batch)
+    for batch_id, batch in epoch_batches(loader, epoch, start_batch, batch_hook, progress):
         scheduler.on_minibatch_begin(epoch, batch_id, steps, optimizer)
         output = model(to_model_input(batch.inputs, loader.normalization, model))
         loss = criterion(output, batch.labels)
@@ -65,10 +75,8 @@ def train_epoch(model, loader, criterion, optimizer, scheduler, epoch, start_bat
             meter.add(len(batch.labels), **{"Overall Loss": overall, "Objective Loss": loss}, **components,
                       top1_correct=top1, top5_correct=top5)
         next_batch = batch_id + 1
-        bar.update(1)
         if stop if stopping is None else stopping:
             break
-    bar.close()
     return meter, next_batch, time.perf_counter() - began
 
 

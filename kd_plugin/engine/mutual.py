@@ -13,7 +13,6 @@ import random
 import time
 
 import torch
-from tqdm import tqdm
 
 from ..checkpoint import (
     Checkpoint,
@@ -39,6 +38,7 @@ from .acceleration import accelerate_model, grad_scaler, set_cpu_threads
 from .loop import (
     StopRequest,
     check_finite,
+    epoch_batches,
     evaluate_loader,
     optimizer_step,
     per_class_accuracy,
@@ -89,12 +89,8 @@ def train_mutual_epoch(peers, loader, epoch, temperature, start_batch=0, stop=No
         peer.model.train()
     steps = len(loader)
     began = time.perf_counter()
-    bar = tqdm(total=steps, initial=start_batch, desc=f"epoch {epoch}", leave=False, disable=not progress,
-               mininterval=1.0, unit="batch")
     next_batch = start_batch
-    for batch_id, batch in enumerate(loader.epoch(epoch, start_batch), start=start_batch):
-        if batch_hook is not None:
-            batch_hook(batch)
+    for batch_id, batch in epoch_batches(loader, epoch, start_batch, batch_hook, progress):
         for peer in peers:
             peer.scheduler.on_minibatch_begin(epoch, batch_id, steps, peer.optimizer)
         logits = [peer.model(batch.inputs) for peer in peers]  # every peer sees the others before any step
@@ -113,10 +109,8 @@ def train_mutual_epoch(peers, loader, epoch, temperature, start_batch=0, stop=No
                                                  "Mutual Loss": loss.mutual}, **components,
                            top1_correct=top1, top5_correct=top5)
         next_batch = batch_id + 1
-        bar.update(1)
         if stop:
             break
-    bar.close()
     return next_batch, time.perf_counter() - began
 
 
