@@ -80,7 +80,7 @@ def teacher_checkpoint(small_data, tmp_path_factory):
 def kd_schedule(tmp_path, teacher_arch, teacher_checkpoint, source="kd_resnet18_to_vgg7_a0.5_t1.5.yaml",
                 lr_schedule=True):
     """One of schedules/ with its teacher pointed at TEACHER_CHECKPOINT (None: a fresh teacher)."""
-    sched = read_schedule(os.path.join(SCHEDULES, source))
+    sched = read_schedule(os.path.join(SCHEDULES, source), distiller_components=True)
     kd = next(d for d in sched["extensions"].values() if d["class"] == "KnowledgeDistillationExtension")
     kd.update(teacher_arch=teacher_arch, teacher_checkpoint=teacher_checkpoint)
     if teacher_checkpoint is None:
@@ -181,7 +181,7 @@ def test_our_schedules_build_in_distillers_file_config(source, tmp_path):
     from kd_plugin.bridge.policies import KnowledgeDistillationExtension
 
     kd_plugin.register_with_distiller()
-    sched = read_schedule(os.path.join(SCHEDULES, source))
+    sched = read_schedule(os.path.join(SCHEDULES, source), distiller_components=True)  # the AGP ones prune
     path = os.path.join(SCHEDULES, source)
     if "KnowledgeDistillationExtension" in str(sched.get("extensions")):
         # a fresh teacher instead of the conventional checkpoint path; everything else as shipped
