@@ -120,7 +120,7 @@ def pruned_fraction(checkpoint, names):
 
 def test_agp_and_kd_really_prune_on_both_backends(data, tmp_path):
     teacher = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), dir=str(tmp_path), name="teacher")
-    path, sched = short_pruning_schedule(tmp_path, "kd_agp_resnet18_to_vgg7_a0.5_t1.5.yaml", teacher)
+    path, sched = short_pruning_schedule(tmp_path, "agp_kd_resnet18_to_vgg7_a0.5_t1.5.yaml", teacher)
     names = sched["pruners"]["agp"]["weights"]
     done = launch([data, "--arch", "vgg7_bn_cifar", "--compress", path, "--epochs", "2", "-b", "20", "-p", "1",
                    "-o", str(tmp_path / "d"), "-n", "agp"], tmp_path)
@@ -138,7 +138,7 @@ def test_agp_and_kd_really_prune_on_both_backends(data, tmp_path):
     (checkpoint,) = glob.glob(os.path.join(out, "*___*", "*_checkpoint.pth.tar"))
     assert pruned_fraction(checkpoint, names) > 0.3
 
-    bad, _ = short_pruning_schedule(tmp_path, "kd_agp_resnet18_to_vgg7_a0.5_t1.5.yaml", teacher,
+    bad, _ = short_pruning_schedule(tmp_path, "agp_kd_resnet18_to_vgg7_a0.5_t1.5.yaml", teacher,
                                     weights=["module.features.4.weight"])
     done = launch([data, "--arch", "vgg7_bn_cifar", "--compress", bad, "--epochs", "2", "-o", str(tmp_path)],
                   tmp_path)
