@@ -160,3 +160,20 @@ def max_difference(path_a, path_b):
 def bit_identical(path_a, path_b):
     a, b = resumable_state(path_a), resumable_state(path_b)
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def descendants(pid):
+    """Process ids below PID (torchrun starts its workers in their own sessions: a process group kill misses them)."""
+    children = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = open(stat).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.split("/")[2]))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found

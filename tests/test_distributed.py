@@ -54,23 +54,6 @@ def wait_for_first_checkpoint(out, procs, timeout=240):
         time.sleep(0.02)
 
 
-def descendants(pid):
-    """Process ids below PID (torchrun starts its workers in their own sessions: a process group kill misses them)."""
-    children = {}
-    for stat in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            fields = open(stat).read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.split("/")[2]))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
-
 def ddp_argv(tmp_path_factory, out, *extra):
     return ["-m", "kd_plugin.compress_classifier", *support.kd_argv(support.kd_inputs(tmp_path_factory), out, *extra)]
 
@@ -114,7 +97,7 @@ def test_sigkill_of_the_whole_job_resumes_exactly_with_the_same_world_size(refer
     command = torchrun(ddp_argv(tmp_path_factory, tmp_path / "run"))
     job = subprocess.Popen(command, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_first_checkpoint(tmp_path / "run", [job])
-    for pid in [*descendants(job.pid), job.pid]:  # every rank and torchrun, as when a node is lost
+    for pid in [*support.descendants(job.pid), job.pid]:  # every rank and torchrun, as when a node is lost
         os.kill(pid, signal.SIGKILL)
     job.wait()
     last = support.last_checkpoint(tmp_path / "run")

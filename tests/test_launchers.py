@@ -65,19 +65,6 @@ def sweep_argv(data, teacher, out, *extra):
             "--temperature", "1", "2", "--epochs", "1", "-b", "16", "-o", str(out), *extra]
 
 
-def descendants(pid):
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
-    children = {}
-    for child, parent in zip(out[::2], out[1::2]):
-        children.setdefault(int(parent), []).append(int(child))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
-
 def table(out):
     with open(os.path.join(out, "sweep.csv")) as fh:
         rows = list(csv.DictReader(fh))
@@ -106,7 +93,7 @@ def test_ray_sweep_matches_the_local_launcher_and_resumes_after_the_driver_is_ki
     while not glob.glob(str(out / "runs" / "*" / "result.json")) and time.monotonic() < deadline:
         assert driver.poll() is None, "the Ray sweep ended before any cell finished"
         time.sleep(0.1)
-    ray_processes = descendants(driver.pid)
+    ray_processes = support.descendants(driver.pid)
     driver.kill()  # SIGKILL: no cleanup code of the driver runs
     driver.wait()
     for pid in ray_processes:  # what outlives the driver of a local instance (Ray's agents) goes too
