@@ -353,7 +353,7 @@ def _trust_inputs(root, p):
     open(path("bad.csv"), "w").write("epoch,lr\nx,y\n")
     open(path("good.csv"), "w").write("epoch,lr\n0,0.1\n")
     p["bad_csv"], p["good_csv"] = path("bad.csv"), path("good.csv")
-    cell = os.path.join(root, "sweep_bad", "runs", "cnn5-to-cnn5_a0.5_T1_s0")
+    cell = os.path.join(root, "sweep_bad", "runs", "cnn5-to-cnn5_s0")
     os.makedirs(cell)
     for name, text in (("result.json", '{"command": ["x"], "test_'), ("../../.lock", ""), ("../../sweep.json", "{}")):
         open(os.path.join(cell, name), "w").write(text)
@@ -407,7 +407,7 @@ CASES += [  # issue 12
          r"--extra-args may not set --kd-temp: --kd-temp is set by the sweep grid"),
     Case("sweep: truncated result.json", "kd-plugin",
          "sweep --data {data} --teacher cnn5={good} --student cnn5 -o {sweep_bad}",
-         r"{sweep_bad}/runs/cnn5-to-cnn5_a0.5_T1_s0/result.json: the done marker of .* is truncated or malformed"),
+         r"{sweep_bad}/runs/cnn5-to-cnn5_s0/result.json: the done marker of .* is truncated or malformed"),
     Case("reproduce: truncated state.json", "kd-plugin", "reproduce --profile smoke --data {data} -o {repro_bad}",
          r"{repro_bad}/state.json: the reproduce state file is truncated or malformed"),
     Case("reproduce --report-only: truncated state.json", "kd-plugin", "reproduce --report-only -o {repro_bad}",

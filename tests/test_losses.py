@@ -332,8 +332,29 @@ def test_sweep_has_a_loss_axis_and_shows_it(tiny_data, teacher_checkpoint, tmp_p
     with open(csv_path) as fh:
         assert [(r["loss"], r["mean"], r["delta"]) for r in csv.DictReader(fh)] == [
             ("dkd+ls:beta=4,warmup=0", "45.0", "4.0"), ("kd", "40.0", "-1.0")]
-    assert "| 5-CNN → 5-CNN | dkd+ls:beta=4,warmup=0 | 0.5 | 2 | 1 | 45.00 | +4.00 |" in open(md).read()
+    assert "| 5-CNN → 5-CNN | dkd+ls:beta=4,warmup=0 | 0.5 | 0.5 | 2 | 1 | 45.00 | +4.00 |" in open(md).read()
     assert kd_plugin(["sweep", "--data", tiny_data, "--teacher", f"cnn5={teacher_checkpoint}", "--student", "cnn5",
                       "--kd-loss", "dkd:gamma=1", "-o", str(tmp_path / "bad")]) == 2
     assert capsys.readouterr().err.strip().endswith("loss dkd has no argument 'gamma' (its arguments: alpha, beta, "
                                                     "warmup)")
+
+
+def test_sweep_without_alpha_or_t_runs_each_loss_with_its_own_recipe(tiny_data, teacher_checkpoint, tmp_path):
+    """No --alpha/-T: a cell sets neither, so DKD runs with distill 1, CE 1, T 4 (not kd's 0.5/0.5, T 1), and the
+    table shows what each run used, read from its summary.json."""
+    from kd_plugin.cli.kd_plugin import main as kd_plugin
+    from kd_plugin.distill.losses import loss_class
+
+    out = tmp_path / "sweep"
+    assert kd_plugin(["sweep", "--data", tiny_data, "--teacher", f"cnn5={teacher_checkpoint}", "--student", "cnn5",
+                      "--kd-loss", "kd", "dkd", "dist", "kd+ls", "--epochs", "1", "-b", "64", "-o", str(out)]) == 0
+    assert sorted(os.listdir(out / "runs")) == ["cnn5-to-cnn5_dist_s0", "cnn5-to-cnn5_dkd_s0", "cnn5-to-cnn5_kd+ls_s0",
+                                                "cnn5-to-cnn5_kd_s0"]
+    with open(out / "sweep.csv") as fh:
+        used = {r["loss"]: (float(r["alpha"]), float(r["student_weight"]), float(r["temperature"]))
+                for r in csv.DictReader(fh)}
+    expected = {name: (loss_class(name).default_weights.distill, loss_class(name).default_weights.student,
+                       loss_class(name).default_temperature) for name in ("kd", "dkd", "dist")}
+    assert expected == {"kd": (0.5, 0.5, 1.0), "dkd": (1.0, 1.0, 4.0), "dist": (2.0, 1.0, 4.0)}
+    assert used == {**expected, "kd+ls": (0.5, 0.5, 2.0)}
+    assert "| 5-CNN → 5-CNN | dkd | 1 | 1 | 4 | 1 |" in open(out / "sweep.md").read()

@@ -52,21 +52,23 @@ def refuse_grid_flags(extra, flags, what="--extra-args"):
 
 def used_values(summary):
     """The cell values a finished run used, from its summary.json: student, seed, and (for a KD run) the
-    teacher, alpha (the distillation weight) and T; a run without distillation has teacher, alpha and T None."""
-    kd = (summary.get("distillation") or [None])[0]
-    return {"student": summary.get("arch"), "seed": summary.get("seed"),
-            "teacher": kd["teacher_arch"] if kd else None, "alpha": kd["distill_weight"] if kd else None,
-            "temperature": kd["temperature"] if kd else None}
+    teacher, alpha (the distillation weight), the student's CE weight and T; a run without distillation has them
+    None."""
+    kd = (summary.get("distillation") or [None])[0] or {}
+    return {"student": summary.get("arch"), "seed": summary.get("seed"), "teacher": kd.get("teacher_arch"),
+            "alpha": kd.get("distill_weight"), "student_weight": kd.get("student_weight"),
+            "temperature": kd.get("temperature")}
 
 
 def cell_result(job):
     """jobs.Job collect function: the run's summary with the cell's values taken from it, not from the plan.
-    A value that differs from the plan is kept as the run used it and reported as planned_* too."""
+    A value that differs from the plan is kept as the run used it and reported as planned_* too (a value the plan
+    left unset, None, is the run's to choose)."""
     summary = run_summary(job)
     if summary is None or "distillation" not in summary:
         return summary
     used = used_values(summary)
-    planned = {k: job.meta[k] for k in used if k in job.meta and job.meta[k] != used[k]}
+    planned = {k: job.meta[k] for k in used if job.meta.get(k) is not None and job.meta[k] != used[k]}
     return {**summary, **used, **{f"planned_{k}": v for k, v in planned.items()}}
 
 

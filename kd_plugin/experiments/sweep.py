@@ -1,9 +1,9 @@
 """``kd-plugin sweep``: a grid of KD runs (teacher x student x loss x alpha x T x seed) from one base schedule.
 
 Each cell is ``compress_classifier DATA [--compress BASE] -a STUDENT --kd-teacher T --kd-resume CKPT
---kd-dw alpha --kd-sw 1-alpha --kd-temp T --seed S`` run as its own process (up to --jobs at once) in
-OUT/runs/NAME, resumable through jobs.Job's done markers. The results become the original's table
-(teacher -> student, alpha, T, accuracy; mean ± std over seeds) as Markdown and CSV, plus one PNG per
+--kd-dw alpha --kd-sw 1-alpha --kd-temp T --seed S`` (alpha and T only when the sweep sets them) run as its own
+process (up to --jobs at once) in OUT/runs/NAME, resumable through jobs.Job's done markers. The results become the
+original's table (teacher -> student, loss, alpha, CE weight, T, accuracy; mean ± std over seeds) as Markdown and CSV, plus one PNG per
 teacher/student pair of accuracy against T per alpha with the student's baseline as a horizontal line.
 """
 import csv
@@ -67,15 +67,19 @@ def loss_argv(spec):
 
 
 def kd_job(plan, teacher, student, alpha, temperature, seed, loss=None):
+    """One KD cell. ALPHA or TEMPERATURE None: not set here, so the run uses the schedule's value, else the loss's
+    own recipe (its distill/CE weights, its T); the tables show what the run used either way."""
     tag = "" if loss is None else "_" + re.sub(r"[^A-Za-z0-9+=.-]", "-", loss)
-    name = f"{teacher.label}-to-{short(student)}{tag}_a{exact(alpha)}_T{exact(temperature)}_s{seed}"
+    grid = "".join(f"_{key}{exact(value)}" for key, value in (("a", alpha), ("T", temperature)) if value is not None)
+    name = f"{teacher.label}-to-{short(student)}{tag}{grid}_s{seed}"
+    weights = [] if alpha is None else ["--kd-dw", exact(alpha), "--kd-sw", exact(1 - alpha)]
     argv = [plan.data, *(["--compress", plan.kd_schedule] if plan.kd_schedule else []), "-a", student,
-            "--kd-teacher", teacher.arch, "--kd-resume", teacher.checkpoint, "--kd-dw", exact(alpha),
-            "--kd-sw", exact(1 - alpha), "--kd-temp", exact(temperature), "--seed", str(seed),
+            "--kd-teacher", teacher.arch, "--kd-resume", teacher.checkpoint, *weights,
+            *([] if temperature is None else ["--kd-temp", exact(temperature)]), "--seed", str(seed),
             "--teacher-cache", os.path.join(plan.out, "teacher_cache"), *loss_argv(loss), *plan.run_args]
     meta = {"teacher": teacher.arch, "teacher_label": teacher.label, "teacher_checkpoint": teacher.checkpoint,
-            "student": student, "alpha": alpha, "temperature": temperature, "seed": seed,
-            "loss": plan.default_loss if loss is None else loss}
+            "student": student, "alpha": alpha, "student_weight": None if alpha is None else 1 - alpha,
+            "temperature": temperature, "seed": seed, "loss": plan.default_loss if loss is None else loss}
     return Job.training_run(name, os.path.join(plan.out, "runs", name), argv, meta=meta, collect=cell_result)
 
 
@@ -83,7 +87,8 @@ def baseline_job(plan, student, seed):
     name = f"baseline-{short(student)}_s{seed}"
     argv = [plan.data, *(["--compress", plan.baseline_schedule] if plan.baseline_schedule else []), "-a", student,
             "--seed", str(seed), *plan.run_args]
-    meta = {"teacher": None, "student": student, "alpha": None, "temperature": None, "seed": seed}
+    meta = {"teacher": None, "student": student, "alpha": None, "student_weight": None, "temperature": None,
+            "seed": seed}
     return Job.training_run(name, os.path.join(plan.out, "runs", name), argv, meta=meta, collect=cell_result)
 
 
@@ -114,19 +119,21 @@ def table_rows(results, baselines):
     groups = {}
     for r in results:
         loss = (r.get("loss") or "kd") if r["teacher"] else ""
-        key = (r.get("teacher_label") or "", r["teacher"] or "", r["student"], loss, r["alpha"], r["temperature"])
+        key = (r.get("teacher_label") or "", r["teacher"] or "", r["student"], loss, r["alpha"],
+               r.get("student_weight"), r["temperature"])
         groups.setdefault(key, []).append(r["test_top1"])
     rows = []
     def order(key):
-        label, _, student, loss, alpha, temperature = key
-        return label, student, loss, -1 if alpha is None else alpha, -1 if temperature is None else temperature
+        label, _, student, loss, *numbers = key
+        return label, student, loss, *(-1 if number is None else number for number in numbers)
 
-    for (label, teacher, student, loss, alpha, temperature), values in sorted(groups.items(),
-                                                                             key=lambda kv: order(kv[0])):
+    for (label, teacher, student, loss, alpha, student_weight, temperature), values in sorted(
+            groups.items(), key=lambda kv: order(kv[0])):
         mean, std = _stats(values)
         baseline = baselines.get(student)
         rows.append({"teacher": label or "", "teacher_arch": teacher or "", "student": student, "loss": loss,
-                     "alpha": alpha, "temperature": temperature, "seeds": len(values), "mean": mean, "std": std,
+                     "alpha": alpha, "student_weight": student_weight, "temperature": temperature,
+                     "seeds": len(values), "mean": mean, "std": std,
                      "values": values, "baseline": baseline,
                      "delta": mean - baseline if baseline is not None and teacher else None})
     return rows
@@ -143,6 +150,7 @@ def markdown_rows(rows):
             else f"(baseline) {display_name(row['student'])}"
         shown.append({"teacher → student": pair, "loss": row["loss"] or "—",
                       "alpha": "—" if row["alpha"] is None else f"{row['alpha']:g}",
+                      "CE wt": "—" if row.get("student_weight") is None else f"{row['student_weight']:g}",
                       "T": "—" if row["temperature"] is None else f"{row['temperature']:g}", "seeds": row["seeds"],
                       "test top-1 (%)": _accuracy_text(row),
                       "Δ vs baseline": "—" if row["delta"] is None else f"{row['delta']:+.2f}"})
@@ -152,8 +160,8 @@ def markdown_rows(rows):
 def write_tables(rows, out_dir):
     md = write_text(os.path.join(out_dir, "sweep.md"), "# KD sweep\n\n" + markdown_table(markdown_rows(rows)))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["teacher", "teacher_arch", "student", "loss", "alpha", "temperature",
-                                                "seeds", "mean", "std", "values", "baseline", "delta"])
+    writer = csv.DictWriter(buffer, fieldnames=["teacher", "teacher_arch", "student", "loss", "alpha",
+                                                "student_weight", "temperature", "seeds", "mean", "std", "values", "baseline", "delta"])
     writer.writeheader()
     for row in rows:
         writer.writerow({**row, "values": " ".join(f"{v:.2f}" for v in row["values"])})
@@ -231,11 +239,11 @@ def parse_teachers(specs, schedule):
 
 
 def _check_grid(args):
-    if not all(0 <= a <= 1 for a in args.alpha):
+    if not all(0 <= a <= 1 for a in args.alpha or []):
         raise KDPluginError(f"--alpha values must be in [0, 1], got {args.alpha}")
     for spec in args.kd_loss or []:
         parse_loss_spec(spec)
-    if not all(TEMPERATURE[0](t) for t in args.temperature):
+    if not all(TEMPERATURE[0](t) for t in args.temperature or []):
         raise KDPluginError(f"--temperature values must be > 0, got {args.temperature}")
     if not all(s >= 0 for s in args.seeds):
         raise KDPluginError(f"--seeds must be >= 0, got {args.seeds}")
@@ -271,8 +279,8 @@ def plan_from_args(args):
                                            note + ", without distillation")
     run_args = [*(["--epochs", str(args.epochs)] if args.epochs else []),
                 *(["-b", str(args.batch_size)] if args.batch_size else []), *extra]
-    return SweepPlan(os.path.abspath(args.data), out, students, teachers, unique(args.alpha, "--alpha"),
-                     unique(args.temperature, "--temperature"), unique(args.seeds, "--seeds"),
+    return SweepPlan(os.path.abspath(args.data), out, students, teachers, unique(args.alpha or [None], "--alpha"),
+                     unique(args.temperature or [None], "--temperature"), unique(args.seeds, "--seeds"),
                      kd_schedule, baseline_schedule, args.train_baseline, run_args,
                      unique(args.kd_loss, "--kd-loss") if args.kd_loss else [None], schedule_loss(schedule))
 
@@ -289,9 +297,10 @@ def add_sweep_args(p):
                                       "and --teacher)")
     p.add_argument("--teacher", action="append", metavar="ARCH=CHECKPOINT", help="a teacher (repeatable)")
     p.add_argument("--student", action="append", metavar="ARCH", help="a student (repeatable)")
-    p.add_argument("--alpha", type=float, nargs="+", default=[0.5], help="distillation weights (student CE gets "
-                                                                         "1-alpha)")
-    p.add_argument("--temperature", "-T", type=float, nargs="+", default=[1.0], help="temperatures")
+    p.add_argument("--alpha", type=float, nargs="+", help="distillation weights (student CE gets 1-alpha); "
+                                                          "default: the schedule's, else each loss's own recipe")
+    p.add_argument("--temperature", "-T", type=float, nargs="+", help="temperatures; default: the schedule's, else "
+                                                                      "each loss's own")
     p.add_argument("--kd-loss", nargs="+", metavar="LOSS",
                    help="distillation losses, each NAME[+ls][:ARG=VALUE,...] (e.g. kd dkd kd+ls dkd:beta=4; "
                         "default: the schedule's)")
