@@ -139,6 +139,10 @@ def test_logit_standardization_defaults_to_the_papers_base_temperature():
     assert create_loss("kd").temperature == 1.0 and create_loss("kd", logit_standardize=True).temperature == 2.0
     assert create_loss("dkd", logit_standardize=True).temperature == 2.0
     assert create_loss("dkd", temperature=3, logit_standardize=True).temperature == 3.0
+    # ... and kd's weights to its published KD + LS recipe (CE 0.1, KD 9); dkd keeps its own
+    assert tuple(create_loss("kd", logit_standardize=True).default_weights) == (9.0, 0.1, 0.0)
+    assert tuple(create_loss("kd").default_weights) == (0.5, 0.5, 0.0)
+    assert tuple(create_loss("dkd", logit_standardize=True).default_weights) == (1.0, 1.0, 0.0)
     student, teacher, labels = batch()
     shifted = 5 * teacher + 7  # z-scores ignore a teacher's offset and scale
     loss = create_loss("kd", logit_standardize=True)
@@ -356,5 +360,5 @@ def test_sweep_without_alpha_or_t_runs_each_loss_with_its_own_recipe(tiny_data, 
     expected = {name: (loss_class(name).default_weights.distill, loss_class(name).default_weights.student,
                        loss_class(name).default_temperature) for name in ("kd", "dkd", "dist")}
     assert expected == {"kd": (0.5, 0.5, 1.0), "dkd": (1.0, 1.0, 4.0), "dist": (2.0, 1.0, 4.0)}
-    assert used == {**expected, "kd+ls": (0.5, 0.5, 2.0)}
+    assert used == {**expected, "kd+ls": (9.0, 0.1, 2.0)}  # logit standardization's published KD recipe
     assert "| 5-CNN → 5-CNN | dkd | 1 | 1 | 4 | 1 |" in open(out / "sweep.md").read()

@@ -52,7 +52,8 @@ def _at_least_float32(logits):
 
 class DistillationLoss:
     """Base of a registered loss. A subclass sets ``name``, ``arguments`` ({argument: (default, check)}),
-    ``default_temperature``, ``default_weights`` (distill, student: the loss's reference recipe) and
+    ``default_temperature``, ``default_weights`` (distill, student: the loss's reference recipe), optionally
+    ``standardized_weights`` (the reference recipe with logit standardization, when it differs) and
     ``needs_labels``, and implements ``terms(student, teacher, labels, epoch) -> [LossTerm]``; it gets float32 (or
     float64) (standardized when asked, the teacher's detached) and applies the temperature itself."""
 
@@ -60,10 +61,13 @@ class DistillationLoss:
     arguments = {}
     default_temperature = 1.0
     default_weights = DistillationLossWeights()
+    standardized_weights = None
     needs_labels = False
 
     def __init__(self, temperature=None, logit_standardize=False, **arguments):
         self.logit_standardize = check_value(logit_standardize, FLAG, "logit_standardize")
+        if self.logit_standardize and self.standardized_weights is not None:
+            self.default_weights = self.standardized_weights
         if temperature is None:
             temperature = STANDARDIZED_TEMPERATURE if logit_standardize else self.default_temperature
         self.temperature = check_temperature(temperature)

@@ -17,6 +17,9 @@ class KDLoss(DistillationLoss):
     name = "kd"
     default_temperature = 1.0  # Distiller's KnowledgeDistillationPolicy default
     default_weights = DistillationLossWeights()  # Distiller's (0.5, 0.5, 0)
+    # Logit standardization's KD recipe (sunshangquan/logit-standardization-KD: mdistiller's KD config, CE weight
+    # 0.1, with --kd-weight 9 --base-temp 2): z-scored logits give a much smaller KL, so the weight makes up for it.
+    standardized_weights = DistillationLossWeights(distill=9.0, student=0.1)
 
     def terms(self, student, teacher, labels, epoch):
         return [LossTerm("Distill Loss", softened_kl(student, teacher, self.temperature), self.temperature ** 2)]
