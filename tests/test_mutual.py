@@ -252,7 +252,7 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_bit_identically(input
 
 # --- each peer's best checkpoint stands alone ----------------------------------------------------------------
 def test_each_peer_best_checkpoint_loads_alone_and_evaluates_to_the_summary(inputs, reference, tmp_path, capsys):
-    assert [p["arch"] for p in reference["peers"]] == PEERS
+    assert [p["arch"] for p in reference["peers"]] == PEERS and reference["best_chosen_on"] == "validation top1"
     for peer in reference["peers"]:
         path = peer["checkpoint"]
         assert os.path.basename(path) == f"dml_{peer['arch']}_best.pth.tar"

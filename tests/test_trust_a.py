@@ -197,6 +197,7 @@ def test_summary_describes_the_tested_checkpoint_after_a_resume_without_improvem
     summary = json.load(open(summary_path))
     assert summary["best_epoch"] == summary["checkpoint_epoch"] == 0
     assert summary["best_valid_top1"] == summary["checkpoint_valid_top1"] == 100.0
+    assert summary["best_chosen_on"] == "validation top1"
     assert summary["checkpoint"].endswith("kd_best.pth.tar") and os.path.dirname(summary["checkpoint"]) == \
         os.path.dirname(summary_path)
     test = TensorLoader(load_split(kd["data"], "test"), 1024, "n")

@@ -164,6 +164,7 @@ def test_random_teacher_run_says_so_and_summary_records_what_it_used(small_data,
     assert "teacher cnn5_cifar has random weights (--kd-random-teacher)" in open(os.path.join(run_dir, "r.log")).read()
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     assert summary["seed"] == 4 and summary["arch"] == "cnn5_cifar"
+    assert summary["best_chosen_on"] == "training top1 (no validation split)"  # --vs 0: never the test split
     (kd,) = summary["distillation"]
     assert (kd["teacher_arch"], kd["temperature"], kd["distill_weight"], kd["teacher_checkpoint"]) == \
         ("cnn5_cifar", 2.5, 0.5, None)

@@ -54,3 +54,9 @@ def tested_checkpoint(run_dir, name, arch, best, logger):
         logger.info("The checkpoint of the best epoch (%d) is not available; testing %s (epoch %s) instead",
                     best["epoch"], chosen, tested.epoch)
     return chosen, tested
+
+
+def best_chosen_on(valid_loader):
+    """What "best" ranked epochs by, for summary.json: without a validation split (--vs 0) it is the training
+    top-1, never the test split."""
+    return "training top1 (no validation split)" if valid_loader is None else "validation top1"

@@ -35,6 +35,7 @@ from ..protocol.runtime import select_runtime
 from ..util.errors import KDPluginError, NonFiniteLoss
 from ..util.fileio import ensure_writable_dir, write_json
 from .acceleration import accelerate_model, grad_scaler, set_cpu_threads
+from .best_checkpoint import best_chosen_on
 from .loop import (
     StopRequest,
     check_finite,
@@ -309,7 +310,8 @@ class MutualRun:
                              os.path.basename(path), test["top1"], test["top5"], test["Loss"], len(self.test_set))
         summary = {"mutual": {"peers": self.archs, "temperature": self.temperature}, "run_dir": self.run_dir,
                    "checkpoint": checkpoint_paths(self.run_dir, self.name)[0], "peers": results,
-                   "test_images": len(self.test_set), "rows": self.csv.rows, "seed": self.seed}
+                   "best_chosen_on": best_chosen_on(self.valid_loader), "test_images": len(self.test_set),
+                   "rows": self.csv.rows, "seed": self.seed}
         write_json(os.path.join(self.run_dir, "summary.json"), summary)
         close_logger(self.logger)
         return summary

@@ -26,7 +26,7 @@ from ..util.errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..util.fileio import ensure_writable_dir, write_json
 from ..util.normalization import parse_normalization
 from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
-from .best_checkpoint import carry_best_forward, tested_checkpoint
+from .best_checkpoint import best_chosen_on, carry_best_forward, tested_checkpoint
 from .distributed import MainOnlyCsv, from_environment, main_only_logger, relaunch_command
 from .guards import (
     check_optimizer_type,
@@ -357,6 +357,7 @@ class TrainingRun:
                    "checkpoint_epoch": tested.epoch if tested is not None else None,
                    "checkpoint_valid_top1": tested.extras.get("current_top1") if tested is not None else None,
                    "best_epoch": self.best["epoch"], "best_valid_top1": self.best["top1"],
+                   "best_chosen_on": best_chosen_on(self.valid_loader),
                    "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["Loss"],
                    "test_images": len(self.test_set),
                    "test_per_class": per_class_accuracy(test["confusion"], self.classes),
