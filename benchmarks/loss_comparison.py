@@ -77,9 +77,7 @@ def sweep(args, out, name, schedule, teacher, *grid):
     run(["-m", "kd_plugin", "sweep", "--data", args.data, "--schedule", schedule, "--teacher",
          f"{args.teacher_arch}={teacher}", "--student", args.student, "--seeds", *map(str, args.seeds), "-j", "1",
          "--extra-args=--vs 0 --threads 1", "-o", os.path.join(out, name), *grid], os.path.join(out, f"{name}.log"))
-    with open(os.path.join(out, name, "sweep.json")) as fh:
-        plan_out = json.load(fh)["out"]
-    results = [json.load(open(p)) for p in glob.glob(os.path.join(plan_out, "runs", "*", "result.json"))]
+    results = [json.load(open(p)) for p in glob.glob(os.path.join(out, name, "runs", "*", "result.json"))]
     return [r for r in results if "test_top1" in r]
 
 

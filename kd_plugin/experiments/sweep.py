@@ -3,8 +3,9 @@
 Each cell is ``compress_classifier DATA [--compress BASE] -a STUDENT --kd-teacher T --kd-resume CKPT
 --kd-dw alpha --kd-sw 1-alpha --kd-temp T --seed S`` (alpha and T only when the sweep sets them) run as its own
 process (up to --jobs at once) in OUT/runs/NAME, resumable through jobs.Job's done markers. The results become the
-original's table (teacher -> student, loss, alpha, CE weight, T, accuracy; mean ± std over seeds) as Markdown and CSV, plus one PNG per
-teacher/student pair of accuracy against T per alpha with the student's baseline as a horizontal line.
+original's table (teacher -> student, loss, alpha, CE weight, T, accuracy; mean ± std over seeds) as Markdown and
+CSV, plus one PNG per teacher/student pair of accuracy against T per alpha with the student's baseline as a
+horizontal line.
 """
 import csv
 import io
@@ -161,7 +162,8 @@ def write_tables(rows, out_dir):
     md = write_text(os.path.join(out_dir, "sweep.md"), "# KD sweep\n\n" + markdown_table(markdown_rows(rows)))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["teacher", "teacher_arch", "student", "loss", "alpha",
-                                                "student_weight", "temperature", "seeds", "mean", "std", "values", "baseline", "delta"])
+                                                "student_weight", "temperature", "seeds", "mean", "std", "values",
+                                                "baseline", "delta"])
     writer.writeheader()
     for row in rows:
         writer.writerow({**row, "values": " ".join(f"{v:.2f}" for v in row["values"])})
