@@ -159,3 +159,39 @@ def test_ddp_step_losses_equal_a_single_process_with_the_global_batch(tmp_path, 
     for epoch in range(2):
         steps = global_steps[6 * epoch:6 * epoch + 6]
         assert logged[epoch] == pytest.approx(sum(loss * n for loss, n in steps) / 45, rel=1e-5)
+
+
+EXITING_RANK = """
+import atexit, sys
+from kd_plugin.cli.args import cli_entry
+from kd_plugin.engine.distributed import Distributed
+from kd_plugin.util.errors import TrainingInterrupted
+
+atexit.register(print, "finalized")
+
+@cli_entry("probe")
+def main(argv):
+    group = Distributed("cpu", 0, 1, 0)
+    print("result line")
+    group.close()
+    raise TrainingInterrupted("SIGTERM at step 3", 143)
+
+main() if sys.argv[1] == "program" else print("returned", main([]))
+"""
+
+
+def test_a_rank_ends_as_a_program_with_its_own_code_and_output_and_skips_finalization():
+    """A process that joined a group must not reach interpreter finalization (where freeing gloo's work objects
+    can abort it after its result was printed, see engine.distributed.exit_process); called from Python, the
+    same entry point just returns its code."""
+    def rank_env():
+        return {**env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "WORLD_SIZE": "1"}
+
+    program = subprocess.run([sys.executable, "-c", EXITING_RANK, "program"], env=rank_env(), capture_output=True,
+                             text=True, timeout=120)
+    assert program.returncode == 143, program.stderr[-2000:]
+    assert program.stdout == "result line\n"
+    assert program.stderr.strip().splitlines()[-1] == "probe: interrupted: SIGTERM at step 3", program.stderr
+    called = subprocess.run([sys.executable, "-c", EXITING_RANK, "call"], env=rank_env(), capture_output=True,
+                            text=True, timeout=120)
+    assert (called.returncode, called.stdout) == (0, "result line\nreturned 143\nfinalized\n"), called.stderr

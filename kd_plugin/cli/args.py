@@ -22,11 +22,14 @@ def str2bool_yn(value):
 
 
 def cli_entry(prog):
-    """Wrap a console entry point of command PROG: KDPluginError -> 'PROG: error: ...' on stderr and its exit code."""
+    """Wrap a console entry point of command PROG: KDPluginError -> 'PROG: error: ...' on stderr and its exit code.
+
+    Called with argv (from Python: tests, another tool) the wrapper returns the exit code. Called without (a
+    console script or ``python -m``: the process is this command) it ends the process itself, so that a
+    distributed rank exits with its own code (engine.distributed.exit_process)."""
 
     def wrap(main):
-        @functools.wraps(main)
-        def wrapper(argv=None):
+        def exit_code(argv):
             try:
                 return main(argv)
             except KDPluginError as err:
@@ -37,6 +40,15 @@ def cli_entry(prog):
                 return 130
             except BrokenPipeError:
                 return 1
+
+        @functools.wraps(main)
+        def wrapper(argv=None):
+            code = exit_code(argv)
+            if argv is None:
+                from ..engine.distributed import exit_process
+
+                exit_process(code)
+            return code
 
         return wrapper
 

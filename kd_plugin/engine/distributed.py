@@ -15,6 +15,7 @@ is the single-process identity, so the trainer has one code path. What a distrib
 * stopping: every step the ranks all-reduce (non-finite loss on some rank, signal on some rank) before the
   backward pass, so a NaN or a SIGINT/SIGTERM on any rank stops all of them at the same step.
 """
+import gc
 import logging
 import os
 import sys
@@ -82,6 +83,7 @@ class Distributed(Single):
     """This process's place in a torch.distributed process group started from torchrun's environment."""
 
     distributed = True
+    joined_in_this_process = False
 
     def __init__(self, device, rank, world_size, local_rank):
         import torch.distributed as dist
@@ -103,6 +105,7 @@ class Distributed(Single):
             dist.init_process_group(**init)
         self.dist = dist
         self._owns_group = True
+        Distributed.joined_in_this_process = True
 
     # --- collectives ------------------------------------------------------------------------------------
     def _broadcast(self, obj, src=0):
@@ -193,6 +196,28 @@ class Distributed(Single):
     def close(self):
         if self._owns_group and self.dist.is_initialized():
             self.dist.destroy_process_group()
+
+
+def exit_process(code):
+    """End this process with exit CODE (an int or None, as sys.exit takes them).
+
+    A process that joined a process group leaves with os._exit once its own files are flushed: the models it
+    wrapped in DDP still hold the (destroyed) gloo group's C++ work objects, typically through the reference
+    cycles of an interrupt's traceback, and when those are freed during interpreter finalization the worker
+    threads take the GIL of a dying interpreter and the process aborts (SIGABRT, "terminate called without an
+    active exception") after having printed its result, e.g. exit -6 instead of 143 after a SIGTERM (pytorch
+    PR 179291). The cycles are collected first, while the interpreter is whole, then nothing is left to finalize.
+    """
+    if not Distributed.joined_in_this_process:
+        sys.exit(code)
+    gc.collect()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0 if code is None else code if isinstance(code, int) else 1)
 
 
 class DistributedStop(StopRequest):
