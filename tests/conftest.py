@@ -8,6 +8,15 @@ from kd_plugin.data import write_synthetic_cifar
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny batches gain nothing from a second thread, and lose much when other processes hold the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A generated CIFAR-10-format dataset: 200 train / 60 test images."""

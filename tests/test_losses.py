@@ -25,12 +25,7 @@ from kd_plugin.util.errors import KDPluginError
 N, C = 6, 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batch(dtype=torch.float64, seed=0):
