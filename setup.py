@@ -14,7 +14,7 @@ setup(
     install_requires=["torch>=2.1", "torchvision", "pyyaml>=5.4", "numpy", "tqdm"],
     extras_require={
         "plots": ["matplotlib"],
-        "dev": ["pytest", "matplotlib"],
+        "dev": ["pytest", "pytest-xdist", "matplotlib"],
         "ray": ["ray[tune]"],
         "export": ["onnx", "onnxruntime", "onnxscript", "safetensors"],
     },

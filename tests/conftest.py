@@ -5,7 +5,9 @@ import torch
 
 from kd_plugin.data import write_synthetic_cifar
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# pytest-xdist's workers (-n) share the cores: each gets its share, at most 2 threads (tiny batches gain no more)
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // WORKERS)))
 
 
 @pytest.fixture(scope="module")
