@@ -199,7 +199,7 @@ class Distributed(Single):
 
 
 def exit_process(code):
-    """End this process with exit CODE (an int or None, as sys.exit takes them).
+    """End this process with exit CODE (an int, or None for 0: what cli_entry's commands return).
 
     A process that joined a process group leaves with os._exit once its own files are flushed: the models it
     wrapped in DDP still hold the (destroyed) gloo group's C++ work objects, typically through the reference
@@ -217,7 +217,7 @@ def exit_process(code):
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(0 if code is None else code if isinstance(code, int) else 1)
+    os._exit(code or 0)
 
 
 class DistributedStop(StopRequest):
