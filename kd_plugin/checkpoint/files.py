@@ -139,6 +139,9 @@ def checkpoint_content(epoch, arch, model, optimizer=None, scheduler=None, extra
     if plugin_state is not None:
         content["kd_plugin"] = plugin_state
     content["normalization"] = normalization_of(getattr(model, "module", model)).record()  # Distiller ignores it
+    config = getattr(getattr(model, "module", model), "model_config", None)
+    if config is not None:  # what the factory needs before the weights fit (an ensemble's members)
+        content["model_config"] = config()
     return content
 
 
@@ -290,6 +293,23 @@ def load_weights(model, checkpoint):
     return model
 
 
+PLAIN_CONFIG_VALUES = (str, int, float, bool, type(None))
+
+
+def model_config(checkpoint):
+    """The factory arguments a checkpoint records (``model_config``: an ensemble's member architectures, weights
+    and mode), checked to be plain names and numbers; {} when it records none."""
+    config = checkpoint.content.get("model_config")
+    if config is None:
+        return {}
+    plain = lambda v: isinstance(v, PLAIN_CONFIG_VALUES) or (  # noqa: E731
+        isinstance(v, (list, tuple)) and all(isinstance(x, PLAIN_CONFIG_VALUES) for x in v))
+    if not isinstance(config, dict) or not all(isinstance(k, str) and k != "members" and plain(v)
+                                               for k, v in config.items()):
+        raise KDPluginError(f"{checkpoint.path}: 'model_config' must map argument names to plain values")
+    return config
+
+
 def load_model(path, arch=None, normalization=None, **model_kwargs):
     """(model, checkpoint) from a checkpoint file; ``arch`` is required for plain state_dicts and checked otherwise.
     The model expects the checkpoint's normalization (NORMALIZATION, a name or mean,std text, overrides it);
@@ -300,6 +320,6 @@ def load_model(path, arch=None, normalization=None, **model_kwargs):
     if name is None:
         raise KDPluginError(f"{path}: a plain state_dict names no architecture; pass the arch explicitly")
     used, how = checkpoint.normalization(normalization)
-    model = set_normalization(create_model(name, **model_kwargs), used)
+    model = set_normalization(create_model(name, **{**model_config(checkpoint), **model_kwargs}), used)
     checkpoint.normalization_note = how
     return load_weights(model, checkpoint), checkpoint

@@ -3,6 +3,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from ..distill.losses import check_temperature, create_loss
+from ..distill.teacher import teacher_members
+from ..models.ensembles import COMBINE_MODES
 from ..protocol.config import MAX_POLICY_EPOCH
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND
 from ..util.errors import KDPluginError
@@ -38,8 +40,10 @@ class RunSettings:
     resume_accept_changes: bool = False  # resume even where the experiment's identity changed (logged)
     device: str = "cpu"
     print_freq: int = 10
-    kd_teacher: str = None
-    kd_resume: str = None
+    kd_teacher: str = None  # a list of several: an ensemble teacher (distill.teacher.build_teacher)
+    kd_resume: str = None  # one checkpoint per teacher architecture, in the same order
+    kd_teacher_weights: list = None  # an ensemble's member weights (None: equal)
+    kd_teacher_combine: str = None  # an ensemble averages 'logits' (None: the default) or 'probs'
     kd_temperature: float = None
     kd_distill_wt: float = None
     kd_student_wt: float = None
@@ -97,6 +101,10 @@ class RunSettings:
         for flag, value in (("--kd-distill-wt", self.kd_distill_wt), ("--kd-student-wt", self.kd_student_wt),
                             ("--kd-teacher-wt", self.kd_teacher_wt)):
             _require(value is None or (_num(value) and value >= 0), f"{flag} must be >= 0, got {value!r}")
+        if self.kd_teacher:
+            teacher_members(self.kd_teacher, self.kd_resume, self.kd_teacher_weights)
+        _require(self.kd_teacher_combine in (None, *COMBINE_MODES),
+                 f"--kd-teacher-combine must be one of {', '.join(COMBINE_MODES)}, got {self.kd_teacher_combine!r}")
         _require(self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         _require(self.kd_start_epoch is None or (_int(self.kd_start_epoch) and 0 <= self.kd_start_epoch < self.epochs),
                  f"--kd-start-epoch must be in 0..{self.epochs - 1}, got {self.kd_start_epoch!r}")

@@ -45,7 +45,8 @@ SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 KD_OVERRIDES = {"kd_temperature": "temperature", "kd_distill_wt": "distill_weight",
                 "kd_student_wt": "student_weight", "kd_teacher_wt": "teacher_weight",
                 "kd_teacher": "teacher_arch", "kd_resume": "teacher_checkpoint",
-                "kd_logit_standardize": "logit_standardize"}  # --kd-loss/--kd-loss-arg: with_loss_flags
+                "kd_logit_standardize": "logit_standardize", "kd_teacher_weights": "teacher_weights",
+                "kd_teacher_combine": "teacher_combine"}  # --kd-loss/--kd-loss-arg: with_loss_flags
 
 
 def build_optimizer(model, settings):
@@ -72,7 +73,8 @@ def build_schedule(model, optimizer, settings, sched_dict=None, runtime=None):
         if settings.kd_start_epoch is not None:
             move_distillation_start(scheduler, distillation_policies(scheduler), settings.kd_start_epoch)
     if settings.kd_teacher and not distillation_policies(scheduler):
-        teacher = build_teacher(model, settings.kd_teacher, settings.kd_resume, settings.kd_random_teacher)
+        teacher = build_teacher(model, settings.kd_teacher, settings.kd_resume, settings.kd_random_teacher,
+                                weights=settings.kd_teacher_weights, combine=settings.kd_teacher_combine)
         weights = DistillationLossWeights(settings.kd_distill_wt, settings.kd_student_wt, settings.kd_teacher_wt)
         policy = runtime.KnowledgeDistillationPolicy(model, teacher, settings.kd_temperature, weights,
                                                      settings.kd_loss or DEFAULT_LOSS, settings.kd_loss_args,
@@ -340,6 +342,14 @@ class TrainingRun:
         log.info("Epoch %d: %s%s", epoch, shown, " (best)" if is_best else "")
         return path
 
+    def _distillation_record(self, test_loader):
+        """summary.json's ``distillation`` with each teacher's top-1 on the split the student's test_top1 is on."""
+        policies = distillation_policies(self.scheduler)
+        record = distillation_record(self.scheduler, policies)
+        for entry, policy in zip(record, policies):
+            entry["teacher_test_top1"] = evaluate_loader(policy.teacher, test_loader)["top1"]
+        return record
+
     def finish(self):
         """Evaluate the best checkpoint on the test split and write summary.json (rank 0; the others get its
         summary)."""
@@ -362,7 +372,7 @@ class TrainingRun:
                    "test_images": len(self.test_set),
                    "test_per_class": per_class_accuracy(test["confusion"], self.classes),
                    "rows": self.csv.rows, "seed": self.seed,
-                   "distillation": distillation_record(self.scheduler, distillation_policies(self.scheduler))}
+                   "distillation": self._distillation_record(test_loader)}
         write_json(os.path.join(self.run_dir, "summary.json"), summary)
         self.logger.info("Test (%s): top1 %.2f top5 %.2f loss %.4f on %d images", os.path.basename(chosen),
                          test["top1"], test["top5"], test["Loss"], len(self.test_set))

@@ -92,7 +92,12 @@ def create_model(arch, dataset="cifar10", pretrained=False, weights=None, normal
         raise KDPluginError(
             f"no pretrained weights ship for {name}: train it, or load a checkpoint with --resume-from/--kd-resume"
         )
-    model = _entrypoints[name](**kwargs)
+    try:
+        model = _entrypoints[name](**kwargs)
+    except TypeError as err:  # arguments from a checkpoint's model_config or a schedule that the factory lacks
+        if not kwargs:
+            raise
+        raise KDPluginError(f"model {name}: {err}") from None
     model.arch = name
     model.dataset = implied
     if weights is not None:

@@ -144,9 +144,18 @@ def resolve_paths(sched, path):
         for definition in (sched.get(section) or {}).values():
             for arg in PATH_ARGS.get(definition.get("class"), ()) if isinstance(definition, dict) else ():
                 value = definition.get(arg)
-                if isinstance(value, str) and value and not os.path.isabs(value):
-                    definition[arg] = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+                if isinstance(value, list):  # one path per member of an ensemble
+                    definition[arg] = [_relative_to(base, v) for v in value]
+                elif isinstance(value, str):
+                    definition[arg] = _relative_to(base, value)
     return sched
+
+
+def _relative_to(base, value):
+    """A schedule's relative path VALUE as a path from the schedule file's folder BASE (anything else as it is)."""
+    if isinstance(value, str) and value and not os.path.isabs(value):
+        return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+    return value
 
 
 def _check_training(path, training):
