@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..models import create_model, resolve_arch
+from ..models.registry import check_model_config
 from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write
 from ..util.normalization import (
@@ -293,21 +294,11 @@ def load_weights(model, checkpoint):
     return model
 
 
-PLAIN_CONFIG_VALUES = (str, int, float, bool, type(None))
-
-
 def model_config(checkpoint):
     """The factory arguments a checkpoint records (``model_config``: an ensemble's member architectures, weights
     and mode), checked to be plain names and numbers; {} when it records none."""
     config = checkpoint.content.get("model_config")
-    if config is None:
-        return {}
-    plain = lambda v: isinstance(v, PLAIN_CONFIG_VALUES) or (  # noqa: E731
-        isinstance(v, (list, tuple)) and all(isinstance(x, PLAIN_CONFIG_VALUES) for x in v))
-    if not isinstance(config, dict) or not all(isinstance(k, str) and k != "members" and plain(v)
-                                               for k, v in config.items()):
-        raise KDPluginError(f"{checkpoint.path}: 'model_config' must map argument names to plain values")
-    return config
+    return {} if config is None else check_model_config(config, f"{checkpoint.path}: 'model_config'")
 
 
 def load_model(path, arch=None, normalization=None, **model_kwargs):

@@ -23,12 +23,12 @@ from ..distill.losses.base import TEMPERATURE
 from ..distill.teacher import as_list
 from ..engine.loop import evaluate_loader
 from ..models import resolve_arch
-from ..models.ensembles import check_member_weights
 from ..protocol.config import read_schedule
 from ..reporting.plots import accuracy_vs_temperature, plot_or_warn
 from ..reporting.tables import markdown_table
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir, write_json, write_text
+from .ensembles.members import parse_members
 from .grid import SWEEP_GRID_FLAGS, cell_result, check_unique_cells, exact, refuse_grid_flags, unique
 from .jobs import Job, exclusive_directory
 from .launchers import add_launcher_args, make_runner
@@ -238,28 +238,6 @@ def baseline_accuracy(path, test_set):
     return checkpoint.arch, evaluate_loader(model, TensorLoader(test_set, 1024, "n"))["top1"]
 
 
-def parse_teacher_spec(spec):
-    """[(arch, checkpoint, weight or None)] of a --teacher value: ARCH=CHECKPOINT, or an ensemble of members
-    joined by commas, each ARCH=CHECKPOINT[@WEIGHT] (weights on all members or on none)."""
-    members = []
-    for part in spec.split(","):
-        arch, sep, rest = part.strip().partition("=")
-        checkpoint, at, weight = rest.rpartition("@") if "@" in rest else (rest, "", "")
-        if not sep or not checkpoint:
-            raise KDPluginError(f"--teacher {spec!r}: expected ARCH=CHECKPOINT, or ARCH=CHECKPOINT[@WEIGHT],... for "
-                                f"an ensemble")
-        try:
-            members.append((resolve_arch(arch), checkpoint, float(weight) if at else None))
-        except ValueError:
-            raise KDPluginError(f"--teacher {spec!r}: weight {weight!r} is not a number") from None
-    weights = [w for _, _, w in members]
-    if None in weights and any(w is not None for w in weights):
-        raise KDPluginError(f"--teacher {spec!r}: give a @WEIGHT to every ensemble member or to none")
-    if weights[0] is not None:
-        check_member_weights(weights, len(members), f"--teacher {spec!r}")
-    return members
-
-
 def schedule_teacher(schedule):
     """The schedule's KD teacher as [(arch, checkpoint, weight or None)], or []."""
     kd = distillation_extension(schedule) if schedule is not None else None
@@ -286,7 +264,7 @@ def teacher_value(members, taken):
 
 
 def parse_teachers(specs, schedule):
-    values = [parse_teacher_spec(spec) for spec in specs or []]
+    values = [parse_members(spec, "--teacher") for spec in specs or []]
     if not values and schedule_teacher(schedule):
         values.append(schedule_teacher(schedule))
     if not values:

@@ -91,12 +91,21 @@ class WeightedEnsemble(nn.Module):
     def forward_members(self, x):
         return [member(x) for member in self.members]
 
-    def forward(self, x):
-        outputs = self.forward_members(x)
+    def combine_outputs(self, outputs):
         weights = list(self.member_weights.to(outputs[0].dtype))
         if self.combine == "logits":
             return weighted_sum(outputs, weights)
         return torch.log(weighted_sum([torch.softmax(o.float(), dim=1) for o in outputs], weights))
+
+    def forward(self, x):
+        return self.combine_outputs(self.forward_members(x))
+
+    def forward_all(self, x):
+        """{'member 1 (arch)': logits, ..., 'mix': the ensemble's output}, each member run once."""
+        outputs = self.forward_members(x)
+        branches = {f"member {i + 1} ({short_name})": o for i, (short_name, o) in
+                    enumerate(zip(self.member_archs, outputs))}
+        return {**branches, "mix": self.combine_outputs(outputs)}
 
     def model_config(self):
         """What ``ensemble_cifar(**config)`` needs to rebuild this network before its weights are loaded."""

@@ -79,6 +79,22 @@ def dataset_of(arch):
     return "imagenet"
 
 
+PLAIN_CONFIG_VALUES = (str, int, float, bool, type(None))
+
+
+def check_model_config(config, where):
+    """CONFIG (factory arguments read from a file) when it maps names to plain values or lists of them; modules
+    (``members``) can never come from a file."""
+    def plain(value):
+        return isinstance(value, PLAIN_CONFIG_VALUES) or (
+            isinstance(value, (list, tuple)) and all(isinstance(x, PLAIN_CONFIG_VALUES) for x in value))
+
+    if not isinstance(config, dict) or not all(isinstance(k, str) and k != "members" and plain(v)
+                                               for k, v in config.items()):
+        raise KDPluginError(f"{where} must map argument names to plain values")
+    return config
+
+
 def create_model(arch, dataset="cifar10", pretrained=False, weights=None, normalization=None, **kwargs):
     """Build a registered network. Mirrors ``distiller.models.create_model`` (argument order aside).
 
@@ -92,6 +108,10 @@ def create_model(arch, dataset="cifar10", pretrained=False, weights=None, normal
         raise KDPluginError(
             f"no pretrained weights ship for {name}: train it, or load a checkpoint with --resume-from/--kd-resume"
         )
+    if weights is not None and not kwargs:
+        from .weights_file import recorded_config
+
+        kwargs = recorded_config(weights)
     try:
         model = _entrypoints[name](**kwargs)
     except TypeError as err:  # arguments from a checkpoint's model_config or a schedule that the factory lacks

@@ -2,16 +2,21 @@
 
 Written by ``kd-plugin export --format safetensors``; read by ``create_model(arch, weights=PATH)``.
 """
+import json
+
 from ..util.errors import KDPluginError
 from ..util.optional import require
 
 ARCH_KEY = "arch"
+CONFIG_KEY = "model_config"  # JSON of the factory's arguments, for networks that have them (ensemble_cifar)
 
 
 def save_safetensors(model, path, metadata):
     """The model's state_dict (contiguous CPU copies) with string METADATA (must include the arch)."""
     torch_io = require("safetensors.torch", "safetensors export")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if hasattr(model, "model_config"):
+        metadata = {**metadata, CONFIG_KEY: json.dumps(model.model_config())}
     torch_io.save_file(state, path, metadata={k: str(v) for k, v in metadata.items()})
     return path
 
@@ -28,6 +33,20 @@ def read_safetensors(path):
         raise KDPluginError(f"{path}: weights file not found") from None
     except Exception as err:  # safetensors raises its own SafetensorError, OSError, ...
         raise KDPluginError(f"{path}: not a readable safetensors file ({' '.join(str(err).split())})") from None
+
+
+def recorded_config(path):
+    """The factory arguments a safetensors file records (CONFIG_KEY), or {}."""
+    text = read_safetensors(path)[1].get(CONFIG_KEY)
+    try:
+        config = json.loads(text) if text else {}
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        raise KDPluginError(f"{path}: its {CONFIG_KEY} entry is not a JSON mapping")
+    from .registry import check_model_config
+
+    return check_model_config(config, f"{path}: {CONFIG_KEY}")
 
 
 def load_safetensors(model, path):
