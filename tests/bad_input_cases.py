@@ -105,7 +105,21 @@ def build_inputs(root):
     torch.save({"epoch": 0, "arch": "avnet_cifar", "state_dict": {"member_weights": torch.tensor([0.72, 0.28])}},
                p["avnet_no_members"])
     _trust_inputs(root, p)
+    _ensemble_inputs(root, p)
     return p
+
+
+def _ensemble_inputs(root, p):
+    """Issue 24: a member trained on another dataset, one with another number of classes, and a YAML ensemble."""
+    p["other_dataset"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name="other_dataset", dir=root,
+                                         dataset="cifar100")
+    p["other_classes"] = os.path.join(root, "other_classes.pt")
+    torch.save(create_model("cnn5_cifar", num_classes=100).state_dict(), p["other_classes"])
+    p["ensemble_count_yaml"] = os.path.join(root, "ensemble_count.yaml")
+    open(p["ensemble_count_yaml"], "w").write(
+        "extensions:\n  kd:\n    class: KnowledgeDistillationExtension\n    teacher_arch: [cnn5, cnn5]\n"
+        f"    teacher_checkpoint: [{p['good']}]\npolicies:\n  - extension: {{instance_name: kd}}\n"
+        "    starting_epoch: 0\n    ending_epoch: 1\n    frequency: 1\n")
 
 
 def _bad_datasets(root, p):
@@ -430,6 +444,29 @@ CASES += [  # issue 12
     Case("main_KD: --normalization unknown", "main_KD_CIFAR10",
          "{data} tst 5-CNN {good} -o {root}/mk --no-progress --normalization bogus",
          r"unknown normalization 'bogus'"),
+]
+ENSEMBLE_CC = CC + " --kd-teacher cnn5 cnn5 --kd-resume {good}"
+CASES += [  # issue 24: ensemble teachers
+    Case("ensemble: fewer checkpoints than teachers", "compress_classifier", ENSEMBLE_CC,
+         r"--kd-teacher: 2 teacher architecture\(s\) but 1 checkpoint\(s\) \(--kd-resume / teacher_checkpoint\); "
+         r"give one checkpoint per teacher"),
+    Case("ensemble: weights sum to 0", "compress_classifier", ENSEMBLE_CC + " {good} --kd-teacher-weights 1 -1",
+         r"--kd-teacher-weights: the weights must sum to a positive number, got \[1.0, -1.0\] \(sum 0\)"),
+    Case("ensemble: one weight for two members", "compress_classifier", ENSEMBLE_CC + " {good} --kd-teacher-weights 1",
+         r"--kd-teacher-weights: 1 weight\(s\) for 2 ensemble member\(s\); give one per member"),
+    Case("ensemble: member of another dataset", "compress_classifier",
+         ENSEMBLE_CC + " {other_dataset}", r"{other_dataset}: a cifar100 checkpoint cannot teach a cifar10 student"),
+    Case("ensemble: member with 100 classes", "compress_classifier",
+         CC + " --kd-teacher cnn5 cnn5 --kd-resume {good} {other_classes}",
+         r"{other_classes}: weights do not fit cnn5_cifar \(.*fc2.weight"),
+    Case("ensemble: YAML checkpoint count", "compress_classifier", CC + " --compress {ensemble_count_yaml}",
+         r"{ensemble_count_yaml}: extensions.kd: KnowledgeDistillationExtension teacher_arch: 2 teacher "
+         r"architecture\(s\) but 1 checkpoint\(s\)"),
+    Case("sweep: ensemble weight on one member only", "kd-plugin",
+         "sweep --data {data} --teacher cnn5={good}@1,cnn5={good} --student cnn5 -o {root}/swe",
+         r"--teacher 'cnn5=.*': give a @WEIGHT to every ensemble member or to none"),
+    Case("create-ensemble: ensemble without members", "kd-plugin", "create-ensemble ensemble -o {root}/e.pth.tar",
+         r"ensemble_cifar needs its members: --member ARCH=CHECKPOINT\[@WEIGHT\] \(repeatable\)"),
 ]
 # Run through the installed console scripts as well, to prove the real commands behave the same.
 SUBPROCESS_CASES = ["malicious pickle (zip)", "malicious YAML", "evaluate: bit-flipped checkpoint",
