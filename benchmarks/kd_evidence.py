@@ -117,13 +117,14 @@ def by_seed(results):
 
 
 def choose_kd_cell(results):
-    """{(alpha, T): (mean validation top-1, [results])} of the KD grid and the key with the best mean."""
+    """{(alpha, T): (mean validation top-1, [results])} of the KD grid and the key with the best mean (the
+    validation split only: the test split never chooses)."""
     cells = {}
     for r in results:
         if r["teacher"]:
             cells.setdefault((r["alpha"], r["temperature"]), []).append(r)
     means = {key: (statistics.mean(r["best_valid_top1"] for r in runs), runs) for key, runs in cells.items()}
-    return means, max(means, key=lambda key: means[key][0])
+    return means, max(sorted(means), key=lambda key: means[key][0])  # a tie: the smallest (alpha, T)
 
 
 def evidence_table(args, members, ensemble, grid_results, recipe_results):
