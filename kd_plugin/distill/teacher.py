@@ -102,19 +102,22 @@ def num_classes(network):
         network.train(was_training)
 
 
-def build_teacher(student_model, teacher_arch, teacher_checkpoint=None, random_teacher=False, where="--kd-teacher",
-                  weights=None, combine=None):
-    """A teacher network on the student's device, from a checkpoint; freshly initialised only when asked for
-    explicitly (RANDOM_TEACHER: --kd-random-teacher, or ``random_teacher: true`` in the schedule).
-    TEACHER_ARCH and TEACHER_CHECKPOINT lists of more than one (or WEIGHTS / COMBINE given) make an ensemble
-    (``load_ensemble``)."""
+def load_teacher(teacher_arch, teacher_checkpoint=None, random_teacher=False, where="--kd-teacher", weights=None,
+                 combine=None):
+    """A teacher network (on the CPU) from a checkpoint; freshly initialised only when asked for explicitly
+    (RANDOM_TEACHER: --kd-random-teacher, or ``random_teacher: true`` in the schedule). TEACHER_ARCH and
+    TEACHER_CHECKPOINT lists of more than one (or WEIGHTS / COMBINE given) make an ensemble (``load_ensemble``)."""
     members = teacher_members(teacher_arch, teacher_checkpoint, weights, where)
     if len(members) == 1 and weights is None and combine is None:
-        teacher = load_member(*members[0], random_teacher, where)
-    else:
-        teacher = load_ensemble(members, as_list(weights) or None, combine or "logits", random_teacher, where)
-    device = next(student_model.parameters()).device
-    return teacher.to(device)
+        return load_member(*members[0], random_teacher, where)
+    return load_ensemble(members, as_list(weights) or None, combine or "logits", random_teacher, where)
+
+
+def build_teacher(student_model, teacher_arch, teacher_checkpoint=None, random_teacher=False, where="--kd-teacher",
+                  weights=None, combine=None):
+    """``load_teacher`` on the student's device."""
+    teacher = load_teacher(teacher_arch, teacher_checkpoint, random_teacher, where, weights, combine)
+    return teacher.to(next(student_model.parameters()).device)
 
 
 def tensor_bytes(tensor):
