@@ -1,6 +1,7 @@
 """Ensemble teachers of any checkpoints (issue 24): the weighted average against a hand computation, the
 command line, the YAML schedule and a sweep selecting the same teacher, the exact cache and resume with an
 ensemble, and create-ensemble's checkpoint loaded like any network."""
+import csv
 import glob
 import json
 import os
@@ -158,3 +159,22 @@ def test_create_ensemble_writes_a_checkpoint_loaded_like_any_network(tiny_data, 
     assert kd_plugin(["evaluate", path, "--data", tiny_data, "-o", str(report), "--repeats", "1"]) == 0
     assert json.load(open(report / "ens.json"))["test_top1"] == pytest.approx(
         evaluate_loader(model, TensorLoader(load_split(tiny_data, "test"), 1024, "n"))["top1"])
+
+
+def test_report_comparison_shows_each_students_teacher_top1(tiny_data, members, tmp_path):
+    summary = run_training(settings(tiny_data, str(tmp_path / "logs"), members[:2], epochs=1, name="student"))
+    baseline = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name="alone", dir=str(tmp_path))
+    out = tmp_path / "cards"
+    assert kd_plugin(["report", summary["checkpoint"], baseline, "--data", tiny_data, "-o", str(out), "--repeats", "1",
+                      "--no-train-accuracy"]) == 0
+    teacher = build_teacher(create_model("cnn5"), [a for a, _ in members[:2]], [p for _, p in members[:2]],
+                            weights=[1, 3])
+    hand = evaluate_loader(teacher, TensorLoader(load_split(tiny_data, "test"), 1024, "n"))["top1"]
+    rows = {row["model"]: row for row in csv_rows(out / "comparison.csv")}
+    assert float(rows["student_best"]["teacher_test_top1"]) == pytest.approx(hand)
+    assert rows["alone_checkpoint"]["teacher_test_top1"] == ""
+
+
+def csv_rows(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
