@@ -23,6 +23,7 @@ Data: --data, else ../shared/data/cifar10-subset beside the repository.
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -32,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loss_comparison import cosine_schedule, recipe_text, stats, table  # noqa: E402
 
 from kd_plugin.data import write_synthetic_cifar  # noqa: E402
+from kd_plugin.engine.settings import check_device  # noqa: E402
 from kd_plugin.experiments.jobs import Job, JobRunner, exclusive_directory  # noqa: E402
 from kd_plugin.experiments.naming import display_name  # noqa: E402
 from kd_plugin.experiments.sweep import (  # noqa: E402
@@ -57,7 +59,9 @@ def device_args(args):
 
 
 def member_jobs(args, out, data):
-    schedule = cosine_schedule(args.member_arch, args.member_epochs, os.path.join(out, "member.yaml"))
+    # the epochs are in the file name, so a rerun with other epochs is another command (refused, never mixed)
+    schedule = cosine_schedule(args.member_arch, args.member_epochs,
+                               os.path.join(out, f"member_{args.member_arch}_e{args.member_epochs}.yaml"))
     jobs = []
     for i in range(args.members):
         name = f"member{i + 1}"
@@ -83,7 +87,8 @@ def ensemble_job(args, out, data, members):
 
 
 def student_plans(args, out, data, teacher):
-    schedule = cosine_schedule(args.student, args.epochs, os.path.join(out, "student.yaml"))
+    schedule = cosine_schedule(args.student, args.epochs,
+                               os.path.join(out, f"student_{args.student}_e{args.epochs}.yaml"))
     common = ["--data", data, "--schedule", schedule, "--teacher", f"ensemble_cifar={teacher}", "--seeds",
               *map(str, args.seeds), "-b", str(args.batch_size),
               f"--extra-args=--vs {VALIDATION_SPLIT} --teacher-cache off {' '.join(device_args(args))}"]
@@ -154,10 +159,14 @@ def evidence_table(args, members, ensemble, grid_results, recipe_results):
             f"Student {display_name(args.student)} alone: {base_mean:.2f} ± {base_std:.2f}. Every student run: "
             f"{args.epochs} epochs, SGD lr 0.05 cosine, wd 5e-4, batch {args.batch_size}, crop + flip, "
             f"{float(VALIDATION_SPLIT):.0%} validation split (best epoch by validation top-1), seeds "
-            f"{' '.join(map(str, args.seeds))}. The test split is only read for the numbers below.\n"
+            f"{' '.join(map(str, args.seeds))}. The test split chooses nothing (no epoch, no cell).\n"
             f"'clears the spread': mean - std of the method > mean + std of the student alone.\n\n")
-    text = head + text + "\nKD grid (the row above is the cell with the best validation mean):\n\n" + \
-        "\n".join(grid_lines) + "\n"
+    teacher_lines = ["| teacher | test top-1 % | validation top-1 % |", "|---|---|---|",
+                     *(f"| member {i + 1}: {display_name(args.member_arch)}, seed {m['seed']} | {m['test_top1']:.2f} | "
+                       f"{m['best_valid_top1']:.2f} |" for i, m in enumerate(members)),
+                     f"| ensemble of the {len(members)} (equal weights, logits) | {ensemble['test_top1']:.2f} | — |"]
+    text = (head + "\n".join(teacher_lines) + "\n\n" + text + "\nKD grid (the KD row is the cell with the best "
+            "validation mean):\n\n" + "\n".join(grid_lines) + "\n")
     record = {"data": args.data, "student": args.student, "epochs": args.epochs, "seeds": args.seeds,
               "teacher": {"arch": "ensemble_cifar", "members": [m["checkpoint"] for m in members],
                           "member_arch": args.member_arch, "member_epochs": args.member_epochs,
@@ -210,11 +219,16 @@ def main(argv=None):
         print(open(md_path).read())
         return 0
     os.makedirs(out, exist_ok=True)
+    if not (args.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", args.device)):
+        sys.exit(f"kd_evidence: --device must be cpu, cuda or cuda:N, got {args.device!r}")
     if args.smoke:
         args.data = write_synthetic_cifar(os.path.join(out, "data"), train_images=80, test_images=20, seed=3)
     if not os.path.isdir(args.data):
         sys.exit(f"no data at {args.data}: pass --data (this benchmark needs real CIFAR-10 images)")
     data = os.path.abspath(args.data)
+    check_device(args.device)
+    # the runs are child processes: they import this checkout's kd_plugin, wherever they are started from
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
     runner = JobRunner(parallel=args.jobs)
     with exclusive_directory(out, "kd_evidence") as lock_fd:
         runner.keep_fds = (lock_fd,)
@@ -226,7 +240,8 @@ def main(argv=None):
     grid_results = [results[job.name] for job in grid_jobs]
     recipe_results = [results[job.name] for job in recipe_jobs]
     for plan, plan_results in ((grid, grid_results), (recipes, recipe_results)):
-        write_tables(table_rows(plan_results, baselines_from_results(plan_results)), plan.out)  # each sweep's own sweep.md, as `kd-plugin sweep`
+        # each sweep's own sweep.md and sweep.csv, as `kd-plugin sweep` writes them
+        write_tables(table_rows(plan_results, baselines_from_results(plan_results)), plan.out)
     text, record = evidence_table(args, members, ensemble, grid_results, recipe_results)
     with open(md_path, "w") as fh:
         fh.write(text)

@@ -163,7 +163,8 @@ def settings_from_args(args):
         load_weights_from=args.load_weights_from, reset_optimizer=args.reset_optimizer,
         resume_accept_changes=args.resume_accept_changes, print_freq=args.print_freq,
         kd_teacher=one_or_list(args.kd_teacher), kd_resume=one_or_list(args.kd_resume),
-        kd_teacher_weights=args.kd_teacher_weights, kd_teacher_combine=args.kd_teacher_combine, kd_temperature=args.kd_temperature,
+        kd_teacher_weights=args.kd_teacher_weights, kd_teacher_combine=args.kd_teacher_combine,
+        kd_temperature=args.kd_temperature,
         kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
         kd_start_epoch=args.kd_start_epoch, kd_loss=args.kd_loss, kd_logit_standardize=args.kd_logit_standardize,
         kd_loss_args=dict(parse_loss_arg(a, "--kd-loss-arg") for a in args.kd_loss_args) if args.kd_loss_args

@@ -1,8 +1,8 @@
 """Ensemble teachers: the original's AvNet (fixed logit average) and JointNet (members + trained head), and
 WeightedEnsemble, a weighted average of any number of zoo networks (``ensemble_cifar``).
 
-AvNet and JointNet hold a ResNet18 (``resnet``) and a VGG16 (``vgg``); ``member_weights`` = [w_resnet, w_vgg] is a buffer,
-so a checkpoint keeps the mixing weights. ``forward`` returns one set of logits, so evaluation and KD treat an
+AvNet and JointNet hold a ResNet18 (``resnet``) and a VGG16 (``vgg``); ``member_weights`` = [w_resnet, w_vgg] is
+a buffer, so a checkpoint keeps the mixing weights. ``forward`` returns one set of logits, so evaluation and KD treat an
 ensemble like any network; ``forward_all`` gives every branch from one pass of each member.
 """
 import math
