@@ -50,7 +50,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBSET = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "cifar10-subset"))
 RECIPE_LOSSES = ("dkd", "dist", "kd+ls")
 VALIDATION_SPLIT = "0.1"
-SMOKE = {"members": 2, "member_epochs": 1, "epochs": 2, "seeds": [0, 1], "alphas": [0.5, 0.9],
+SMOKE = {"members": 2, "member_epochs": 1, "epochs": 1, "seeds": [0, 1], "alphas": [0.5, 0.9],
          "temperatures": [4.0], "batch_size": 16}
 
 

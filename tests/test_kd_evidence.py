@@ -70,3 +70,17 @@ def test_a_rerun_trains_nothing_and_gives_the_same_table(smoke):
     assert "already done, skipped" in again.stdout + again.stderr
     assert ": done in " not in again.stdout + again.stderr
     assert (out / "kd_evidence.json").read_text() == before
+
+
+def test_the_kd_cell_is_chosen_by_validation_never_by_test():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kd_evidence", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = lambda alpha, valid, test: {"teacher": "ensemble_cifar", "alpha": alpha, "temperature": 4.0,  # noqa: E731
+                                      "best_valid_top1": valid, "test_top1": test, "seed": 0}
+    results = [run(0.5, 60.0, 90.0), run(0.5, 62.0, 90.0), run(0.9, 70.0, 50.0), run(0.9, 64.0, 50.0),
+               {"teacher": None, "alpha": None, "temperature": None, "best_valid_top1": 99.0, "test_top1": 99.0}]
+    cells, chosen = module.choose_kd_cell(results)
+    assert chosen == (0.9, 4.0) and cells[chosen][0] == pytest.approx(67.0)  # best validation mean, worst test
