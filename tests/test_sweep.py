@@ -98,7 +98,7 @@ def test_killed_sweep_resumes_with_only_the_missing_runs(tiny_data, kd_schedule,
     assert result["alpha"] == 0.3 and result["temperature"] == 2.0 and 0 <= result["test_top1"] <= 100
     assert "--kd-sw" in result["command"] and result["command"][result["command"].index("--kd-sw") + 1] == "0.7"
     table = open(os.path.join(out, "sweep.md")).read()
-    assert "| 5-CNN → 5-CNN | kd | 0.3 | 0.7 | 2 | 1 |" in table
+    assert f"| 5-CNN → 5-CNN | {result['teacher_top1']:.2f} | kd | 0.3 | 0.7 | 2 | 1 |" in table
     assert open(os.path.join(out, "sweep.csv")).read().count("\n") == 4
 
 
