@@ -271,8 +271,10 @@ class TrainingRun:
                  s.epochs - 1, s.batch_size, s.optimizer, self.optimizer.param_groups[0]["lr"], self.seed)
         log.info("Input normalization: %s, %s", self.normalization.describe(), self.normalization_note)
         for policy in distillation_policies(self.scheduler):
+            describe = getattr(policy.teacher, "describe", None)  # an ensemble names its members and weights
             log.info("Distillation: teacher %s, T=%g, weights distill=%g student=%g, epochs %s..%s, loss %s",
-                     getattr(policy.teacher, "arch", type(policy.teacher).__name__), policy.temperature,
+                     describe() if describe else getattr(policy.teacher, "arch", type(policy.teacher).__name__),
+                     policy.temperature,
                      policy.loss_wts.distill, policy.loss_wts.student,
                      self.scheduler.sched_metadata[policy]["starting_epoch"],
                      self.scheduler.sched_metadata[policy]["ending_epoch"] - 1, policy.distillation_loss.describe())
