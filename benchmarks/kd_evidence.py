@@ -76,6 +76,7 @@ def ensemble_job(args, out, data, members):
     path = os.path.join(directory, "ensemble.pth.tar")
     report = os.path.join(directory, "ensemble_branches.json")
     argv = ["create-ensemble", "ensemble", "-o", path, "--data", data, "--report", report, "--device", args.device,
+            "--combine", args.member_combine,
             *(f for m in members for f in ("--member", f"{args.member_arch}={m['checkpoint']}"))]
 
     def collect(job):
@@ -146,7 +147,7 @@ def evidence_table(args, members, ensemble, grid_results, recipe_results):
     member_tops = [m["test_top1"] for m in members]
     m_mean, m_std = stats(member_tops)
     teacher = (f"Teacher: ensemble of {len(members)} x {display_name(args.member_arch)} (equal weights, average of "
-               f"logits), test top-1 **{ensemble['test_top1']:.2f} %**; its members {m_mean:.2f} ± {m_std:.2f} "
+               f"{'logits' if args.member_combine == 'logits' else 'probabilities'}), test top-1 **{ensemble['test_top1']:.2f} %**; its members {m_mean:.2f} ± {m_std:.2f} "
                f"({' '.join(f'{v:.2f}' for v in member_tops)}), each {args.member_epochs} epochs with crop + flip, "
                f"best epoch by validation top-1.\n")
     base_mean, base_std = stats(baseline)
@@ -164,12 +165,14 @@ def evidence_table(args, members, ensemble, grid_results, recipe_results):
     teacher_lines = ["| teacher | test top-1 % | validation top-1 % |", "|---|---|---|",
                      *(f"| member {i + 1}: {display_name(args.member_arch)}, seed {m['seed']} | {m['test_top1']:.2f} | "
                        f"{m['best_valid_top1']:.2f} |" for i, m in enumerate(members)),
-                     f"| ensemble of the {len(members)} (equal weights, logits) | {ensemble['test_top1']:.2f} | — |"]
+                     f"| ensemble of the {len(members)} (equal weights, {args.member_combine}) | "
+                     f"{ensemble['test_top1']:.2f} | — |"]
     text = (head + "\n".join(teacher_lines) + "\n\n" + text + "\nKD grid (the KD row is the cell with the best "
             "validation mean):\n\n" + "\n".join(grid_lines) + "\n")
     record = {"data": args.data, "student": args.student, "epochs": args.epochs, "seeds": args.seeds,
               "teacher": {"arch": "ensemble_cifar", "members": [m["checkpoint"] for m in members],
                           "member_arch": args.member_arch, "member_epochs": args.member_epochs,
+                          "combine": args.member_combine,
                           "test_top1": ensemble["test_top1"], "member_test_top1": member_tops,
                           "branches": ensemble.get("branches")},
               "rows": record, "kd_grid": [{"alpha": a, "temperature": t, "valid_top1_mean": v,
@@ -179,7 +182,7 @@ def evidence_table(args, members, ensemble, grid_results, recipe_results):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--data", default=SUBSET, help="CIFAR-10 python batches (default: ../shared/data/cifar10-subset)")
     p.add_argument("-o", "--out", default="kd_evidence", help="output directory (rerun with it to resume)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (every run)")
@@ -191,6 +194,8 @@ def parse_args(argv=None):
     p.add_argument("--member-arch", default="vgg7_bn_cifar", help="architecture of the teacher's members")
     p.add_argument("--members", type=int, default=3, help="how many members the ensemble teacher has")
     p.add_argument("--member-epochs", type=int, default=50)
+    p.add_argument("--member-combine", choices=("logits", "probs"), default="logits",
+                   help="the ensemble averages its members' logits (default) or probabilities")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.9], help="KD grid: distillation weights")
     p.add_argument("--temperatures", type=float, nargs="+", default=[2.0, 4.0], help="KD grid: temperatures")
