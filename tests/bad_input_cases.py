@@ -115,6 +115,12 @@ def _ensemble_inputs(root, p):
                                          dataset="cifar100")
     p["other_classes"] = os.path.join(root, "other_classes.pt")
     torch.save(create_model("cnn5_cifar", num_classes=100).state_dict(), p["other_classes"])
+    ensemble = create_model("ensemble_cifar", member_archs=["cnn5"])
+    for name, config in (("config_unknown_arch", {"member_archs": ["nonet"]}), ("config_bad_key", {"bogus": 1}),
+                         ("config_modules", {"members": [1]})):
+        p[name] = save_checkpoint(0, "ensemble_cifar", ensemble, name=name, dir=root)
+        content = torch.load(p[name], weights_only=True)
+        torch.save({**content, "model_config": config}, p[name])
     p["ensemble_count_yaml"] = os.path.join(root, "ensemble_count.yaml")
     open(p["ensemble_count_yaml"], "w").write(
         "extensions:\n  kd:\n    class: KnowledgeDistillationExtension\n    teacher_arch: [cnn5, cnn5]\n"
@@ -465,6 +471,14 @@ CASES += [  # issue 24: ensemble teachers
     Case("sweep: ensemble weight on one member only", "kd-plugin",
          "sweep --data {data} --teacher cnn5={good}@1,cnn5={good} --student cnn5 -o {root}/swe",
          r"--teacher 'cnn5=.*': give a @WEIGHT to every ensemble member or to none"),
+    Case("ensemble checkpoint: unknown member arch", "kd-plugin",
+         EVAL.replace("{ckpt}", "{config_unknown_arch}").replace(" -a cnn5", ""), r"unknown model 'nonet'"),
+    Case("ensemble checkpoint: unknown model_config key", "kd-plugin",
+         EVAL.replace("{ckpt}", "{config_bad_key}").replace(" -a cnn5", ""),
+         r"model ensemble_cifar: .*unexpected keyword argument 'bogus'"),
+    Case("ensemble checkpoint: modules in model_config", "kd-plugin",
+         EVAL.replace("{ckpt}", "{config_modules}").replace(" -a cnn5", ""),
+         r"{config_modules}: 'model_config' must map argument names to plain values"),
     Case("create-ensemble: ensemble without members", "kd-plugin", "create-ensemble ensemble -o {root}/e.pth.tar",
          r"ensemble_cifar needs its members: --member ARCH=CHECKPOINT\[@WEIGHT\] \(repeatable\)"),
 ]
