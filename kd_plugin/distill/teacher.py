@@ -1,8 +1,6 @@
 """The teacher side of distillation: building a teacher from a checkpoint, and running it for logits."""
 import hashlib
 
-DATASET = "cifar10"  # what every zoo network is trained on (kd_plugin.models.registry.dataset_of)
-
 import torch
 
 from ..checkpoint import load_model
@@ -11,6 +9,8 @@ from ..models import create_model
 from ..models.ensembles import check_member_weights
 from ..util.errors import KDPluginError
 from ..util.normalization import normalization_of
+
+DATASET = "cifar10"  # what every zoo network is trained on (kd_plugin.models.registry.dataset_of)
 
 
 class TeacherRunner:
