@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from kd_plugin.models import registry
+from kd_plugin.protocol.config import dict_config, read_schedule
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "distiller")
 TINY_ARCH = "tinynet_cifar"
@@ -54,3 +55,20 @@ def tiny_arch_registered():
     finally:
         registry._entrypoints.pop(TINY_ARCH, None)
         registry._default_cfgs.pop(TINY_ARCH, None)
+
+
+def lr_per_epoch(path, epochs):
+    """The optimizer's LR at the start of every epoch, as kd-plugin's runtime schedules it for PATH."""
+    sched = read_schedule(path, distiller_components=True)
+    lr_only = {"lr_schedulers": sched.get("lr_schedulers") or {},
+               "policies": [p for p in sched.get("policies") or [] if "lr_scheduler" in p]}
+    training = sched["training"]
+    model = nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=training["lr"], momentum=training.get("momentum", 0.9))
+    scheduler = dict_config(model, optimizer, lr_only)
+    lrs = []
+    for epoch in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        scheduler.on_epoch_begin(epoch, optimizer)
+        scheduler.on_epoch_end(epoch, optimizer, metrics={"min": 1.0, "max": 0.0})
+    return lrs

@@ -23,12 +23,12 @@ from kd_plugin.distill.policy import KnowledgeDistillationPolicy
 from kd_plugin.engine.loop import evaluate_loader
 from kd_plugin.engine.settings import RunSettings
 from kd_plugin.engine.trainer import TrainingRun
-from kd_plugin.protocol.config import dict_config, read_schedule
+from kd_plugin.protocol.config import read_schedule
 from kd_plugin.protocol.policy import ScheduledTrainingPolicy
 from kd_plugin.protocol.scheduler import CompressionScheduler
 from kd_plugin.protocol.shipped import shipped_schedules_dir
 from kd_plugin.util.normalization import normalization_of
-from distiller_recorded import FIXTURES, TINY_ARCH, TinyNet, load_fixture, tiny_arch_registered
+from distiller_recorded import FIXTURES, TINY_ARCH, TinyNet, load_fixture, lr_per_epoch, tiny_arch_registered
 
 # Distiller's LRPolicy steps with an epoch argument, before any optimizer step in these tests: torch warns.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:kd_plugin.protocol.policy")
@@ -112,23 +112,6 @@ LR_FIXTURE = load_fixture("lr_per_epoch.json")
 def test_the_lr_fixture_covers_every_shipped_schedule():
     shipped = sorted(os.path.basename(p) for p in glob.glob(os.path.join(shipped_schedules_dir(), "*.yaml")))
     assert sorted(LR_FIXTURE["schedules"]) == shipped
-
-
-def lr_per_epoch(path, epochs):
-    """The optimizer's LR at the start of every epoch, as kd-plugin's runtime schedules it for PATH."""
-    sched = read_schedule(path, distiller_components=True)
-    lr_only = {"lr_schedulers": sched.get("lr_schedulers") or {},
-               "policies": [p for p in sched.get("policies") or [] if "lr_scheduler" in p]}
-    training = sched["training"]
-    model = nn.Linear(1, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=training["lr"], momentum=training.get("momentum", 0.9))
-    scheduler = dict_config(model, optimizer, lr_only)
-    lrs = []
-    for epoch in range(epochs):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        scheduler.on_epoch_begin(epoch, optimizer)
-        scheduler.on_epoch_end(epoch, optimizer, metrics={"min": 1.0, "max": 0.0})
-    return lrs
 
 
 @pytest.mark.parametrize("name", sorted(LR_FIXTURE["schedules"]))
