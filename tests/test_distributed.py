@@ -184,7 +184,8 @@ def test_ddp_with_batchnorm_and_kd_ends_with_the_weights_of_one_process(tmp_path
                   "-a", "ghost_bn_cnn_test_cifar", "-b", "8", "-o", str(tmp_path / "single_out")])
     assert single.returncode == 0, single.stderr[-3000:]
     # the test models are in the workers' zoo only: read the files as plain torch checkpoints
-    files = [torch.load(support.last_checkpoint(tmp_path / out), weights_only=True) for out in ("ddp_out", "single_out")]
+    files = [torch.load(support.last_checkpoint(tmp_path / out), weights_only=True)
+             for out in ("ddp_out", "single_out")]
     assert [f["epoch"] for f in files] == [1, 1]
     ddp_weights, single_weights = (f["state_dict"] for f in files)
     assert sorted(ddp_weights) == sorted(single_weights)
