@@ -16,16 +16,15 @@ import torch
 import yaml
 from torch import nn
 
-from kd_plugin.checkpoint import load_model, save_checkpoint
+from kd_plugin.checkpoint import load_model
 from kd_plugin.data import TensorLoader, load_split, write_synthetic_cifar
 from kd_plugin.distill.losses import DistillationLossWeights
 from kd_plugin.distill.policy import KnowledgeDistillationPolicy
 from kd_plugin.engine.loop import evaluate_loader
 from kd_plugin.engine.settings import RunSettings
-from kd_plugin.engine.trainer import TrainingRun
+from kd_plugin.engine.trainer import TrainingRun, run_training
 from kd_plugin.protocol.config import read_schedule
 from kd_plugin.protocol.policy import ScheduledTrainingPolicy
-from kd_plugin.protocol.scheduler import CompressionScheduler
 from kd_plugin.protocol.shipped import shipped_schedules_dir
 from kd_plugin.util.normalization import normalization_of
 from distiller_recorded import FIXTURES, TINY_ARCH, TinyNet, load_fixture, lr_per_epoch, tiny_arch_registered
@@ -183,17 +182,17 @@ def assert_layout(ours, distillers, where=""):
         assert_layout(ours["keys"][key], value, key if not where else f"{where}/{key}")
 
 
-def test_checkpoint_layout_is_distillers(tmp_path):
-    torch.manual_seed(0)
-    model = TinyNet()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    model(torch.randn(4, 3, 32, 32)).sum().backward()
-    optimizer.step()  # momentum buffers, as after Distiller's training
-    extras = {"current_top1": 75.0, "best_top1": 75.0, "best_epoch": 11}
-    save_checkpoint(11, TINY_ARCH, model, optimizer, CompressionScheduler(model), extras, is_best=True, name="tiny",
-                    dir=str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == CHECKPOINT_FIXTURE["files"]
-    content = torch.load(tmp_path / "tiny_checkpoint.pth.tar", weights_only=True)
+def test_checkpoint_layout_is_distillers(tmp_path, one_thread):
+    """The files kd-plugin's training run writes have Distiller's names, keys and value types (plus kd-plugin's
+    own keys), for the network Distiller's recorded checkpoint holds."""
+    data = write_synthetic_cifar(str(tmp_path / "data"), train_images=20, test_images=10)
+    with tiny_arch_registered():
+        summary = run_training(RunSettings(data=data, arch=TINY_ARCH, epochs=1, batch_size=10, lr=0.05, seed=0,
+                                           weight_decay=5e-4, validation_split=0.2, out_dir=str(tmp_path / "out"),
+                                           name="tiny", progress=False, verbose=False, backend="builtin"))
+    run_dir = os.path.dirname(summary["checkpoint"])
+    assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pth.tar")) == CHECKPOINT_FIXTURE["files"]
+    content = torch.load(os.path.join(run_dir, "tiny_checkpoint.pth.tar"), weights_only=True)
     assert content["optimizer_type"] == "SGD"
     assert_layout(describe(content), CHECKPOINT_FIXTURE["layout"])
 
