@@ -3,13 +3,14 @@ import json
 import os
 
 import pytest
+import torch
 from cli_support import assert_one_line_error
 
 from kd_plugin import create_model
-from kd_plugin.checkpoint import save_checkpoint
+from kd_plugin.checkpoint import load_model, save_checkpoint
 from kd_plugin.cli.compress_classifier import main as compress_classifier
 from kd_plugin.cli.kd_plugin import main as kd_plugin
-from kd_plugin.data import CLASS_NAMES
+from kd_plugin.data import CLASS_NAMES, MEAN, STD, load_split
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,26 @@ def test_report_card_fields(one_card):
     markdown = open(os.path.join(out, "small_checkpoint.md")).read()
     assert "| parameters | 357,514 |" in markdown and "airplane" in markdown and "batch 1 median / p90" in markdown
     assert not os.path.exists(os.path.join(out, "comparison.md"))  # one checkpoint: no comparison
+
+
+def test_report_card_accuracies_equal_a_plain_evaluation(one_card, tiny_data, two_checkpoints):
+    """The card's top-1 (test and train) and per-class accuracies against a hand-written evaluation: the pixels
+    normalized by hand with the original's mean/std, the network in eval mode, argmax against the labels."""
+    card = json.load(open(os.path.join(one_card, "small_checkpoint.json")))
+    model, _ = load_model(two_checkpoints[0])
+    model.eval()
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    for split, key in (("test", "test_top1"), ("train", "train_top1")):
+        images = load_split(tiny_data, split)
+        with torch.no_grad():
+            predicted = model((images.images.float() / 255 - mean) / std).argmax(1)
+        correct = predicted == images.labels
+        assert card[key] == pytest.approx(100.0 * int(correct.sum()) / len(correct), abs=1e-9), split
+        if split == "test":
+            for index, name in enumerate(CLASS_NAMES):
+                of_class = images.labels == index
+                assert card["test_per_class"][name] == pytest.approx(
+                    100.0 * int(correct[of_class].sum()) / int(of_class.sum()), abs=1e-9), name
 
 
 def test_report_card_per_class_plot(one_card):
