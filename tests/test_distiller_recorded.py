@@ -27,7 +27,7 @@ from kd_plugin.protocol.config import read_schedule
 from kd_plugin.protocol.policy import ScheduledTrainingPolicy
 from kd_plugin.protocol.shipped import shipped_schedules_dir
 from kd_plugin.util.normalization import normalization_of
-from distiller_recorded import FIXTURES, TINY_ARCH, TinyNet, load_fixture, lr_per_epoch, tiny_arch_registered
+from distiller_recorded import FIXTURES, TINY_ARCH, load_fixture, lr_per_epoch, tiny_arch_registered
 
 # Distiller's LRPolicy steps with an epoch argument, before any optimizer step in these tests: torch warns.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:kd_plugin.protocol.policy")
