@@ -223,6 +223,8 @@ CASES = [
          r"--repeats must be >= 1, got 0"),
     Case("make-data: unwritable output", "kd-plugin", "make-data {unwritable}",
          r"output directory {unwritable} is not writable"),
+    Case("make-data: over an existing dataset", "kd-plugin", "make-data {data}",
+         r"{data} already holds a dataset \(cifar-10-batches-py/data_batch_1, .*nothing was written. Pass --force"),
     Case("make-data: too few images", "kd-plugin", "make-data {root}/made --train-images 5",
          r"--train-images and --test-images must be >= 10"),
     Case("unknown subcommand", "kd-plugin", "frobnicate", r"argument COMMAND: invalid choice: 'frobnicate'"),
