@@ -1,5 +1,6 @@
 """What a training run is asked to do, with the range checks every entry point shares."""
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 
 from ..distill.losses import check_temperature, create_loss
@@ -112,8 +113,9 @@ class RunSettings:
         if self.mutual_temperature is not None:
             _require(_num(self.mutual_temperature) and self.mutual_temperature > 0,
                      f"--mutual-temperature must be > 0, got {self.mutual_temperature!r}")
-        _require(self.threads is None or (_int(self.threads) and self.threads >= 1),
-                 f"--threads must be an integer >= 1, got {self.threads!r}")
+        _require(self.threads is None or (_int(self.threads) and 1 <= self.threads <= max_threads()),
+                 f"--threads must be an integer from 1 to {max_threads()} (4 x the {usable_cores()} CPU cores this "
+                 f"process may use), got {self.threads!r}")
         if self.normalization is not None:
             parse_normalization(self.normalization)
         return self
@@ -152,6 +154,15 @@ def pick_device(cpu=False, gpus=None):
 def _require(condition, message):
     if not condition:
         raise KDPluginError(message)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def max_threads() -> int:
+    """More threads than this only slow a run down; far more end in a crash inside OpenMP (segfault)."""
+    return 4 * usable_cores()
 
 
 def _int(value):
