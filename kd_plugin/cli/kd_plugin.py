@@ -13,9 +13,9 @@ from ..reporting.report import add_export_format_args, add_report_args, cmd_repo
 from ..reporting.summaries import parameter_count
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir
+from ..util.normalization import add_normalization_arg
 from .args import OneLineParser, cli_entry
 from .ensembles import COMMANDS as ENSEMBLE_COMMANDS
-from .training_args import add_normalization_arg
 
 SUBCOMMANDS = {}
 

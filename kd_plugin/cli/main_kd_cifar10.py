@@ -43,6 +43,7 @@ from ..protocol.config import TRAINING_KEYS
 from ..reporting.evaluation import evaluate_target
 from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write, ensure_writable_dir
+from ..util.normalization import add_normalization_arg
 from .args import cli_entry
 
 PROG = "main_KD_CIFAR10"
@@ -104,9 +105,7 @@ def build_parser():
     run.add_argument("--seed", type=int, help="seed for weights, data order and augmentation")
     run.add_argument("--vs", "--validation-split", dest="validation_split", type=float, default=0.1,
                      help="fraction of the training set held out to pick the best epoch (default 0.1)")
-    run.add_argument("--normalization", default=None, metavar="NAME|MEAN,STD",
-                     help="input normalization of the checkpoint to evaluate (default: its record; the original's "
-                          ".pt files: the original's mean/std)")
+    add_normalization_arg(run, "of the checkpoint to evaluate")
     run.add_argument("--repeats", type=int, default=20, help="batch-1 latency repeats when evaluating (default 20)")
     run.add_argument("--cpu", action="store_true", help="use the CPU even when a GPU is present")
     run.add_argument("--gpus", help="comma-separated GPU ids (the first one is used)")
