@@ -98,7 +98,11 @@ def build_inputs(root):
     p.update({k.replace(".", "_").replace("_pth_tar", ""): path(k) for k in os.listdir(root)
               if k.endswith(".pth.tar") or k == "plain.txt"})
     p["changed"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name="changed", dir=root,
-                                   plugin_state={"identity": {"lr": 0.5, "T": 1.5}})
+                                   plugin_state={"run": {"seed": 7}, "identity": {
+                                       "lr": 0.5, "T": 1.5, "seed": 7, "batch_size": 20, "optimizer": "SGD",
+                                       "schedule": "none"}})
+    p["emptied"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name="emptied", dir=root,
+                                   plugin_state={"identity": {}})
     p["missing"] = path("does_not_exist.pth.tar")
     p["unwritable"] = os.path.join(path("plain.txt"), "sub")
     p["avnet_no_members"] = path("avnet_no_members.pth.tar")
@@ -257,6 +261,9 @@ CASES = [
     Case("resume: changed experiment", "compress_classifier", CC + " --resume-from {changed}",
          r"{changed}: resuming would change the experiment \(lr: 0.5 -> 0.1, T: 1.5 -> none\); .* pass "
          r"--resume-accept-changes"),
+    Case("resume: an emptied identity record", "compress_classifier", CC + " --resume-from {emptied}",
+         r"{emptied}: the recorded experiment identity lacks batch_size, optimizer, schedule, seed, so this resume "
+         r"cannot be checked; pass --reset-optimizer to take only the weights"),
     Case("main_KD: -n a path", "main_KD_CIFAR10",
          "{data} trn n sgd 2 0 20 n 5-CNN {root}/s.pt -o {root}/mk -n ../mk2 --no-progress",
          r"-n/--name must be a name, not a path: '../mk2'"),

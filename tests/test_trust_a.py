@@ -153,11 +153,12 @@ def test_paths_as_run_names_are_refused(name):
 
 
 # --- 3. resume identity -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("change", ["T and lr", "teacher checkpoint", "schedule file", "loss"])
+@pytest.mark.parametrize("change", ["T and lr", "teacher checkpoint", "schedule file", "loss", "normalization"])
 def test_a_resume_that_changes_the_experiment_is_refused_naming_each_difference(kd, tmp_path, change):
     extra = {"T and lr": ["--kd-temp", "4", "--lr", "0.1"], "teacher checkpoint": ["--kd-resume", kd["teacher2"]],
              "schedule file": ["--compress", kd["root"] / "steps0.2.yaml"],
-             "loss": ["--kd-loss", "dist", "--kd-temp", "2", "--kd-dw", "0.5"]}[change]
+             "loss": ["--kd-loss", "dist", "--kd-temp", "2", "--kd-dw", "0.5"],
+             "normalization": ["--normalization", "distiller"]}[change]
     code, err = run(argv(kd, tmp_path / "out", "--resume-from", kd["checkpoint"], "--epochs", "2", *extra))
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"compress_classifier: error: {kd['checkpoint']}: resuming would change the experiment (")
@@ -169,6 +170,9 @@ def test_a_resume_that_changes_the_experiment_is_refused_naming_each_difference(
         assert f"(teacher weights: {digests[0]} -> {digests[1]})" in err[0]
     elif change == "loss":
         assert "loss: kd -> dist (beta=1, gamma=1)" in err[0]
+    elif change == "normalization":
+        assert "(normalization: cifar (mean (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.201)) -> distiller " \
+               "(mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5)))" in err[0]
     else:
         assert "(schedule: " in err[0] and err[0].count(" -> ") == 1
     assert files_under(tmp_path / "out") == []

@@ -15,6 +15,9 @@ ACCEPT_FLAG = "--resume-accept-changes"
 # Hyper-parameters of torch optimizers worth naming (as configured: the optimizer's defaults, not its current
 # param-group values, which LR schedulers move).
 PLAIN = (str, int, float, bool, list, type(None))  # what an identity entry may hold; anything else differs
+# Entries every identity kd-plugin has written holds: a record without them was emptied or damaged, and
+# comparing only what it still holds would accept any change.
+REQUIRED_ENTRIES = frozenset({"seed", "batch_size", "optimizer", "schedule"})
 OPTIMIZER_FIELDS = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps", "amsgrad")
 
 
@@ -69,6 +72,10 @@ def check_resume_identity(path, recorded, now, accept):
     refused unless ACCEPT (--resume-accept-changes)."""
     if not isinstance(recorded, dict):
         raise KDPluginError(f"{path}: the recorded experiment identity is not a mapping")
+    if not recorded or not REQUIRED_ENTRIES <= recorded.keys():
+        missing = ", ".join(sorted(REQUIRED_ENTRIES - recorded.keys()))
+        raise KDPluginError(f"{path}: the recorded experiment identity lacks {missing}, so this resume cannot be "
+                            f"checked; pass --reset-optimizer to take only the weights")
     changes = identity_changes(recorded, now)
     if changes and not accept:
         raise KDPluginError(f"{path}: resuming would change the experiment ({', '.join(changes)}); resume with the "

@@ -110,6 +110,9 @@ class RunSettings:
             _require(not self.kd_teacher and not self.kd_resume,
                      "--mutual trains its peers together from scratch; it does not take --kd-teacher/--kd-resume")
             _require(not self.load_weights_from, "--exp-load-weights-from loads one model; it does not go with --mutual")
+            given = kd_flags_given(self)
+            _require(not given, f"--mutual trains its peers with mutual learning's own loss (--mutual-temperature); "
+                                f"it does not take {', '.join(given)}")
         if self.mutual_temperature is not None:
             _require(_num(self.mutual_temperature) and self.mutual_temperature > 0,
                      f"--mutual-temperature must be > 0, got {self.mutual_temperature!r}")
@@ -171,3 +174,15 @@ def _int(value):
 
 def _num(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# The settings that only mean something to a distillation policy, with the flag that sets each.
+KD_ONLY_FLAGS = {"kd_resume": "--kd-resume", "kd_temperature": "--kd-temperature", "kd_distill_wt": "--kd-distill-wt",
+                 "kd_student_wt": "--kd-student-wt", "kd_teacher_wt": "--kd-teacher-wt", "kd_loss": "--kd-loss",
+                 "kd_loss_args": "--kd-loss-arg", "kd_logit_standardize": "--kd-logit-standardize",
+                 "kd_start_epoch": "--kd-start-epoch", "kd_random_teacher": "--kd-random-teacher"}
+
+
+def kd_flags_given(settings: "RunSettings") -> list[str]:
+    """The KD-only flags SETTINGS sets (in KD_ONLY_FLAGS' order)."""
+    return [flag for field, flag in KD_ONLY_FLAGS.items() if getattr(settings, field) not in (None, False, {})]

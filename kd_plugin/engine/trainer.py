@@ -40,6 +40,7 @@ from .meters import EpochMeter
 from .rng import capture_rng, restore_rng, seed_everything
 from .run_data import load_run_data, run_loaders
 from .rundir import close_logger, copy_configs, create_run_dir, make_logger
+from .settings import kd_flags_given
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 KD_OVERRIDES = {"kd_temperature": "temperature", "kd_distill_wt": "distill_weight",
@@ -80,9 +81,11 @@ def build_schedule(model, optimizer, settings, sched_dict=None, runtime=None):
         policy.teacher_checkpoint = settings.kd_resume
         scheduler.add_policy(policy, starting_epoch=settings.kd_start_epoch or 0, ending_epoch=settings.epochs,
                              frequency=1)
-    elif settings.kd_resume and not settings.kd_teacher and not distillation_policies(scheduler):
-        raise KDPluginError("--kd-resume needs --kd-teacher (or a KD extension in the schedule)")
+    elif not distillation_policies(scheduler) and (given := kd_flags_given(settings)):
+        raise KDPluginError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --kd-teacher (or a KD "
+                            f"extension in the schedule): without a teacher the run would train a plain student")
     return scheduler
+
 
 
 @contextlib.contextmanager
@@ -226,7 +229,8 @@ class TrainingRun:
     def run_identity(self):
         """What a resumed run must share with the checkpoint's to continue it exactly (data order included)."""
         identity = {"seed": self.seed, "batch_size": self.s.batch_size, "augment": self.s.augment,
-                    "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash}
+                    "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash,
+                    "normalization": self.normalization.describe()}
         identity["world_size"] = self.dist.world_size  # each rank's share of a global batch is part of the order
         return identity
 
