@@ -187,6 +187,15 @@ def test_resume_accept_changes_continues_and_logs_what_changed(kd, tmp_path):
     assert resumed.epoch == 1 and resumed.plugin_state["identity"]["T"] == 4.0
 
 
+def test_resume_accept_changes_refuses_a_schedule_change_it_cannot_apply(kd, tmp_path):
+    code, err = run(argv(kd, tmp_path / "out", "--resume-from", kd["checkpoint"], "--epochs", "2", "--compress",
+                         kd["root"] / "steps0.2.yaml", "--resume-accept-changes"))
+    assert code == 2 and len(err) == 1, err
+    assert "--resume-accept-changes cannot apply a change of schedule: the checkpoint's LR-scheduler state holds " \
+           "the old schedule" in err[0]
+    assert files_under(tmp_path / "out") == []
+
+
 def test_summary_describes_the_tested_checkpoint_after_a_resume_without_improvement(kd, tmp_path):
     """The resumed checkpoint's best (epoch 0) is recorded as 100% valid top1, so no later epoch can beat it."""
     first = load_checkpoint_file(kd["checkpoint"])
