@@ -104,6 +104,8 @@ def build_inputs(root):
     p["emptied"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name="emptied", dir=root,
                                    plugin_state={"identity": {}})
     p["missing"] = path("does_not_exist.pth.tar")
+    p["a_dir"] = path("a_directory.pth.tar")
+    os.makedirs(p["a_dir"], exist_ok=True)
     p["unwritable"] = os.path.join(path("plain.txt"), "sub")
     p["avnet_no_members"] = path("avnet_no_members.pth.tar")
     torch.save({"epoch": 0, "arch": "avnet_cifar", "state_dict": {"member_weights": torch.tensor([0.72, 0.28])}},
@@ -146,6 +148,14 @@ SWEEP = "sweep --data {data} --teacher cnn5={good} --student cnn5 --epochs 1 -o 
 CASES = [
     Case("missing checkpoint", "compress_classifier", CC + " --resume-from {missing}",
          r"{missing}: checkpoint file not found"),
+    Case("a directory as checkpoint", "compress_classifier", CC + " --resume-from {a_dir}",
+         r"{a_dir}: is a directory, not a checkpoint file"),
+    Case("a directory as schedule", "compress_classifier", CC + " --compress {a_dir}",
+         r"{a_dir}: is a directory, not a YAML file"),
+    Case("evaluate: a directory as checkpoint", "kd-plugin", EVAL.replace("{ckpt}", "{a_dir}"),
+         r"{a_dir}: is a directory, not a checkpoint file"),
+    Case("a file as data directory", "compress_classifier", CC.replace("{data}", "{good}"),
+         r"{good}: is a file, not a data directory"),
     Case("empty checkpoint", "compress_classifier", CC + " --resume-from {empty}",
          r"{empty}: checkpoint file is empty"),
     Case("truncated checkpoint", "compress_classifier", CC + " --resume-from {truncated}",

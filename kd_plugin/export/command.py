@@ -6,7 +6,7 @@ import torch
 from ..checkpoint import load_model, normalization_line
 from ..data import ImageSet, load_split
 from ..util.errors import KDPluginError
-from ..util.fileio import ensure_writable_dir, write_json
+from ..util.fileio import ensure_writable_dir, require_file, write_json
 from ..util.normalization import add_normalization_arg
 from .formats import check_formats, export_path, write_format
 from .identity import model_identity
@@ -56,8 +56,7 @@ def _check_set(args):
 
 def cmd_export(args):
     formats = _formats(args)
-    if not os.path.isfile(args.checkpoint):
-        raise KDPluginError(f"{args.checkpoint}: checkpoint file not found")
+    require_file(args.checkpoint, "checkpoint file")
     calibration = load_split(args.calib_data, "train") if "onnx-int8" in formats else None
     check_set, labelled = _check_set(args)
     ensure_writable_dir(args.out_dir)

@@ -17,7 +17,7 @@ from ..checkpoint import load_model, normalization_line
 from ..data import load_split
 from ..export.formats import check_formats
 from ..util.errors import KDPluginError
-from ..util.fileio import ensure_writable_dir, write_text
+from ..util.fileio import ensure_writable_dir, require_file, write_text
 from ..util.normalization import add_normalization_arg
 from .evaluation import add_format_rows, model_card, parse_formats, timed_evaluation, write_card
 from .plots import per_class_bars, plot_or_warn
@@ -131,8 +131,7 @@ def cmd_report(args):
     if args.repeats < 1:
         raise KDPluginError(f"--repeats must be >= 1, got {args.repeats}")
     for path in args.checkpoints:
-        if not os.path.isfile(path):
-            raise KDPluginError(f"{path}: checkpoint file not found")
+        require_file(path, "checkpoint file")
     devices = latency_devices(args.device)
     formats = check_formats(parse_formats(args.export_formats), True)
     ensure_writable_dir(args.out_dir)

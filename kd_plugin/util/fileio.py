@@ -63,6 +63,17 @@ def write_json(path, obj):
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def require_file(path: str, what: str) -> str:
+    """PATH if it is a file; else one line saying WHAT was expected and what is there instead."""
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(path):
+        raise KDPluginError(f"{path}: is a directory, not a {what}")
+    if os.path.exists(path):
+        raise KDPluginError(f"{path}: is not a regular file (a {what} was expected)")
+    raise KDPluginError(f"{path}: {what} not found")
+
+
 def ensure_writable_dir(path):
     """Create ``path`` if needed and prove a file can be written there, before any long work starts."""
     try:
