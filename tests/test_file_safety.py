@@ -55,3 +55,30 @@ def test_written_files_get_the_permissions_of_the_umask(tmp_path, umask):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(plain).st_mode) == 0o666 & ~umask
+
+
+def test_a_full_disk_during_safetensors_export_keeps_the_earlier_file_and_says_so_in_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("safetensors")
+    import errno
+
+    import torch
+
+    from kd_plugin import create_model
+    from kd_plugin.models.weights_file import save_safetensors
+    from kd_plugin.util.errors import KDPluginError
+
+    path = str(tmp_path / "net.safetensors")
+    torch.manual_seed(0)
+    save_safetensors(create_model("cnn5"), path, {"arch": "cnn5_cifar"})
+    before = Path(path).read_bytes()
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(KDPluginError, match="could not save .*No space left on device.* the previous file is "
+                                            "unchanged") as info:
+        save_safetensors(create_model("cnn5"), path, {"arch": "cnn5_cifar"})
+    monkeypatch.undo()
+    assert "\n" not in str(info.value) and Path(path).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["net.safetensors"]

@@ -3,6 +3,7 @@
 Written by ``kd-plugin export --format safetensors``; read by ``create_model(arch, weights=PATH)``.
 """
 from ..util.errors import KDPluginError
+from ..util.fileio import atomic_write
 from ..util.normalization import Normalization, from_record
 from ..util.optional import require
 
@@ -13,8 +14,8 @@ def save_safetensors(model, path, metadata):
     """The model's state_dict (contiguous CPU copies) with string METADATA (must include the arch)."""
     torch_io = require("safetensors.torch", "safetensors export")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    torch_io.save_file(state, path, metadata={k: str(v) for k, v in metadata.items()})
-    return path
+    payload = torch_io.save(state, metadata={k: str(v) for k, v in metadata.items()})
+    return atomic_write(path, lambda fh: fh.write(payload))  # a full disk keeps any earlier file, one line
 
 
 def read_safetensors(path):
