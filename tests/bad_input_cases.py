@@ -361,6 +361,14 @@ def _trust_inputs(root, p):
         p[name] = path(f"{name}.pth.tar")
     model = create_model("cnn5")
     p["adam"] = save_checkpoint(0, "cnn5_cifar", model, torch.optim.Adam(model.parameters()), name="adam", dir=root)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.zeros(2, 3, 32, 32)).sum().backward()
+    sgd.step()
+    state = sgd.state_dict()
+    state["state"][0]["momentum_buffer"] = torch.zeros(5)  # another shape than parameter 0
+    p["bad_momentum"] = save_checkpoint(0, "cnn5_cifar", model, name="bad_momentum", dir=root)
+    torch.save({**torch.load(p["bad_momentum"], weights_only=True), "optimizer_state_dict": state,
+                "optimizer_type": "SGD"}, p["bad_momentum"])
     _copy_data(p, "data_badmeta", meta={b"label_names": [b"\xff\xfe"] * 10})
     _copy_data(p, "data_duplabels", lambda b: b.__setitem__(b"labels", list(b["labels"])))
     _copy_data(p, "data_floatlabels", lambda b: b.__setitem__("labels", [1.5] * len(b["labels"])))
@@ -402,6 +410,9 @@ CASES += [  # issue 12
          r"{extras_string_epoch}: malformed checkpoint: extras\['best_epoch'\] must be an integer"),
     Case("checkpoint: policy states a dict", "compress_classifier", CC + " --resume-from {sched_states_dict}",
          r"{sched_states_dict}: malformed checkpoint: 'compression_sched' must be a mapping"),
+    Case("checkpoint: optimizer state of another shape", "compress_classifier", CC + " --resume-from {bad_momentum}",
+         r"{bad_momentum}: optimizer state does not fit this run \(parameter 0's momentum_buffer has shape \(5,\), "
+         r"the parameter \(32, 3, 3, 3\)\)"),
     Case("resume Adam checkpoint with SGD", "compress_classifier", CC + " --resume-from {adam}",
          r"{adam}: checkpoint was trained with Adam, this run uses SGD; resume with --optimizer adam"),
     Case("non-UTF-8 batches.meta", "compress_classifier", CC.replace("{data}", "{data_badmeta}"),

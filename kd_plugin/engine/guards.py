@@ -1,5 +1,7 @@
 """Checks a run makes before any epoch starts, so a wrong input is one line instead of a traceback later
 (issue 12), and the KD settings a run records for tables that must not trust the plan."""
+import torch
+
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir
 
@@ -51,3 +53,17 @@ def distillation_record(scheduler, policies):
     """summary.json's ``distillation``: each KD policy's teacher, T, weights and epochs as the run used them."""
     return [{**policy.used_settings(), "starting_epoch": scheduler.sched_metadata[policy]["starting_epoch"],
              "ending_epoch": scheduler.sched_metadata[policy]["ending_epoch"]} for policy in policies]
+
+
+def load_optimizer_state(optimizer, state, path, whose=""):
+    """OPTIMIZER.load_state_dict(STATE), checked: torch accepts per-parameter buffers (momentum, Adam's moments)
+    of another shape and fails only at the first step, after the run has started."""
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        raise KDPluginError(f"{path}: optimizer state{whose} does not fit this run ({err})") from None
+    for index, (param, buffers) in enumerate(optimizer.state.items()):
+        for name, value in buffers.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                raise KDPluginError(f"{path}: optimizer state{whose} does not fit this run (parameter {index}'s "
+                                    f"{name} has shape {tuple(value.shape)}, the parameter {tuple(param.shape)})")

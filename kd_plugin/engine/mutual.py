@@ -49,6 +49,7 @@ from .meters import EpochMeter, topk_correct
 from .rng import capture_rng, restore_rng, seed_everything
 from .run_data import load_run_data, run_loaders
 from .rundir import CsvLog, close_logger, copy_configs, create_run_dir, make_logger
+from .guards import load_optimizer_state
 from .identity import check_resume_identity, experiment_identity
 from .trainer import (
     build_optimizer,
@@ -194,11 +195,7 @@ class MutualRun:
                 raise KDPluginError(f"{s.resume_from}: checkpoint was trained with {key}={run_state[key]}, this run "
                                     f"has {key}={now}; resume with the same settings or pass --reset-optimizer")
         for peer, state in zip(self.peers, states):
-            try:
-                peer.optimizer.load_state_dict(state["optimizer_state_dict"])
-            except (ValueError, KeyError) as err:
-                raise KDPluginError(f"{s.resume_from}: optimizer state of {peer.label} does not fit this run "
-                                    f"({err})") from None
+            load_optimizer_state(peer.optimizer, state["optimizer_state_dict"], s.resume_from, f" of {peer.label}")
             peer.scheduler.load_state_dict(state["compression_sched"])
             if state["best_top1"] is not None:
                 peer.best = {"top1": float(state["best_top1"]), "epoch": int(state["best_epoch"])}

@@ -32,6 +32,7 @@ from .guards import (
     check_optimizer_type,
     check_teacher_cache_dir,
     distillation_record,
+    load_optimizer_state,
     move_distillation_start,
 )
 from .identity import check_resume_identity, experiment_identity
@@ -205,10 +206,7 @@ class TrainingRun:
                                     f"has {key}={now}; resume with the same settings or pass --reset-optimizer")
         check_optimizer_type(resume, self.optimizer)
         if "optimizer_state_dict" in resume.content:
-            try:
-                self.optimizer.load_state_dict(resume.content["optimizer_state_dict"])
-            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
-                raise KDPluginError(f"{s.resume_from}: optimizer state does not fit this run ({err})") from None
+            load_optimizer_state(self.optimizer, resume.content["optimizer_state_dict"], s.resume_from)
         if "compression_sched" in resume.content and "policy_states" in resume.content["compression_sched"]:
             self.scheduler.load_state_dict(resume.content["compression_sched"])
         state = resume.plugin_state
