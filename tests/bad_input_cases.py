@@ -376,7 +376,8 @@ def _trust_inputs(root, p):
          "  - extension: {{instance_name: kd}}\n    {}\n"
     yamls = {"patience": "lr_schedulers:\n  p: {class: ReduceLROnPlateau, patience: 'x'}\n",
              "noweights": kd.format("", "starting_epoch: 0\n    ending_epoch: 2\n    frequency: 1"),
-             "kd_epochs_list": kd.format(", random_teacher: true", "epochs: [0, 1]")}
+             "kd_epochs_list": kd.format(", random_teacher: true", "epochs: [0, 1]"),
+             "kd_late": kd.format(", random_teacher: true", "starting_epoch: 5\n    ending_epoch: 9\n    frequency: 1")}
     for name, text in yamls.items():
         open(path(f"{name}.yaml"), "w").write(text)
         p[f"{name}_yaml"] = path(f"{name}.yaml")
@@ -410,6 +411,9 @@ CASES += [  # issue 12
          r"{extras_string_epoch}: malformed checkpoint: extras\['best_epoch'\] must be an integer"),
     Case("checkpoint: policy states a dict", "compress_classifier", CC + " --resume-from {sched_states_dict}",
          r"{sched_states_dict}: malformed checkpoint: 'compression_sched' must be a mapping"),
+    Case("schedule: distillation only after the run's epochs", "compress_classifier", CC + " --compress {kd_late_yaml}",
+         r"{kd_late_yaml}: the distillation policy is scheduled for epochs 5..8, but the run trains epochs 0..0: it "
+         r"would never distill"),
     Case("checkpoint: optimizer state of another shape", "compress_classifier", CC + " --resume-from {bad_momentum}",
          r"{bad_momentum}: optimizer state does not fit this run \(parameter 0's momentum_buffer has shape \(5,\), "
          r"the parameter \(32, 3, 3, 3\)\)"),

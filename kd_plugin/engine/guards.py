@@ -67,3 +67,19 @@ def load_optimizer_state(optimizer, state, path, whose=""):
             if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
                 raise KDPluginError(f"{path}: optimizer state{whose} does not fit this run (parameter {index}'s "
                                     f"{name} has shape {tuple(value.shape)}, the parameter {tuple(param.shape)})")
+
+
+def distillation_epochs(scheduler, policy, epochs):
+    """(epochs of the run 0..EPOCHS-1 in which POLICY is active, epochs it is scheduled for beyond the run)."""
+    scheduled = sorted(e for e, listed in scheduler.policies.items() if policy in listed)
+    return [e for e in scheduled if e < epochs], [e for e in scheduled if e >= epochs]
+
+
+def check_distillation_window(scheduler, policies, epochs, source):
+    """A KD policy scheduled only outside the run's epochs would train a plain student: refused in one line."""
+    for policy in policies:
+        inside, beyond = distillation_epochs(scheduler, policy, epochs)
+        if not inside:
+            raise KDPluginError(f"{source}: the distillation policy is scheduled for epochs {beyond[0]}..{beyond[-1]}, "
+                                f"but the run trains epochs 0..{epochs - 1}: it would never distill; move its "
+                                f"starting_epoch/ending_epoch into the run or train for more epochs")

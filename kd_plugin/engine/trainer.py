@@ -29,8 +29,10 @@ from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, se
 from .best_checkpoint import best_chosen_on, carry_best_forward, tested_checkpoint
 from .distributed import MainOnlyCsv, from_environment, main_only_logger, relaunch_command
 from .guards import (
+    check_distillation_window,
     check_optimizer_type,
     check_teacher_cache_dir,
+    distillation_epochs,
     distillation_record,
     load_optimizer_state,
     move_distillation_start,
@@ -160,6 +162,8 @@ class TrainingRun:
         accelerate_model(self.model, self.device, s.channels_last, s.amp, s.compile)
         self.optimizer = build_optimizer(self.model, s)
         self.scheduler = build_schedule(self.model, self.optimizer, s, self.sched_dict, self.runtime)
+        check_distillation_window(self.scheduler, distillation_policies(self.scheduler), s.epochs,
+                                  s.compress or "--kd-teacher")
         accelerate_teachers(distillation_policies(self.scheduler), s.channels_last, s.amp)
         self.grad_scaler = grad_scaler(s.amp, self.device)
         self.teacher_cache_dir, self.teacher_cache_note = teacher_cache_dir(s, resume)
@@ -276,6 +280,11 @@ class TrainingRun:
                      policy.loss_wts.distill, policy.loss_wts.student,
                      self.scheduler.sched_metadata[policy]["starting_epoch"],
                      self.scheduler.sched_metadata[policy]["ending_epoch"] - 1, policy.distillation_loss.describe())
+            inside, beyond = distillation_epochs(self.scheduler, policy, s.epochs)
+            if beyond:
+                log.warning("Distillation: the policy is also scheduled for epochs %d..%d, beyond this run's last "
+                            "epoch %d: it distills in %d of the run's %d epochs", beyond[0], beyond[-1], s.epochs - 1,
+                            len(inside), s.epochs)
             if not policy.used_settings()["teacher_checkpoint"]:
                 log.warning("Distillation: the teacher %s has random weights (--kd-random-teacher)",
                             policy.used_settings()["teacher_arch"])
