@@ -393,6 +393,11 @@ def _trust_inputs(root, p):
     open(path("repro_bad/state.json"), "w").write('{"profile": "smoke", "data": ')
     open(path("repro_bad/.lock"), "w").close()
     p["repro_bad"] = path("repro_bad")
+    os.makedirs(path("repro_stages"))
+    open(path("repro_stages/state.json"), "w").write('{"profile": "smoke", "stages": {"teachers": 5}, '
+                                                     '"invocations": []}')
+    open(path("repro_stages/.lock"), "w").close()
+    p["repro_stages"] = path("repro_stages")
 
 
 KD_CC = CC + " --kd-teacher cnn5 --kd-resume {good}"
@@ -447,6 +452,9 @@ CASES += [  # issue 12
          r"{sweep_bad}/runs/cnn5-to-cnn5_s0/result.json: the done marker of .* is truncated or malformed"),
     Case("reproduce: truncated state.json", "kd-plugin", "reproduce --profile smoke --data {data} -o {repro_bad}",
          r"{repro_bad}/state.json: the reproduce state file is truncated or malformed"),
+    Case("reproduce --report-only: stages that are not objects", "kd-plugin", "reproduce --report-only -o "
+         "{repro_stages}", r"{repro_stages}/state.json: the reproduce state file is malformed \(stage 'teachers' must "
+         r"be an object with a status and seconds\)"),
     Case("reproduce --report-only: truncated state.json", "kd-plugin", "reproduce --report-only -o {repro_bad}",
          r"{repro_bad}/state.json: the reproduce state file is truncated or malformed"),
     Case("reproduce: --extra-args sets --seed", "kd-plugin",
