@@ -20,6 +20,7 @@ from kd_plugin.cli.kd_plugin import main as kd_plugin  # noqa: E402
 from kd_plugin.data import MEAN, STD, TensorLoader, load_split, write_synthetic_cifar  # noqa: E402
 from kd_plugin.export import measure, onnx_files  # noqa: E402
 from kd_plugin.export.identity import model_identity  # noqa: E402
+from kd_plugin.util.normalization import DEFAULT  # noqa: E402
 
 # int8 must stay this close to fp32 (top-1 points on the generated test images) for a briefly trained 5-CNN.
 INT8_TOP1_BOUND = 5.0
@@ -88,8 +89,8 @@ def test_safetensors_of_another_arch_is_refused(exported):
 
 def test_int8_top1_stays_within_the_bound_of_fp32(exported):
     test = load_split(exported["data"], "test")
-    fp32 = measure.onnx_logits(onnx_files.session(os.path.join(exported["out"], "student_best.onnx")), test)
-    int8 = measure.onnx_logits(onnx_files.session(os.path.join(exported["out"], "student_best.int8.onnx")), test)
+    fp32, int8 = (measure.onnx_logits(onnx_files.session(os.path.join(exported["out"], f"student_best{suffix}")), test,
+                                      DEFAULT) for suffix in (".onnx", ".int8.onnx"))
     fp32_top1, int8_top1 = measure.top1(fp32, test), measure.top1(int8, test)
     assert fp32_top1 > 20, "the student should have learned something for the bound to mean anything"
     assert abs(int8_top1 - fp32_top1) <= INT8_TOP1_BOUND, (fp32_top1, int8_top1)
