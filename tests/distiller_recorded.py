@@ -1,5 +1,6 @@
 """Values recorded from a real IntelLabs Distiller (``tests/fixtures/distiller/*.json``), and what the tests and
-the recording share: the tiny network Distiller trained and saved, and the generated data it was evaluated on.
+the recording share: the tiny network Distiller trained and saved, the generated data it was evaluated on, and
+(for the tests) the learning rate per epoch kd-plugin's runtime gives a schedule.
 
 Each fixture carries a ``recorded`` entry: Distiller's commit, the torch version, the command and how the
 values were obtained. The recorder lives outside the repository (it needs a built Distiller); these files are
@@ -28,7 +29,7 @@ def load_fixture(name):
 
 
 class TinyNet(nn.Module):
-    """A CIFAR-10 classifier of 302 parameters (conv + BatchNorm + ReLU, 2x2 average pool, linear): small
+    """A CIFAR-10 classifier of 286 parameters (conv + BatchNorm + ReLU, 2x2 average pool, linear): small
     enough for its checkpoint to live in the repository."""
 
     def __init__(self):
