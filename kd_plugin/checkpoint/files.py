@@ -18,7 +18,7 @@ import torch
 from ..models import create_model, resolve_arch
 from ..models.registry import check_model_config
 from ..util.errors import KDPluginError
-from ..util.fileio import atomic_write
+from ..util.fileio import atomic_write, require_file
 from ..util.normalization import (
     DEFAULT,
     DISTILLER,
@@ -192,8 +192,7 @@ def read_checkpoint_file(path):
     """torch.load with weights_only=True and the allow-list; no fallback to full pickle, ever."""
     if not isinstance(path, str) or not path:
         raise KDPluginError("no checkpoint path given")
-    if not os.path.isfile(path):
-        raise KDPluginError(f"{path}: checkpoint file not found")
+    require_file(path, "checkpoint file")
     size = os.path.getsize(path)
     if size == 0:
         raise KDPluginError(f"{path}: checkpoint file is empty")

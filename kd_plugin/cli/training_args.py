@@ -12,7 +12,7 @@ from ..protocol.config import read_schedule
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND, uses_distiller_components
 from ..protocol.shipped import resolve_schedule
 from ..util.errors import KDPluginError
-from ..util.normalization import list_normalizations
+from ..util.normalization import add_normalization_arg
 from .args import str2bool_yn
 
 # Flags whose argparse default is None so that "not given" is distinguishable from a schedule's value.
@@ -126,14 +126,6 @@ def mutual_settings(args, schedule):
     temperature = args.mutual_temperature if args.mutual_temperature is not None else \
         (spec.temperature if spec is not None else None)
     return peers, temperature
-def add_normalization_arg(p):
-    """--normalization on every command that loads a model (README "Checkpoints across both tools")."""
-    p.add_argument("--normalization", default=None, metavar="NAME|MEAN,STD",
-                   help=f"input normalization the network expects ({', '.join(list_normalizations())}, or mean,std "
-                        f"numbers: 2 or 6); default: the checkpoint's record, else the assumption for its kind")
-    return p
-
-
 def one_or_list(values):
     """An nargs='+' flag's values as RunSettings keeps them: None, one name, or a list of several."""
     return values[0] if values is not None and len(values) == 1 else values

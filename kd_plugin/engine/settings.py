@@ -1,5 +1,6 @@
 """What a training run is asked to do, with the range checks every entry point shares."""
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 
 from ..distill.losses import check_temperature, create_loss
@@ -117,11 +118,15 @@ class RunSettings:
             _require(not self.kd_teacher and not self.kd_resume,
                      "--mutual trains its peers together from scratch; it does not take --kd-teacher/--kd-resume")
             _require(not self.load_weights_from, "--exp-load-weights-from loads one model; it does not go with --mutual")
+            given = kd_flags_given(self)
+            _require(not given, f"--mutual trains its peers with mutual learning's own loss (--mutual-temperature); "
+                                f"it does not take {', '.join(given)}")
         if self.mutual_temperature is not None:
             _require(_num(self.mutual_temperature) and self.mutual_temperature > 0,
                      f"--mutual-temperature must be > 0, got {self.mutual_temperature!r}")
-        _require(self.threads is None or (_int(self.threads) and self.threads >= 1),
-                 f"--threads must be an integer >= 1, got {self.threads!r}")
+        _require(self.threads is None or (_int(self.threads) and 1 <= self.threads <= max_threads()),
+                 f"--threads must be an integer from 1 to {max_threads()} (4 x the {usable_cores()} CPU cores this "
+                 f"process may use), got {self.threads!r}")
         if self.normalization is not None:
             parse_normalization(self.normalization)
         return self
@@ -162,9 +167,30 @@ def _require(condition, message):
         raise KDPluginError(message)
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def max_threads() -> int:
+    """More threads than this only slow a run down; far more end in a crash inside OpenMP (segfault)."""
+    return 4 * usable_cores()
+
+
 def _int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _num(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# The settings that only mean something to a distillation policy, with the flag that sets each.
+KD_ONLY_FLAGS = {"kd_resume": "--kd-resume", "kd_temperature": "--kd-temperature", "kd_distill_wt": "--kd-distill-wt",
+                 "kd_student_wt": "--kd-student-wt", "kd_teacher_wt": "--kd-teacher-wt", "kd_loss": "--kd-loss",
+                 "kd_loss_args": "--kd-loss-arg", "kd_logit_standardize": "--kd-logit-standardize",
+                 "kd_start_epoch": "--kd-start-epoch", "kd_random_teacher": "--kd-random-teacher"}
+
+
+def kd_flags_given(settings: "RunSettings") -> list[str]:
+    """The KD-only flags SETTINGS sets (in KD_ONLY_FLAGS' order)."""
+    return [flag for field, flag in KD_ONLY_FLAGS.items() if getattr(settings, field) not in (None, False, {})]

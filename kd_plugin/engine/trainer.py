@@ -29,9 +29,12 @@ from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, se
 from .best_checkpoint import best_chosen_on, carry_best_forward, tested_checkpoint
 from .distributed import MainOnlyCsv, from_environment, main_only_logger, relaunch_command
 from .guards import (
+    check_distillation_window,
     check_optimizer_type,
     check_teacher_cache_dir,
+    distillation_epochs,
     distillation_record,
+    load_optimizer_state,
     move_distillation_start,
 )
 from .identity import check_resume_identity, experiment_identity
@@ -40,6 +43,7 @@ from .meters import EpochMeter
 from .rng import capture_rng, restore_rng, seed_everything
 from .run_data import load_run_data, run_loaders
 from .rundir import close_logger, copy_configs, create_run_dir, make_logger
+from .settings import kd_flags_given
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 KD_OVERRIDES = {"kd_temperature": "temperature", "kd_distill_wt": "distill_weight",
@@ -82,9 +86,11 @@ def build_schedule(model, optimizer, settings, sched_dict=None, runtime=None):
         policy.teacher_checkpoint = settings.kd_resume
         scheduler.add_policy(policy, starting_epoch=settings.kd_start_epoch or 0, ending_epoch=settings.epochs,
                              frequency=1)
-    elif settings.kd_resume and not settings.kd_teacher and not distillation_policies(scheduler):
-        raise KDPluginError("--kd-resume needs --kd-teacher (or a KD extension in the schedule)")
+    elif not distillation_policies(scheduler) and (given := kd_flags_given(settings)):
+        raise KDPluginError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --kd-teacher (or a KD "
+                            f"extension in the schedule): without a teacher the run would train a plain student")
     return scheduler
+
 
 
 @contextlib.contextmanager
@@ -158,6 +164,8 @@ class TrainingRun:
         accelerate_model(self.model, self.device, s.channels_last, s.amp, s.compile)
         self.optimizer = build_optimizer(self.model, s)
         self.scheduler = build_schedule(self.model, self.optimizer, s, self.sched_dict, self.runtime)
+        check_distillation_window(self.scheduler, distillation_policies(self.scheduler), s.epochs,
+                                  s.compress or "--kd-teacher")
         accelerate_teachers(distillation_policies(self.scheduler), s.channels_last, s.amp)
         self.grad_scaler = grad_scaler(s.amp, self.device)
         self.teacher_cache_dir, self.teacher_cache_note = teacher_cache_dir(s, resume)
@@ -204,10 +212,7 @@ class TrainingRun:
                                     f"has {key}={now}; resume with the same settings or pass --reset-optimizer")
         check_optimizer_type(resume, self.optimizer)
         if "optimizer_state_dict" in resume.content:
-            try:
-                self.optimizer.load_state_dict(resume.content["optimizer_state_dict"])
-            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
-                raise KDPluginError(f"{s.resume_from}: optimizer state does not fit this run ({err})") from None
+            load_optimizer_state(self.optimizer, resume.content["optimizer_state_dict"], s.resume_from)
         if "compression_sched" in resume.content and "policy_states" in resume.content["compression_sched"]:
             self.scheduler.load_state_dict(resume.content["compression_sched"])
         state = resume.plugin_state
@@ -228,7 +233,8 @@ class TrainingRun:
     def run_identity(self):
         """What a resumed run must share with the checkpoint's to continue it exactly (data order included)."""
         identity = {"seed": self.seed, "batch_size": self.s.batch_size, "augment": self.s.augment,
-                    "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash}
+                    "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash,
+                    "normalization": self.normalization.describe()}
         identity["world_size"] = self.dist.world_size  # each rank's share of a global batch is part of the order
         return identity
 
@@ -278,6 +284,11 @@ class TrainingRun:
                      policy.loss_wts.distill, policy.loss_wts.student,
                      self.scheduler.sched_metadata[policy]["starting_epoch"],
                      self.scheduler.sched_metadata[policy]["ending_epoch"] - 1, policy.distillation_loss.describe())
+            inside, beyond = distillation_epochs(self.scheduler, policy, s.epochs)
+            if beyond:
+                log.warning("Distillation: the policy is also scheduled for epochs %d..%d, beyond this run's last "
+                            "epoch %d: it distills in %d of the run's %d epochs", beyond[0], beyond[-1], s.epochs - 1,
+                            len(inside), s.epochs)
             if not policy.used_settings()["teacher_checkpoint"]:
                 log.warning("Distillation: the teacher %s has random weights (--kd-random-teacher)",
                             policy.used_settings()["teacher_arch"])

@@ -27,7 +27,7 @@ from ..protocol.config import read_schedule
 from ..reporting.plots import accuracy_vs_temperature, plot_or_warn
 from ..reporting.tables import markdown_table
 from ..util.errors import KDPluginError
-from ..util.fileio import ensure_writable_dir, write_json, write_text
+from ..util.fileio import ensure_writable_dir, require_file, write_json, write_text
 from .ensembles.members import parse_members
 from .grid import SWEEP_GRID_FLAGS, cell_result, check_unique_cells, exact, refuse_grid_flags, unique
 from .jobs import Job, exclusive_directory
@@ -221,8 +221,7 @@ def write_plots(rows, out_dir, warn=print):
 
 def baseline_accuracy(path, test_set):
     """(arch, test top-1) from a summary.json/result.json, or by evaluating a checkpoint on the test split."""
-    if not os.path.isfile(path):
-        raise KDPluginError(f"--baseline {path}: file not found")
+    require_file(path, "--baseline file")
     if path.endswith(".json"):
         try:
             with open(path) as fh:

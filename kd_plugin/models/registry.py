@@ -99,7 +99,8 @@ def create_model(arch, dataset="cifar10", pretrained=False, weights=None, normal
     """Build a registered network. Mirrors ``distiller.models.create_model`` (argument order aside).
 
     ``weights``: a ``.safetensors`` file (as ``kd-plugin export --format safetensors`` writes) loaded strictly.
-    NORMALIZATION (a Normalization) overrides the registered default input normalization."""
+    The input normalization is NORMALIZATION (a Normalization) if given, else the one the weights file records,
+    else the registered default."""
     name = resolve_arch(arch)
     implied = dataset_of(name)
     if dataset is not None and dataset.lower() != implied:
@@ -120,9 +121,10 @@ def create_model(arch, dataset="cifar10", pretrained=False, weights=None, normal
         raise KDPluginError(f"model {name}: {err}") from None
     model.arch = name
     model.dataset = implied
+    recorded = None
     if weights is not None:
         from .weights_file import load_safetensors
 
-        load_safetensors(model, weights)
+        recorded = load_safetensors(model, weights)
     cfg = _default_cfgs[name]
-    return set_normalization(model, normalization or cfg["normalization"], cfg["input_size"])
+    return set_normalization(model, normalization or recorded or cfg["normalization"], cfg["input_size"])

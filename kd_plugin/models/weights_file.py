@@ -5,6 +5,8 @@ Written by ``kd-plugin export --format safetensors``; read by ``create_model(arc
 import json
 
 from ..util.errors import KDPluginError
+from ..util.fileio import atomic_write
+from ..util.normalization import Normalization, from_record
 from ..util.optional import require
 
 ARCH_KEY = "arch"
@@ -17,8 +19,8 @@ def save_safetensors(model, path, metadata):
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if hasattr(model, "model_config"):
         metadata = {**metadata, CONFIG_KEY: json.dumps(model.model_config())}
-    torch_io.save_file(state, path, metadata={k: str(v) for k, v in metadata.items()})
-    return path
+    payload = torch_io.save(state, metadata={k: str(v) for k, v in metadata.items()})
+    return atomic_write(path, lambda fh: fh.write(payload))  # a full disk keeps any earlier file, one line
 
 
 def read_safetensors(path):
@@ -49,8 +51,23 @@ def recorded_config(path):
     return check_model_config(config, f"{path}: {CONFIG_KEY}")
 
 
+def recorded_normalization(metadata: dict[str, str], path: str) -> Normalization | None:
+    """The input normalization a file's header records (``kd-plugin export`` writes mean and std as comma lists),
+    or None for a file without one."""
+    if "mean" not in metadata and "std" not in metadata:
+        return None
+    try:
+        record = {"name": metadata.get("normalization", "custom"),
+                  "mean": [float(v) for v in metadata.get("mean", "").split(",")],
+                  "std": [float(v) for v in metadata.get("std", "").split(",")]}
+    except ValueError:
+        raise KDPluginError(f"{path}: malformed mean/std in the file's header") from None
+    return from_record(record, path)
+
+
 def load_safetensors(model, path):
-    """Load PATH strictly into MODEL, refusing weights recorded for another architecture."""
+    """Load PATH strictly into MODEL, refusing weights recorded for another architecture; returns the input
+    normalization the file records (None when it records none)."""
     state, metadata = read_safetensors(path)
     recorded = metadata.get(ARCH_KEY)
     if recorded and recorded != model.arch:
@@ -63,4 +80,4 @@ def load_safetensors(model, path):
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise KDPluginError(f"{path}: weights do not fit {model.arch} ({str(err).splitlines()[-1].strip()})") from None
-    return model
+    return recorded_normalization(metadata, path)

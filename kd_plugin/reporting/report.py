@@ -19,7 +19,8 @@ from ..distill.teacher import as_list, load_teacher
 from ..engine.loop import evaluate_loader
 from ..export.formats import check_formats
 from ..util.errors import KDPluginError
-from ..util.fileio import ensure_writable_dir, read_json_record, write_text
+from ..util.fileio import ensure_writable_dir, read_json_record, require_file, write_text
+from ..util.normalization import add_normalization_arg
 from .evaluation import add_format_rows, model_card, parse_formats, timed_evaluation, write_card
 from .plots import per_class_bars, plot_or_warn
 from .tables import columns_of, markdown_table
@@ -145,9 +146,7 @@ def add_report_args(p):
     p.add_argument("-o", "--out-dir", default="reports", help="where cards and the comparison go")
     p.add_argument("--device", default="auto", help="auto (GPU when present, and CPU), cpu or cuda")
     p.add_argument("--repeats", type=int, default=50, help="batch-1 latency repeats")
-    p.add_argument("--normalization", default=None, metavar="NAME|MEAN,STD",
-                   help="input normalization the networks expect (default: each checkpoint's record, else the "
-                        "assumption for its kind; see kd_plugin.util.normalization)")
+    add_normalization_arg(p, "the networks expect")
     p.add_argument("--no-train-accuracy", dest="train_accuracy", action="store_false",
                    help="skip the (slow) training-split evaluation")
     add_export_format_args(p)
@@ -163,8 +162,7 @@ def cmd_report(args):
     if args.repeats < 1:
         raise KDPluginError(f"--repeats must be >= 1, got {args.repeats}")
     for path in args.checkpoints:
-        if not os.path.isfile(path):
-            raise KDPluginError(f"{path}: checkpoint file not found")
+        require_file(path, "checkpoint file")
     devices = latency_devices(args.device)
     formats = check_formats(parse_formats(args.export_formats), True)
     ensure_writable_dir(args.out_dir)

@@ -1,4 +1,4 @@
-"""REPORT.md: every table of the original (DESIGN.md §4) with its number, ours and the difference."""
+"""REPORT.md: every table of the original (docs/DESIGN.md §4) with its number, ours and the difference."""
 import os
 
 from ...reporting.tables import markdown_lines
