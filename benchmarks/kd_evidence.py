@@ -147,7 +147,8 @@ def evidence_table(args, members, ensemble, grid_results, recipe_results):
     member_tops = [m["test_top1"] for m in members]
     m_mean, m_std = stats(member_tops)
     teacher = (f"Teacher: ensemble of {len(members)} x {display_name(args.member_arch)} (equal weights, average of "
-               f"{'logits' if args.member_combine == 'logits' else 'probabilities'}), test top-1 **{ensemble['test_top1']:.2f} %**; its members {m_mean:.2f} ± {m_std:.2f} "
+               f"{'logits' if args.member_combine == 'logits' else 'probabilities'}), test top-1 "
+               f"**{ensemble['test_top1']:.2f} %**; its members {m_mean:.2f} ± {m_std:.2f} "
                f"({' '.join(f'{v:.2f}' for v in member_tops)}), each {args.member_epochs} epochs with crop + flip, "
                f"best epoch by validation top-1.\n")
     base_mean, base_std = stats(baseline)

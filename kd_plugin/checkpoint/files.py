@@ -293,7 +293,7 @@ def load_weights(model, checkpoint):
     return model
 
 
-def model_config(checkpoint):
+def model_config(checkpoint: Checkpoint) -> dict:
     """The factory arguments a checkpoint records (``model_config``: an ensemble's member architectures, weights
     and mode), checked to be plain names and numbers; {} when it records none."""
     config = checkpoint.content.get("model_config")

@@ -126,7 +126,7 @@ def mutual_settings(args, schedule):
     temperature = args.mutual_temperature if args.mutual_temperature is not None else \
         (spec.temperature if spec is not None else None)
     return peers, temperature
-def one_or_list(values):
+def one_or_list(values: list | None) -> str | list | None:
     """An nargs='+' flag's values as RunSettings keeps them: None, one name, or a list of several."""
     return values[0] if values is not None and len(values) == 1 else values
 

@@ -38,14 +38,15 @@ class TeacherRunner:
                 return self.teacher(inputs).float()
 
 
-def as_list(value):
+def as_list(value: object) -> list:
     """None -> [], a name or path -> [it], a list or tuple -> a list."""
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def teacher_members(teacher_arch, teacher_checkpoint=None, weights=None, where="--kd-teacher"):
+def teacher_members(teacher_arch: str | list[str], teacher_checkpoint: str | list[str] | None = None,
+                    weights: list | None = None, where: str = "--kd-teacher") -> list[tuple[str, str | None]]:
     """[(arch, checkpoint or None)] of a teacher given as one ARCH/CHECKPOINT or as lists of them (an ensemble),
     checked: one checkpoint per architecture (none at all: random weights), one weight per member."""
     archs, checkpoints = as_list(teacher_arch), as_list(teacher_checkpoint)
@@ -60,7 +61,8 @@ def teacher_members(teacher_arch, teacher_checkpoint=None, weights=None, where="
     return list(zip(archs, checkpoints or [None] * len(archs)))
 
 
-def load_member(arch, checkpoint, random_teacher, where):
+def load_member(arch: str, checkpoint: str | None, random_teacher: bool, where: str) -> torch.nn.Module:
+    """One teacher network: from CHECKPOINT (a CIFAR-10 one), else random weights when RANDOM_TEACHER."""
     if checkpoint:
         model, loaded = load_model(checkpoint, arch)
         dataset = loaded.content.get("dataset")
@@ -74,7 +76,8 @@ def load_member(arch, checkpoint, random_teacher, where):
                         f"initialised teacher deliberately")
 
 
-def load_ensemble(members, weights=None, combine="logits", random_teacher=False, where="--kd-teacher"):
+def load_ensemble(members: list[tuple[str, str | None]], weights: list | None = None, combine: str = "logits",
+                  random_teacher: bool = False, where: str = "--kd-teacher") -> torch.nn.Module:
     """A WeightedEnsemble (``ensemble_cifar``) of MEMBERS [(arch, checkpoint)], each with its trained weights.
     Every member must expect the same input normalization and give as many classes as the others."""
     networks = [load_member(arch, checkpoint, random_teacher, where) for arch, checkpoint in members]
@@ -92,7 +95,7 @@ def load_ensemble(members, weights=None, combine="logits", random_teacher=False,
 
 
 @torch.no_grad()
-def num_classes(network):
+def num_classes(network: torch.nn.Module) -> int:
     """How many classes NETWORK scores (one eval-mode forward pass of a blank image)."""
     was_training = network.training
     network.eval()
@@ -102,8 +105,9 @@ def num_classes(network):
         network.train(was_training)
 
 
-def load_teacher(teacher_arch, teacher_checkpoint=None, random_teacher=False, where="--kd-teacher", weights=None,
-                 combine=None):
+def load_teacher(teacher_arch: str | list[str], teacher_checkpoint: str | list[str] | None = None,
+                 random_teacher: bool = False, where: str = "--kd-teacher", weights: list | None = None,
+                 combine: str | None = None) -> torch.nn.Module:
     """A teacher network (on the CPU) from a checkpoint; freshly initialised only when asked for explicitly
     (RANDOM_TEACHER: --kd-random-teacher, or ``random_teacher: true`` in the schedule). TEACHER_ARCH and
     TEACHER_CHECKPOINT lists of more than one (or WEIGHTS / COMBINE given) make an ensemble (``load_ensemble``)."""
@@ -113,8 +117,10 @@ def load_teacher(teacher_arch, teacher_checkpoint=None, random_teacher=False, wh
     return load_ensemble(members, as_list(weights) or None, combine or "logits", random_teacher, where)
 
 
-def build_teacher(student_model, teacher_arch, teacher_checkpoint=None, random_teacher=False, where="--kd-teacher",
-                  weights=None, combine=None):
+def build_teacher(student_model: torch.nn.Module, teacher_arch: str | list[str],
+                  teacher_checkpoint: str | list[str] | None = None, random_teacher: bool = False,
+                  where: str = "--kd-teacher", weights: list | None = None,
+                  combine: str | None = None) -> torch.nn.Module:
     """``load_teacher`` on the student's device."""
     teacher = load_teacher(teacher_arch, teacher_checkpoint, random_teacher, where, weights, combine)
     return teacher.to(next(student_model.parameters()).device)

@@ -45,7 +45,7 @@ class Teacher:
     checkpoint: str
     members: tuple = ()
 
-    def argv(self):
+    def argv(self) -> list[str]:
         """compress_classifier's teacher flags for this value."""
         if not self.members:
             return ["--kd-teacher", self.arch, "--kd-resume", self.checkpoint]
@@ -53,7 +53,7 @@ class Teacher:
         return ["--kd-teacher", *(a for a, _, _ in self.members), "--kd-resume", *(c for _, c, _ in self.members),
                 *(["--kd-teacher-weights", *map(exact, weights)] if weights[0] is not None else [])]
 
-    def display(self):
+    def display(self) -> str:
         if not self.members:
             return display_name(self.arch)
         return "ensemble(" + " + ".join(display_name(a) for a, _, _ in self.members) + ")"
@@ -237,7 +237,7 @@ def baseline_accuracy(path, test_set):
     return checkpoint.arch, evaluate_loader(model, TensorLoader(test_set, 1024, "n"))["top1"]
 
 
-def schedule_teacher(schedule):
+def schedule_teacher(schedule: dict | None) -> list[tuple[str, str, float | None]]:
     """The schedule's KD teacher as [(arch, checkpoint, weight or None)], or []."""
     kd = distillation_extension(schedule) if schedule is not None else None
     if kd is None:
@@ -249,7 +249,7 @@ def schedule_teacher(schedule):
     return [(resolve_arch(a), c, w) for a, c, w in zip(archs, checkpoints, weights)]
 
 
-def teacher_value(members, taken):
+def teacher_value(members: list[tuple[str, str, float | None]], taken: list[str]) -> Teacher:
     """The Teacher of MEMBERS, labelled uniquely among the labels TAKEN."""
     members = tuple((arch, os.path.abspath(checkpoint), weight) for arch, checkpoint, weight in members)
     if len(members) == 1 and members[0][2] is None:
@@ -262,7 +262,7 @@ def teacher_value(members, taken):
     return Teacher(label, **teacher)
 
 
-def parse_teachers(specs, schedule):
+def parse_teachers(specs: list[str] | None, schedule: dict | None) -> list[Teacher]:
     values = [parse_members(spec, "--teacher") for spec in specs or []]
     if not values and schedule_teacher(schedule):
         values.append(schedule_teacher(schedule))

@@ -42,7 +42,7 @@ class _TwoMembers(nn.Module):
         return a1, a2, weighted_sum([a1, a2], [self.member_weights[1], self.member_weights[0]])
 
 
-def weighted_sum(outputs, weights):
+def weighted_sum(outputs: list, weights: list) -> torch.Tensor:
     """``w_1 * o_1 + w_2 * o_2 + ...`` in the given order (AvNet's mix and WeightedEnsemble's logit average)."""
     total = weights[0] * outputs[0]
     for weight, output in zip(weights[1:], outputs[1:]):
@@ -53,7 +53,7 @@ def weighted_sum(outputs, weights):
 COMBINE_MODES = ("logits", "probs")
 
 
-def check_member_weights(weights, count, where="--kd-teacher-weights"):
+def check_member_weights(weights: list | None, count: int, where: str = "--kd-teacher-weights") -> list[float]:
     """COUNT finite weights (None: equal ones) whose sum is positive, as a list scaled to sum to 1."""
     weights = [1.0] * count if weights is None else list(weights)
     if len(weights) != count:
@@ -72,7 +72,8 @@ class WeightedEnsemble(nn.Module):
     argmax and a KD temperature treat as logits). Weights are scaled to sum to 1 and kept as a buffer, with the
     mode, so a checkpoint and the teacher cache's digest cover both; ``model_config`` rebuilds the members."""
 
-    def __init__(self, member_archs, weights=None, combine="logits", members=None):
+    def __init__(self, member_archs: list[str], weights: list | None = None, combine: str = "logits",
+                 members: list | None = None):
         super().__init__()
         if not isinstance(member_archs, (list, tuple)) or not member_archs:
             raise KDPluginError(f"an ensemble needs a list of one or more member architectures, got {member_archs!r}")
@@ -88,31 +89,31 @@ class WeightedEnsemble(nn.Module):
         self.register_buffer("member_weights", torch.tensor(check_member_weights(weights, len(members), "weights")))
         self.register_buffer("combine_probabilities", torch.tensor(combine == "probs"))
 
-    def forward_members(self, x):
+    def forward_members(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [member(x) for member in self.members]
 
-    def combine_outputs(self, outputs):
+    def combine_outputs(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         weights = list(self.member_weights.to(outputs[0].dtype))
         if self.combine == "logits":
             return weighted_sum(outputs, weights)
         return torch.log(weighted_sum([torch.softmax(o.float(), dim=1) for o in outputs], weights))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.combine_outputs(self.forward_members(x))
 
-    def forward_all(self, x):
+    def forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """{'member 1 (arch)': logits, ..., 'mix': the ensemble's output}, each member run once."""
         outputs = self.forward_members(x)
         branches = {f"member {i + 1} ({short_name})": o for i, (short_name, o) in
                     enumerate(zip(self.member_archs, outputs))}
         return {**branches, "mix": self.combine_outputs(outputs)}
 
-    def model_config(self):
+    def model_config(self) -> dict:
         """What ``ensemble_cifar(**config)`` needs to rebuild this network before its weights are loaded."""
         return {"member_archs": list(self.member_archs), "combine": self.combine,
                 "member_weights": [float(w) for w in self.member_weights]}
 
-    def describe(self):
+    def describe(self) -> str:
         return f"ensemble ({self.combine}) of " + " + ".join(
             f"{float(w):.3g} x {a}" for w, a in zip(self.member_weights, self.member_archs))
 
@@ -235,5 +236,6 @@ def jointnet_cifar(resnet_weight=DEFAULT_RESNET_WEIGHT, vgg_weight=DEFAULT_VGG_W
 
 
 @register_model(aliases=("ensemble",))
-def ensemble_cifar(member_archs=("vgg7_bn_cifar",), member_weights=None, combine="logits", members=None):
+def ensemble_cifar(member_archs=("vgg7_bn_cifar",), member_weights: list | None = None, combine: str = "logits",
+                   members: list | None = None) -> WeightedEnsemble:
     return WeightedEnsemble(list(member_archs), member_weights, combine, members)

@@ -82,7 +82,7 @@ def dataset_of(arch):
 PLAIN_CONFIG_VALUES = (str, int, float, bool, type(None))
 
 
-def check_model_config(config, where):
+def check_model_config(config: object, where: str) -> dict:
     """CONFIG (factory arguments read from a file) when it maps names to plain values or lists of them; modules
     (``members``) can never come from a file."""
     def plain(value):

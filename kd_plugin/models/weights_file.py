@@ -37,7 +37,7 @@ def read_safetensors(path):
         raise KDPluginError(f"{path}: not a readable safetensors file ({' '.join(str(err).split())})") from None
 
 
-def recorded_config(path):
+def recorded_config(path: str) -> dict:
     """The factory arguments a safetensors file records (CONFIG_KEY), or {}."""
     text = read_safetensors(path)[1].get(CONFIG_KEY)
     try:

@@ -56,7 +56,7 @@ def card_for_checkpoint(path, test_set, train_set=None, arch=None, devices=("cpu
     return report_card(model, checkpoint.arch or arch, test_set, train_set, devices, repeats, path)
 
 
-def distilled_from(path):
+def distilled_from(path: str) -> tuple | None:
     """The teacher the run that wrote checkpoint PATH distilled from, as its summary.json beside PATH records it:
     (archs, checkpoints, member weights or None, combine or None), or None (no KD, no summary, teacher files gone)."""
     summary_path = os.path.join(os.path.dirname(os.path.abspath(path)), "summary.json")
@@ -75,7 +75,7 @@ def distilled_from(path):
     return tuple(archs), tuple(checkpoints), config.get("member_weights"), config.get("combine")
 
 
-def teacher_accuracy(teacher, test_set, measured):
+def teacher_accuracy(teacher: tuple, test_set: object, measured: dict) -> float:
     """Test top-1 of TEACHER (a distilled_from value) on TEST_SET, each teacher measured once (MEASURED: a dict)."""
     key = (teacher[0], teacher[1], tuple(teacher[2] or ()), teacher[3])
     if key not in measured:

@@ -9,6 +9,8 @@ import math
 import os
 from dataclasses import dataclass
 
+import torch
+
 from ...checkpoint import load_model, save_checkpoint
 from ...data import install_input_adapter
 from ...distill.teacher import load_ensemble
@@ -77,7 +79,7 @@ def build_ensemble(arch, members):
                         vgg_weight=members.vgg_weight, normalization=own)
 
 
-def parse_members(spec, flag):
+def parse_members(spec: str, flag: str) -> list[tuple[str, str, float | None]]:
     """[(arch, checkpoint, weight or None)] of a FLAG value: ARCH=CHECKPOINT, or an ensemble of members
     joined by commas, each ARCH=CHECKPOINT[@WEIGHT] (weights on all members or on none)."""
     members = []
@@ -95,7 +97,7 @@ def parse_members(spec, flag):
     return members
 
 
-def member_weights(members, where):
+def member_weights(members: list[tuple[str, str, float | None]], where: str) -> list[float] | None:
     """The weights of MEMBERS [(arch, checkpoint, weight or None)], checked: None when no member has one."""
     weights = [w for _, _, w in members]
     if None in weights and any(w is not None for w in weights):
@@ -106,7 +108,7 @@ def member_weights(members, where):
     return weights
 
 
-def build_weighted_ensemble(specs, combine="logits", flag="--member"):
+def build_weighted_ensemble(specs: list[str], combine: str = "logits", flag: str = "--member") -> torch.nn.Module:
     """An ``ensemble_cifar`` from --member values (each ARCH=CHECKPOINT[@WEIGHT], or several joined by commas)."""
     members = [member for spec in specs for member in parse_members(spec, flag)]
     return load_ensemble([(a, c) for a, c, _ in members], member_weights(members, flag), combine, where=flag)
