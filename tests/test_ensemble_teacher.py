@@ -144,6 +144,7 @@ def test_sweep_with_an_ensemble_teacher_value(tiny_data, members, tmp_path, caps
     hand = evaluate_loader(teacher, TensorLoader(load_split(tiny_data, "test"), 1024, "n"))["top1"]
     table = (out / "sweep.md").read_text()
     assert f"| ensemble(5-CNN + VGG7) → 5-CNN | {hand:.2f} |" in table
+    assert json.load(open(out / "sweep.json"))["rows"][0]["teacher_top1"] == pytest.approx(hand)
 
 
 def test_create_ensemble_writes_a_checkpoint_loaded_like_any_network(tiny_data, members, tmp_path):

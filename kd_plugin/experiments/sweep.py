@@ -383,6 +383,7 @@ def cmd_sweep(args):
             if results:
                 rows = table_rows(results, {**given, **baselines_from_results(results)})
                 md, csv_path = write_tables(rows, plan.out)
+                write_json(os.path.join(plan.out, "sweep.json"), {**asdict(plan), "rows": rows})  # plan + table
                 write_plots(rows, plan.out)
                 print(f"wrote {md} and {csv_path} ({len(results)} of {len(jobs)} runs)")
     return 0
