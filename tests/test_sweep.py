@@ -124,7 +124,7 @@ def test_sweep_with_seeds_baseline_and_plot(tiny_data, teacher, tmp_path, capsys
     (["--teacher", "cnn5=missing.pth.tar"], "checkpoint 'missing.pth.tar' not found"),
     (["--teacher", "nonet=x"], "unknown model 'nonet'"),
     (["--schedule", "missing.yaml"], "missing.yaml: YAML file not found"),
-    (["--baseline", "missing.json"], "--baseline missing.json: file not found"),
+    (["--baseline", "missing.json"], "missing.json: --baseline file not found"),
     (["--train-baseline", "--baseline", "x.json"], "either --baseline or --train-baseline"),
     (["--extra-args", "'unclosed"], "--extra-args"),
 ])
