@@ -38,10 +38,11 @@ class TeacherRunner:
 def build_teacher(student_model, teacher_arch, teacher_checkpoint=None, random_teacher=False, where="--kd-teacher"):
     """A teacher network on the student's device, from a checkpoint; freshly initialised only when asked for
     explicitly (RANDOM_TEACHER: --kd-random-teacher, or ``random_teacher: true`` in the schedule)."""
+    classes = getattr(student_model, "classes", None)  # the teacher must know the student's classes
     if teacher_checkpoint:
-        teacher, _ = load_model(teacher_checkpoint, teacher_arch)
+        teacher, _ = load_model(teacher_checkpoint, teacher_arch, classes=classes)
     elif random_teacher:
-        teacher = create_model(teacher_arch)
+        teacher = create_model(teacher_arch, classes=classes)
     else:
         raise KDPluginError(f"{where} {teacher_arch}: no teacher weights; pass --kd-resume CHECKPOINT (or "
                             f"teacher_checkpoint in the schedule), or --kd-random-teacher to distil from a randomly "

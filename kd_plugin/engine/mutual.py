@@ -137,8 +137,10 @@ class MutualRun:
         set_cpu_threads(s.threads)
         data = load_run_data(s, self.seed)
         self.test_set, self.classes, self.train_hash = data.test, data.classes, data.train_hash
-        self.train_loader, self.valid_loader = run_loaders(s, data, self.seed, self.device)
-        models = [create_model(arch).to(self.device) for arch in self.archs]  # in order: seeded initial weights
+        self.normalization = data.normalization
+        self.train_loader, self.valid_loader = run_loaders(s, data, self.seed, self.device, data.normalization)
+        models = [create_model(arch, dataset=data.dataset, classes=data.classes, normalization=data.normalization)
+                  .to(self.device) for arch in self.archs]  # in order: seeded initial weights
         self.peers = []
         for index, (arch, label, model) in enumerate(zip(self.archs, peer_labels(self.archs), models)):
             if hasattr(model, "training_criterion"):
@@ -296,7 +298,7 @@ class MutualRun:
 
     def finish(self):
         """Write every peer's best checkpoint, evaluate it on the test split, and write summary.json."""
-        test_loader = TensorLoader(self.test_set, 1024, "n", device=self.device)
+        test_loader = TensorLoader(self.test_set, 1024, "n", device=self.device, normalization=self.normalization)
         results = []
         for peer in self.peers:
             path = self.save_peer_best(peer)  # again: a resumed run's directory gets every peer's best too

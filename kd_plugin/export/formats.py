@@ -11,6 +11,7 @@ import torch
 from ..models import create_model
 from ..models.weights_file import save_safetensors
 from ..util.errors import KDPluginError
+from ..util.normalization import normalization_of
 from ..util.optional import require
 from . import measure
 from .identity import as_strings
@@ -47,7 +48,8 @@ def write_format(fmt, model, identity, out_dir, stem, check_set, calibration_set
     reference = measure.torch_logits(model, check_set)
     if fmt == "safetensors":
         save_safetensors(model, path, as_strings(identity))
-        reloaded = create_model(identity["arch"], weights=path).eval()
+        reloaded = create_model(identity["arch"], weights=path, classes=identity["classes"],
+                                normalization=normalization_of(model)).eval()
         logits = measure.torch_logits(reloaded, check_set)
         check = {"bit_exact": bool(torch.equal(logits, reference)), "runtime": "torch"}
     else:

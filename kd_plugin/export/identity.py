@@ -1,22 +1,34 @@
 """What a shipped file must say about the network so that a user feeds it correctly."""
-from ..data import CLASS_NAMES
-from ..data.augment import MEAN, STD
+from ..data import CLASS_NAMES, default_classes, list_datasets
+from ..models import dataset_of
+from ..util.normalization import normalization_of
 
 INPUT_SIZE = (3, 32, 32)
 
 
 def normalization(model=None):
-    """The model's input normalization, x = (pixel / 255 - mean) / std per RGB channel.
+    """The model's input normalization, x = (pixel / 255 - mean) / std per RGB channel: its own
+    (``model.normalization``), the one place exports read it from."""
+    own = normalization_of(model)
+    return {"mean": [float(v) for v in own.mean], "std": [float(v) for v in own.std]}
 
-    The one place exports read it from: today every kd-plugin network uses the original's constants.
-    """
-    return {"mean": [float(v) for v in MEAN], "std": [float(v) for v in STD]}
+
+def classes_of(model, arch):
+    """The class names MODEL was trained on: its own (from the dataset or checkpoint), else the names of the
+    dataset its architecture is named for."""
+    own = getattr(getattr(model, "module", model), "classes", None)
+    if own is not None:
+        return tuple(own)
+    implied = dataset_of(arch)
+    return default_classes(implied) if implied in list_datasets() else CLASS_NAMES
 
 
-def model_identity(model, arch, classes=CLASS_NAMES):
+def model_identity(model, arch, classes=None):
     norm = normalization(model)
-    return {"arch": arch, "classes": list(classes), "input": "float32 NCHW RGB, (pixel / 255 - mean) / std",
-            "input_size": list(INPUT_SIZE), "mean": norm["mean"], "std": norm["std"]}
+    input_size = getattr(model, "pretrained_cfg", {}).get("input_size", INPUT_SIZE)
+    return {"arch": arch, "classes": list(classes or classes_of(model, arch)),
+            "input": "float32 NCHW RGB, (pixel / 255 - mean) / std",
+            "input_size": list(input_size), "mean": norm["mean"], "std": norm["std"]}
 
 
 def as_strings(identity):
