@@ -442,6 +442,13 @@ def _dataset_inputs(root, p):
     p["c100_ckpt"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5", classes=default_classes("cifar100")),
                                      name="c100", dir=root)
     p["data100"] = write_synthetic(os.path.join(root, "data100"), 100, 100, dataset="cifar100")
+    folder = write_synthetic(os.path.join(root, "folder"), 10, 5, dataset="imagefolder")
+    os.makedirs(os.path.join(folder, "train", "fog"))  # an empty class
+    p["folder_empty_class"] = folder
+    broken = write_synthetic(os.path.join(root, "folder_broken"), 10, 5, dataset="imagefolder")
+    with open(os.path.join(broken, "train", "amber", "00000.png"), "wb") as fh:
+        fh.write(b"\x89PNG truncated")
+    p["folder_broken"] = broken
 
 
 CASES += [  # datasets (issue 26)
@@ -457,6 +464,10 @@ CASES += [  # datasets (issue 26)
     Case("make-data: too few images for CIFAR-100", "kd-plugin",
          "make-data {root}/made --dataset cifar100 --train-images 50",
          r"--train-images and --test-images must be >= 100 \(one per cifar100 class\)"),
+    Case("image folder: empty class", "compress_classifier", CC.replace("{data}", "{folder_empty_class}"),
+         r"{folder_empty_class}/train/fog: class folder holds no images"),
+    Case("image folder: unreadable image", "compress_classifier", CC.replace("{data}", "{folder_broken}"),
+         r"{folder_broken}/train/amber/00000.png: not a readable image"),
     Case("hint layer not a module", "compress_classifier",
          CC + " --kd-teacher cnn5 --kd-resume {good} --kd-loss fitnet --kd-loss-arg hint=layer9",
          r"'layer9' is not a module of the student cnn5_cifar \(its stages: features.3, features.7, features.11\)"),

@@ -136,3 +136,62 @@ def test_a_run_on_cifar100_reports_100_classes(tmp_path):
     checkpoint = load_checkpoint_file(str(run_dir / "r_checkpoint.pth.tar"))
     assert checkpoint.classes == default_classes("cifar100") and checkpoint.content["dataset"] == "cifar100"
     assert checkpoint.normalization()[0].name == "cifar100"
+
+
+def write_image_folder_by_hand(root, colours, per_class=5, size=32):
+    """ROOT/<name>/i.png of solid COLOURS ({name: (r, g, b)}), written with Pillow directly."""
+    from PIL import Image
+
+    for name, colour in colours.items():
+        os.makedirs(os.path.join(root, name))
+        for i in range(per_class):
+            Image.new("RGB", (size, size), colour).save(os.path.join(root, name, f"{i}.png"))
+    return root
+
+
+def test_image_folder_reads_pixels_names_and_splits_every_fifth_image(tmp_path):
+    root = write_image_folder_by_hand(str(tmp_path), {"red": (255, 0, 0), "blue": (0, 0, 200)}, size=48)
+    assert resolve_dataset(root) == "imagefolder"
+    train, test = load_split(root, "train"), load_split(root, "test")
+    assert train.classes == ("blue", "red") and (len(train), len(test)) == (8, 2)  # 4.png of each class is a test one
+    assert train.images.shape == (8, 3, 32, 32)  # resized from 48x48 to the networks' input
+    assert torch.equal(test.images[test.labels == 1][0], torch.tensor([255, 0, 0], dtype=torch.uint8)[:, None, None]
+                       .expand(3, 32, 32))
+    assert get_dataset("imagefolder").default_normalization.name == "imagenet"
+
+
+def test_image_folder_with_train_and_val_and_its_refusals(tmp_path):
+    write_image_folder_by_hand(str(tmp_path / "train"), {"a": (1, 2, 3), "b": (4, 5, 6)})
+    write_image_folder_by_hand(str(tmp_path / "val"), {"a": (1, 2, 3), "b": (4, 5, 6)}, per_class=2)
+    assert len(load_split(str(tmp_path), "train")) == 10 and len(load_split(str(tmp_path), "test")) == 4
+    (tmp_path / "val" / "c").mkdir()
+    with pytest.raises(KDPluginError, match="val: class folder 'c' is not one of the training split's"):
+        load_split(str(tmp_path), "test")
+    (tmp_path / "train" / "c").mkdir()
+    with pytest.raises(KDPluginError, match=r"train/c: class folder holds no images"):
+        load_split(str(tmp_path), "train")
+    (tmp_path / "train" / "c" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(KDPluginError, match=r"train/c/broken.png: not a readable image"):
+        load_split(str(tmp_path), "train")
+
+
+def test_an_image_folder_trains_evaluates_and_exports_with_its_class_names(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from kd_plugin.cli.compress_classifier import main as train
+    from kd_plugin.cli.kd_plugin import main as kd_plugin
+
+    data = str(tmp_path / "folder")
+    assert kd_plugin(["make-data", data, "--dataset", "imagefolder", "--train-images", "25", "--test-images", "10"]) == 0
+    assert train([data, "-a", "cnn5", "--epochs", "1", "-b", "25", "--vs", "0", "--no-progress", "-o",
+                  str(tmp_path / "o"), "-n", "f", "--seed", "0"]) in (0, None)
+    (checkpoint,) = [str(p) for p in (tmp_path / "o").glob("f___*/f_best.pth.tar")]
+    names = ["amber", "basalt", "cobalt", "dune", "ember"]
+    assert list(load_checkpoint_file(checkpoint).classes) == names
+    assert kd_plugin(["evaluate", checkpoint, "--data", data, "-o", str(tmp_path / "r"), "--repeats", "1"]) == 0
+    card = json.loads((tmp_path / "r" / "f_best.json").read_text())
+    assert list(card["test_per_class"]) == names and card["normalization"]["name"] == "imagenet"
+    assert kd_plugin(["export", checkpoint, "--format", "onnx", "--data", data, "-o", str(tmp_path / "e")]) == 0
+    info = json.loads((tmp_path / "e" / "f_best.json").read_text())
+    assert info["classes"] == names and info["mean"] == [0.485, 0.456, 0.406]
+    check = info["files"][0]["check"]
+    assert check["top1"] == pytest.approx(card["test_top1"])  # the exported file is fed the network's normalization

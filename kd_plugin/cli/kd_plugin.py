@@ -60,8 +60,7 @@ def add_make_data_args(p):
 
 @subcommand("make-data", "write a small generated dataset in CIFAR-10 (or CIFAR-100, image folder) format")
 def cmd_make_data(args):
-    dataset = get_dataset(args.dataset)
-    least = dataset.num_classes or 2
+    least = get_dataset(args.dataset).num_classes or 1  # an image folder's writer checks its own classes
     if args.train_images < least or args.test_images < least:
         raise KDPluginError(f"--train-images and --test-images must be >= {least} (one per {args.dataset} class)")
     ensure_writable_dir(args.out)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..util.errors import KDPluginError
 from ..util.normalization import Normalization, get_normalization
-from . import cifar10, cifar100
+from . import cifar10, cifar100, imagefolder
 from .augment import NUM_VIEWS
 from .cifar10 import ImageSet
 from .synthetic import write_synthetic_cifar
@@ -140,3 +140,6 @@ register_dataset(Dataset("cifar100", "CIFAR-100 python files (cifar-100-python),
                          cifar100.load_cifar100_split, lambda d: cifar100.find_folder(d) is not None, "cifar100",
                          cifar100.CLASS_NAMES, download=cifar100.download_cifar100,
                          write_synthetic=_synthetic("cifar100")))
+register_dataset(Dataset("imagefolder", "a folder of class subfolders (train/ and val/, or split here), resized to "
+                         "32x32", imagefolder.load_imagefolder_split, imagefolder.detect, "imagenet",
+                         write_synthetic=imagefolder.write_synthetic_imagefolder))

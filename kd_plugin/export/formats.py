@@ -57,8 +57,8 @@ def write_format(fmt, model, identity, out_dir, stem, check_set, calibration_set
         if fmt == "onnx" or not os.path.isfile(fp32):
             export_onnx(model, fp32, identity)
         if fmt == "onnx-int8":
-            quantize_int8(fp32, path, calibration_set, calibration_images)
-        logits = measure.onnx_logits(session(path), check_set)
+            quantize_int8(fp32, path, calibration_set, calibration_images, normalization_of(model))
+        logits = measure.onnx_logits(session(path), check_set, normalization_of(model))
         check = {"runtime": "onnxruntime"}
     delta, same = measure.agreement(reference, logits)
     check.update(images=len(check_set), max_abs_logit_delta=delta, top1_agreement=same)
@@ -74,5 +74,5 @@ def format_rows(model, arch_identity, formats, out_dir, stem, test_set, calibrat
         if fmt == "safetensors":
             continue
         write_format(fmt, model, arch_identity, out_dir, stem, test_set.subset(slice(0, 64)), calibration_set)
-        rows.append(measure.onnx_row(export_path(out_dir, stem, fmt), fmt, test_set, repeats))
+        rows.append(measure.onnx_row(export_path(out_dir, stem, fmt), fmt, test_set, repeats, normalization_of(model)))
     return rows
