@@ -156,3 +156,16 @@ def test_cifar100_zoo_pair_distils_with_attention_transfer(tmp_path):
     summary = run_training(settings_from_args(build_parser().parse_args(argv)))
     assert len(summary["test_per_class"]) == 100 and float(summary["rows"][0]["train AT Loss"]) > 0
     assert len(load_split(data, "test").classes) == 100
+
+
+def test_yaml_names_several_losses_as_a_list(tmp_path):
+    from kd_plugin.checkpoint import save_checkpoint
+    from kd_plugin.distill.extension import KnowledgeDistillationExtension, with_loss_flags
+
+    student, teacher = create_model("cnn5"), create_model("cnn5")
+    path = save_checkpoint(0, "cnn5_cifar", teacher, name="t", dir=str(tmp_path))
+    extension = KnowledgeDistillationExtension(student, "cnn5", path, loss=["kd", "at"], loss_args={"beta": 5.0})
+    assert extension.distillation_loss.name == "kd+at" and extension.distillation_loss.parts[1].beta == 5.0
+    sched = {"extensions": {"kd": {"class": "KnowledgeDistillationExtension", "loss": ["kd", "at"],
+                                   "loss_args": {"beta": 5.0}}}}
+    assert with_loss_flags(sched, None, {"p": 3.0})["extensions"]["kd"]["loss_args"] == {"beta": 5.0, "p": 3.0}

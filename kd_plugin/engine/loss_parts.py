@@ -4,14 +4,20 @@ momentum and weight decay, and every LR scheduler's schedule), and kept in the c
 policy's state (kd_plugin.protocol.scheduler), so a resumed run continues them exactly."""
 import torch
 
+from ..util.errors import KDPluginError
 
-def prepare_loss_parts(policies, scheduler, optimizer, train_set, device):
-    """Build the trainable parts of every feature-comparing policy; returns the notes for the run's log."""
+
+def prepare_loss_parts(policies, scheduler, optimizer, train_set, device, distributed=False):
+    """Build the trainable parts of every feature-comparing policy; returns the notes for the run's log.
+    DISTRIBUTED (torchrun): refused, as the parts are not synchronized between ranks (yet)."""
     notes = []
     for policy in policies:
         source = getattr(policy, "feature_source", None)
         if source is None:
             continue
+        if distributed:
+            raise KDPluginError(f"loss {source.loss.name} compares intermediate features, which kd-plugin does not "
+                                f"distribute across torchrun ranks yet; run it in one process")
         notes.append(source.note)
         module = source.prepare(train_set, device)
         params = [p for p in module.parameters() if p.requires_grad] if module is not None else []

@@ -162,7 +162,7 @@ class TrainingRun:
         self.optimizer = build_optimizer(self.model, s)
         self.scheduler = build_schedule(self.model, self.optimizer, s, self.sched_dict, self.runtime)
         self.loss_notes = prepare_loss_parts(distillation_policies(self.scheduler), self.scheduler, self.optimizer,
-                                             data.train, self.device)
+                                             data.train, self.device, self.dist.distributed)
         accelerate_teachers(distillation_policies(self.scheduler), s.channels_last, s.amp)
         self.grad_scaler = grad_scaler(s.amp, self.device)
         self.teacher_cache_dir, self.teacher_cache_note = teacher_cache_dir(s, resume)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..checkpoint import load_model
 from ..data import TensorLoader, add_dataset_arg, load_split
+from ..distill.extension import loss_name
 from ..distill.losses import parse_loss_spec
 from ..distill.losses.base import TEMPERATURE
 from ..engine.loop import evaluate_loader
@@ -291,7 +292,7 @@ def plan_from_args(args):
 def schedule_loss(schedule):
     """The loss a base schedule's KD extension names (``kd`` when none), as the tables show it."""
     kd = distillation_extension(schedule) if schedule is not None else None
-    return ((kd or {}).get("loss") or "kd") + ("+ls" if (kd or {}).get("logit_standardize") else "")
+    return (loss_name((kd or {}).get("loss")) or "kd") + ("+ls" if (kd or {}).get("logit_standardize") else "")
 
 
 def add_sweep_args(p):
