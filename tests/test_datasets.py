@@ -181,7 +181,8 @@ def test_an_image_folder_trains_evaluates_and_exports_with_its_class_names(tmp_p
     from kd_plugin.cli.kd_plugin import main as kd_plugin
 
     data = str(tmp_path / "folder")
-    assert kd_plugin(["make-data", data, "--dataset", "imagefolder", "--train-images", "25", "--test-images", "10"]) == 0
+    assert kd_plugin(["make-data", data, "--dataset", "imagefolder", "--train-images", "25",
+                      "--test-images", "10"]) == 0
     assert train([data, "-a", "cnn5", "--epochs", "1", "-b", "25", "--vs", "0", "--no-progress", "-o",
                   str(tmp_path / "o"), "-n", "f", "--seed", "0"]) in (0, None)
     (checkpoint,) = [str(p) for p in (tmp_path / "o").glob("f___*/f_best.pth.tar")]
@@ -195,5 +196,5 @@ def test_an_image_folder_trains_evaluates_and_exports_with_its_class_names(tmp_p
     assert info["classes"] == names and info["mean"] == [0.485, 0.456, 0.406]
     check = info["files"][0]["check"]
     # the checks feed the network its own normalization, as the card did (torch and ONNX Runtime alike)
-    assert check["top1"] == pytest.approx(card["test_top1"]) and check["pytorch_top1"] == pytest.approx(card["test_top1"])
+    assert check["top1"] == pytest.approx(card["test_top1"]) == pytest.approx(check["pytorch_top1"])
     assert check["max_abs_logit_delta"] < 1e-3
