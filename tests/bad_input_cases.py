@@ -468,6 +468,8 @@ CASES += [  # datasets (issue 26)
          r"{folder_empty_class}/train/fog: class folder holds no images"),
     Case("image folder: unreadable image", "compress_classifier", CC.replace("{data}", "{folder_broken}"),
          r"{folder_broken}/train/amber/00000.png: not a readable image"),
+    Case("reproduce cifar100 on CIFAR-10 data", "kd-plugin", "reproduce --profile cifar100 --data {data} -o {root}/rc",
+         r"{data} holds cifar10 data, not cifar100"),
     Case("hint layer not a module", "compress_classifier",
          CC + " --kd-teacher cnn5 --kd-resume {good} --kd-loss fitnet --kd-loss-arg hint=layer9",
          r"'layer9' is not a module of the student cnn5_cifar \(its stages: features.3, features.7, features.11\)"),

@@ -296,7 +296,7 @@ def schedule_loss(schedule):
 
 
 def add_sweep_args(p):
-    p.add_argument("--data", required=True, help="CIFAR-10 python batches dir")
+    p.add_argument("--data", required=True, help="the dataset's folder (CIFAR-10/100 python files, an image folder)")
     add_dataset_arg(p)
     p.add_argument("--schedule", help="base YAML schedule (with a KnowledgeDistillationExtension, or without "
                                       "and --teacher)")

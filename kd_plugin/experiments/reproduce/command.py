@@ -13,7 +13,7 @@ import time
 import torch
 
 from ...checkpoint import load_model
-from ...data import detect_datasets, load_split, validation_split, write_synthetic
+from ...data import detect_datasets, load_split, resolve_dataset, validation_split, write_synthetic
 from ...reporting.plots import per_class_bars, plot_or_warn, training_curves
 from ...reporting.report import latency_devices, report_card, write_report_card
 from ...util.errors import KDPluginError
@@ -101,9 +101,11 @@ def _check(args, profile):
     if args.seed < 0:
         raise KDPluginError(f"--seed must be >= 0, got {args.seed}")
     if profile.needs_data and not args.data:
-        raise KDPluginError(f"--profile {profile.name} needs --data DIR (a CIFAR-10-format dataset)")
+        raise KDPluginError(f"--profile {profile.name} needs --data DIR (a {profile.dataset}-format dataset)")
     if args.data and not os.path.exists(args.data):
         raise KDPluginError(f"--data {args.data}: no such directory")
+    if args.data:
+        resolve_dataset(args.data, profile.dataset)  # the profile's dataset, or one line saying what DIR holds
 
 
 def _dataset(args, profile, out_dir, say):
