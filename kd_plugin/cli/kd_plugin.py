@@ -74,8 +74,10 @@ def cmd_models(args):
     aliases = {}
     for alias, name in list_aliases().items():
         aliases.setdefault(name, []).append(alias)
+    width = max(len(name) for name in list_models())
     for name in list_models():
-        print(f"{name:18} {parameter_count(create_model(name)):>12,}  aliases: {', '.join(sorted(aliases.get(name, [])))}")
+        print(f"{name:{width}} {parameter_count(create_model(name)):>12,}  "
+              f"aliases: {', '.join(sorted(aliases.get(name, [])))}")
     return 0
 
 
