@@ -112,6 +112,7 @@ def build_inputs(root):
                p["avnet_no_members"])
     _trust_inputs(root, p)
     _ensemble_inputs(root, p)
+    _dataset_inputs(root, p)
     return p
 
 
@@ -261,7 +262,7 @@ CASES = [
          "{data} -a cnn5 --epochs 1 --cpu --no-progress --threads 100000 -o {root}/th",
          r"--threads must be an integer from 1 to \d+ \(4 x the \d+ CPU cores this process may use\), got 100000"),
     Case("make-data: over an existing dataset", "kd-plugin", "make-data {data}",
-         r"{data} already holds a dataset \(cifar-10-batches-py/data_batch_1, .*nothing was written. Pass --force"),
+         r"{data} already holds a dataset \(cifar10 data\); nothing was written. Pass --force to overwrite it"),
     Case("make-data: too few images", "kd-plugin", "make-data {root}/made --train-images 5",
          r"--train-images and --test-images must be >= 10"),
     Case("unknown subcommand", "kd-plugin", "frobnicate", r"argument COMMAND: invalid choice: 'frobnicate'"),
@@ -298,7 +299,7 @@ CASES = [
          "{data} trn n sgd 2 0 20 n 5-CNN {root}/s.pt -o {root}/mk -n ../mk2 --no-progress",
          r"-n/--name must be a name, not a path: '../mk2'"),
     Case("--kd-loss unknown", "compress_classifier", CC + " --kd-teacher cnn5 --kd-loss dkt",
-         r"unknown distillation loss 'dkt' \(known: dist, dkd, kd\)$"),
+         r"unknown distillation loss 'dkt' \(known: at, crd, dist, dkd, fitnet, kd\)$"),
     Case("--kd-loss-arg negative", "compress_classifier", CC + " --kd-teacher cnn5 --kd-loss dkd --kd-loss-arg beta=-8",
          r"dkd argument beta must be a number >= 0, got -8$"),
     Case("--kd-loss-arg not the loss's", "compress_classifier",
@@ -312,7 +313,8 @@ CASES = [
     Case("--kd-temp -1 with dkd", "compress_classifier", CC + " --kd-teacher cnn5 --kd-loss dkd --kd-temp -1",
          r"--kd-temperature must be a number > 0, got -1.0$"),
     Case("YAML unknown loss", "compress_classifier", CC + " --compress {unknown_loss_yaml}",
-         r"{unknown_loss_yaml}: extensions.kd: unknown distillation loss 'dkt' \(known: dist, dkd, kd\)$"),
+         r"{unknown_loss_yaml}: extensions.kd: unknown distillation loss 'dkt' "
+         r"\(known: at, crd, dist, dkd, fitnet, kd\)$"),
     Case("YAML negative loss argument", "compress_classifier", CC + " --compress {negative_loss_arg_yaml}",
          r"{negative_loss_arg_yaml}: extensions.kd: dkd argument alpha must be a number >= 0, got -1$"),
     Case("YAML loss_args not a mapping", "compress_classifier", CC + " --compress {loss_args_list_yaml}",
@@ -483,7 +485,7 @@ CASES += [  # issue 12
     Case("YAML unhashable key", "compress_classifier", CC + " --compress {unhashable_yaml}",
          r"{unhashable_yaml}: invalid YAML \(line 1, column 3\): mapping key \[1, 2\] is not a scalar"),
     Case("--normalization unknown name", "compress_classifier", CC + " --normalization imagenette",
-         r"unknown normalization 'imagenette'; known: cifar, distiller"),
+         r"unknown normalization 'imagenette'; known: cifar, cifar100, distiller, imagenet"),
     Case("--normalization 3 numbers", "compress_classifier", CC + " --normalization 0.5,0.5,0.5",
          r"--normalization '0.5,0.5,0.5': give 2 numbers \(mean,std\) or 6"),
     Case("--normalization std 0", "compress_classifier", CC + " --normalization 0.5,0",
@@ -526,6 +528,50 @@ CASES += [  # issue 24: ensemble teachers
          r"{config_modules}: 'model_config' must map argument names to plain values"),
     Case("create-ensemble: ensemble without members", "kd-plugin", "create-ensemble ensemble -o {root}/e.pth.tar",
          r"ensemble_cifar needs its members: --member ARCH=CHECKPOINT\[@WEIGHT\] \(repeatable\)"),
+]
+
+def _dataset_inputs(root, p):
+    """Issue 26: a checkpoint of CIFAR-100's classes, and a CIFAR-100 folder."""
+    from kd_plugin.data import default_classes, write_synthetic
+
+    p["c100_ckpt"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5", classes=default_classes("cifar100")),
+                                     name="c100", dir=root)
+    p["data100"] = write_synthetic(os.path.join(root, "data100"), 100, 100, dataset="cifar100")
+    folder = write_synthetic(os.path.join(root, "folder"), 10, 5, dataset="imagefolder")
+    os.makedirs(os.path.join(folder, "train", "fog"))  # an empty class
+    p["folder_empty_class"] = folder
+    broken = write_synthetic(os.path.join(root, "folder_broken"), 10, 5, dataset="imagefolder")
+    with open(os.path.join(broken, "train", "amber", "00000.png"), "wb") as fh:
+        fh.write(b"\x89PNG truncated")
+    p["folder_broken"] = broken
+
+
+CASES += [  # datasets (issue 26)
+    Case("evaluate: checkpoint of other classes", "kd-plugin", EVAL.replace("{ckpt}", "{c100_ckpt}"),
+         r"{c100_ckpt}: the network was trained on other classes than the data's \(it records 100 classes, the "
+         r"data has 10\)"),
+    Case("resume on data of other classes", "compress_classifier", CC + " --resume-from {c100_ckpt}",
+         r"{c100_ckpt}: the network was trained on other classes than the data's \(it records 100 classes"),
+    Case("--dataset contradicts the folder", "compress_classifier", CC + " --dataset cifar100",
+         r"{data} holds cifar10 data, not cifar100"),
+    Case("--dataset unknown", "compress_classifier", CC + " --dataset cifar1000",
+         r"argument --dataset: invalid choice: 'cifar1000'"),
+    Case("make-data: too few images for CIFAR-100", "kd-plugin",
+         "make-data {root}/made --dataset cifar100 --train-images 50",
+         r"--train-images and --test-images must be >= 100 \(one per cifar100 class\)"),
+    Case("image folder: empty class", "compress_classifier", CC.replace("{data}", "{folder_empty_class}"),
+         r"{folder_empty_class}/train/fog: class folder holds no images"),
+    Case("image folder: unreadable image", "compress_classifier", CC.replace("{data}", "{folder_broken}"),
+         r"{folder_broken}/train/amber/00000.png: not a readable image"),
+    Case("reproduce cifar100 on CIFAR-10 data", "kd-plugin", "reproduce --profile cifar100 --data {data} -o {root}/rc",
+         r"{data} holds cifar10 data, not cifar100"),
+    Case("hint layer not a module", "compress_classifier",
+         CC + " --kd-teacher cnn5 --kd-resume {good} --kd-loss fitnet --kd-loss-arg hint=layer9",
+         r"'layer9' is not a module of the student cnn5_cifar \(its stages: features.3, features.7, features.11\)"),
+    Case("attention stages do not pair", "compress_classifier",
+         CC + " --kd-teacher cnn5 --kd-resume {good} --kd-loss kd+at --kd-loss-arg teacher_layers=features.3",
+         r"loss at compares stages in pairs: the student has 3 \(features.3, features.7, features.11\), the "
+         r"teacher 1"),
 ]
 # Run through the installed console scripts as well, to prove the real commands behave the same.
 SUBPROCESS_CASES = ["malicious pickle (zip)", "malicious YAML", "evaluate: bit-flipped checkpoint",

@@ -16,6 +16,7 @@ EXPECTED_PARAMS = {
 }
 ALL_ARCHS = [f"resnet{d}_cifar" for d in (18, 34, 50, 101, 152)] + [f"{k}_bn_cifar" for k in CONFIGS] + \
     ["cnn5_cifar", "avnet_cifar", "jointnet_cifar", "ensemble_cifar"]
+CIFAR100_ARCHS = [f"{n}_cifar100" for n in ("resnet8x4", "resnet32x4", "wrn_16_2", "wrn_40_2", "vgg8", "vgg13")]
 
 
 def count(model):
@@ -28,7 +29,7 @@ def test_parameter_counts_match_design(arch, params):
 
 
 def test_zoo_holds_every_design_network():
-    assert sorted(ALL_ARCHS) == list_models()
+    assert sorted(ALL_ARCHS + CIFAR100_ARCHS) == list_models()  # the CIFAR-100 ones: tests/test_cifar100_zoo.py
     assert len(CONFIGS) == 11
 
 

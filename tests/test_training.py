@@ -83,18 +83,33 @@ def micro_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def micro_data100(tmp_path_factory):
+    from kd_plugin.data import write_synthetic
+
+    return write_synthetic(str(tmp_path_factory.mktemp("micro100")), 20, 10, seed=1, dataset="cifar100")
+
+
+@pytest.fixture(scope="module")
 def teacher_checkpoints(tmp_path_factory):
+    from kd_plugin.data import default_classes
+
     folder = tmp_path_factory.mktemp("teachers")
-    return {arch: save_checkpoint(0, arch, create_model(arch), name=arch, dir=str(folder))
-            for arch in ("resnet18_cifar", "vgg16_bn_cifar", "avnet_cifar", "jointnet_cifar")}
+    cifar100 = {arch: save_checkpoint(0, arch, create_model(arch, classes=default_classes("cifar100")), name=arch,
+                                      dir=str(folder)) for arch in ("resnet32x4_cifar100", "wrn_40_2_cifar100")}
+    return {**cifar100, **{arch: save_checkpoint(0, arch, create_model(arch), name=arch, dir=str(folder))
+                           for arch in ("resnet18_cifar", "vgg16_bn_cifar", "avnet_cifar", "jointnet_cifar")}}
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=os.path.basename)
-def test_every_schedule_runs_one_tiny_epoch(schedule, micro_data, teacher_checkpoints, tmp_path):
+def test_every_schedule_runs_one_tiny_epoch(schedule, micro_data, micro_data100, teacher_checkpoints, tmp_path):
     from kd_plugin.protocol.config import read_schedule
 
     sched = read_schedule(schedule, distiller_components=True)
-    args = [micro_data, "--compress", schedule, "--epochs", "1", "-b", "40", "--vs", "0", "-o", str(tmp_path)]
+    data = micro_data100 if (sched.get("training") or {}).get("dataset") == "cifar100" else micro_data
+    args = [data, "--compress", schedule, "--epochs", "1", "-b", "40" if data == micro_data else "20", "--vs", "0",
+            "-o", str(tmp_path)]
+    if "_crd_" in schedule:  # the reference's 16,384 negatives, here 16 (a tiny epoch on a CPU)
+        args += ["--kd-loss-arg", "nce_k=16"]
     if sched.get("pruners") or sched.get("regularizers"):  # Distiller's components: its runtime builds them
         pytest.importorskip("distiller")
         args += ["--backend", "distiller"]

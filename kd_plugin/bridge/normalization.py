@@ -16,14 +16,16 @@ network expects follows its weights:
 import sys
 
 from ..checkpoint import load_checkpoint_file, normalization_line
-from ..data import install_input_adapter
+from ..data import default_classes, install_input_adapter, list_datasets
 from ..models import create_model
 from ..util.normalization import DISTILLER, normalization_of, set_normalization
 
 
 def create_for_distiller(arch, dataset):
-    """The factory registered with ``distiller.models.register_user_model``."""
-    model = install_input_adapter(create_model(arch, dataset), DISTILLER)
+    """The factory registered with ``distiller.models.register_user_model``: the network for DATASET's classes
+    (Distiller's dataset name; its own datasets are kd-plugin's registered ones, ImageNet aside)."""
+    classes = default_classes(dataset) if dataset in list_datasets() else None
+    model = install_input_adapter(create_model(arch, dataset, classes=classes), DISTILLER)
     print(f"kd-plugin: {normalization_line(model, 'its default')} until a checkpoint says otherwise; Distiller's "
           f"0.5/0.5 input is converted to it", file=sys.stderr)
     return model

@@ -46,7 +46,7 @@ import torch
 import torchvision
 
 from ..checkpoint import optimizer_class, read_checkpoint_file
-from ..data.cifar10 import BATCHES_DIR, load_split
+from ..data.cifar10 import BATCHES_DIR, load_cifar10_split
 from .normalization import SavedNormalization, wrap_load_checkpoint
 from .runtime import file_config
 from .summary_graph import get_trace_graph, in_eval_mode, node_attribute, optimize_trace, set_training, tensor_desc
@@ -80,7 +80,7 @@ class LocalCIFAR10(torchvision.datasets.CIFAR10):
 
     def __init__(self, root, train=True, transform=None, target_transform=None, download=False):
         torchvision.datasets.VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
-        split = load_split(root, "train" if train else "test")
+        split = load_cifar10_split(root, "train" if train else "test")
         self.train = train
         self.data = split.images.permute(0, 2, 3, 1).contiguous().numpy()  # N x 32 x 32 x 3, like torchvision
         self.targets = split.labels.tolist()

@@ -3,6 +3,7 @@
 from .files import (
     Checkpoint,
     check_arch,
+    check_classes,
     checkpoint_content,
     checkpoint_paths,
     load_checkpoint_file,
@@ -19,6 +20,7 @@ from .files import (
 
 __all__ = [
     "check_arch",
+    "check_classes",
     "Checkpoint",
     "checkpoint_content",
     "checkpoint_paths",

@@ -96,6 +96,29 @@ class Checkpoint:
             return from_record(record, self.path), "recorded in the checkpoint"
         return ASSUMED_NORMALIZATION[self.kind], f"assumed for a {self.kind} checkpoint without a record"
 
+    @property
+    def classes(self):
+        """The class names the network was trained on (label order), or None when the file records none."""
+        recorded = self.content.get("classes")
+        if recorded is None:
+            return None
+        if not isinstance(recorded, (list, tuple)) or not recorded or not all(isinstance(c, str) for c in recorded):
+            raise KDPluginError(f"{self.path}: 'classes' must be a non-empty list of class names")
+        return tuple(recorded)
+
+
+def check_classes(checkpoint, classes, what="the data"):
+    """Refuse CHECKPOINT when it records other classes than CLASSES (the dataset's names, label order)."""
+    recorded = checkpoint.classes
+    if classes is None or recorded is None or tuple(classes) == recorded:
+        return checkpoint
+    if len(recorded) != len(classes):
+        detail = f"it records {len(recorded)} classes, {what} has {len(classes)}"
+    else:
+        first = next(i for i, (a, b) in enumerate(zip(recorded, classes)) if a != b)
+        detail = f"class {first} is {recorded[first]!r} there and {classes[first]!r} in {what}"
+    raise KDPluginError(f"{checkpoint.path}: the network was trained on other classes than {what}'s ({detail})")
+
 
 def normalization_line(model, how):
     """The line every command prints about the normalization it fed a network with."""
@@ -108,7 +131,7 @@ def checkpoint_paths(directory, name=None):
 
 
 def save_checkpoint(epoch, arch, model, optimizer=None, scheduler=None, extras=None, is_best=False, name=None,
-                    dir=".", plugin_state=None, dataset="cifar10"):
+                    dir=".", plugin_state=None, dataset=None):
     """Distiller's ``apputils.save_checkpoint``, atomic; returns the checkpoint's path."""
     content = checkpoint_content(epoch, arch, model, optimizer, scheduler, extras, plugin_state, dataset)
     path, best_path = checkpoint_paths(dir, name)
@@ -119,16 +142,16 @@ def save_checkpoint(epoch, arch, model, optimizer=None, scheduler=None, extras=N
 
 
 def checkpoint_content(epoch, arch, model, optimizer=None, scheduler=None, extras=None, plugin_state=None,
-                       dataset="cifar10", state_dict=None):
+                       dataset=None, state_dict=None):
     """The dictionary of a Distiller-format checkpoint (what ``save_checkpoint`` writes); STATE_DICT, when
-    given, holds the weights to write instead of MODEL's current ones."""
+    given, holds the weights to write instead of MODEL's current ones; DATASET defaults to the model's."""
     state_dict = getattr(model, "module", model).state_dict() if state_dict is None else state_dict
     content = {
         "epoch": int(epoch),
         "state_dict": state_dict,
         "arch": arch,
         "is_parallel": isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)),
-        "dataset": dataset,
+        "dataset": dataset or getattr(getattr(model, "module", model), "dataset", None) or "cifar10",
     }
     if optimizer is not None:
         content["optimizer_state_dict"] = optimizer.state_dict()
@@ -143,6 +166,9 @@ def checkpoint_content(epoch, arch, model, optimizer=None, scheduler=None, extra
     config = getattr(getattr(model, "module", model), "model_config", None)
     if config is not None:  # what the factory needs before the weights fit (an ensemble's members)
         content["model_config"] = config()
+    classes = getattr(getattr(model, "module", model), "classes", None)
+    if classes is not None:  # the dataset's class names, in label order (Distiller ignores it too)
+        content["classes"] = [str(c) for c in classes]
     return content
 
 
@@ -300,12 +326,15 @@ def model_config(checkpoint: Checkpoint) -> dict:
     return {} if config is None else check_model_config(config, f"{checkpoint.path}: 'model_config'")
 
 
-def load_model(path, arch=None, normalization=None, **model_kwargs):
+def load_model(path, arch=None, normalization=None, classes=None, **model_kwargs):
     """(model, checkpoint) from a checkpoint file; ``arch`` is required for plain state_dicts and checked otherwise.
     The model expects the checkpoint's normalization (NORMALIZATION, a name or mean,std text, overrides it);
-    ``checkpoint.normalization_note`` says which it is and why (see normalization_line)."""
+    ``checkpoint.normalization_note`` says which it is and why (see normalization_line). It has the classes the
+    checkpoint records; CLASSES (the data's), when given, must be those (a file without a record takes them)."""
     wanted = resolve_arch(arch) if arch is not None else None
-    checkpoint = check_arch(load_checkpoint_file(path), wanted)
+    checkpoint = check_classes(check_arch(load_checkpoint_file(path), wanted), classes)
+    if checkpoint.classes is not None or classes is not None:
+        model_kwargs["classes"] = checkpoint.classes or classes
     name = wanted or checkpoint.arch
     if name is None:
         raise KDPluginError(f"{path}: a plain state_dict names no architecture; pass the arch explicitly")

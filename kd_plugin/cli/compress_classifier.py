@@ -10,6 +10,7 @@ import sys
 from ..checkpoint import load_model, normalization_line
 from ..data import load_split
 from ..engine.mutual import run_mutual_learning
+from ..engine.run_data import run_dataset
 from ..engine.trainer import run_training
 from ..models import create_model
 from ..reporting.summaries import SUMMARY_CHOICES, render_summary
@@ -33,8 +34,8 @@ def evaluate_only(settings, confusion):
     from ..data import TensorLoader
     from ..engine.loop import evaluate_loader, per_class_accuracy
 
-    model = model_to_inspect(settings)
-    test = load_split(settings.data, "test")
+    test = load_split(settings.data, "test", run_dataset(settings))
+    model = model_to_inspect(settings, test.classes)
     results = evaluate_loader(model.to(settings.device), TensorLoader(test, 1024, "n", device=settings.device,
                                                                           normalization=normalization_of(model)))
     print(f"==> Top1: {results['top1']:.3f}    Top5: {results['top5']:.3f}    Loss: {results['Loss']:.3f} "
@@ -46,15 +47,15 @@ def evaluate_only(settings, confusion):
     return 0
 
 
-def model_to_inspect(settings):
-    """The network -e/--summary look at: the checkpoint's (with its normalization) or a fresh one; prints
-    which normalization it expects and why."""
+def model_to_inspect(settings, classes=None):
+    """The network -e/--summary look at: the checkpoint's (with its normalization) or a fresh one (with
+    CLASSES, the data's, when given); prints which normalization it expects and why."""
     weights = settings.resume_from or settings.load_weights_from
     if weights:
-        model, checkpoint = load_model(weights, settings.arch, settings.normalization)
+        model, checkpoint = load_model(weights, settings.arch, settings.normalization, classes)
         how = checkpoint.normalization_note
     else:
-        model, how = create_model(settings.arch), f"the default of {settings.arch}"
+        model, how = create_model(settings.arch, classes=classes), f"the default of {settings.arch}"
         if settings.normalization is not None:
             model, how = set_normalization(model, parse_normalization(settings.normalization)), "--normalization"
     print(normalization_line(model, how))

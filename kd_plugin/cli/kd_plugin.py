@@ -1,7 +1,7 @@
 """``kd-plugin``: the project's own command with subcommands (evaluate, make-data, models, ...)."""
 import sys
 
-from ..data import existing_dataset_files, write_synthetic_cifar
+from ..data import DEFAULT_DATASET, add_dataset_arg, detect_datasets, get_dataset, list_datasets, write_synthetic
 from ..engine.settings import check_device
 from ..experiments.reproduce.command import add_reproduce_args, cmd_reproduce
 from ..experiments.sweep import add_sweep_args, cmd_sweep
@@ -29,7 +29,8 @@ def subcommand(name, help_text):
 
 def add_evaluate_args(p):
     p.add_argument("target", metavar="CHECKPOINT_OR_ARCH", help="a checkpoint file, or a model name for a fresh network")
-    p.add_argument("--data", required=True, help="CIFAR-10 python batches dir")
+    p.add_argument("--data", required=True, help="the dataset's folder (CIFAR-10/100 python files, an image folder)")
+    add_dataset_arg(p)
     p.add_argument("-a", "--arch", help="architecture (needed for plain state_dict checkpoints)")
     p.add_argument("-o", "--out-dir", default="reports", help="where the JSON and Markdown go")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -42,29 +43,34 @@ def add_evaluate_args(p):
 @subcommand("evaluate", "evaluate a checkpoint (or a fresh network) on the test split; writes JSON + Markdown")
 def cmd_evaluate(args):
     evaluate_target(args.target, args.data, args.arch, args.out_dir, check_device(args.device), args.repeats,
-                    args.train_accuracy, parse_formats(args.export_formats), args.calib_data, args.normalization)
+                    args.train_accuracy, parse_formats(args.export_formats), args.calib_data, args.normalization,
+                    args.dataset)
     return 0
 
 
 def add_make_data_args(p):
-    p.add_argument("out", help="directory to create (gets cifar-10-batches-py/ inside)")
+    p.add_argument("out", help="directory to create (gets cifar-10-batches-py/ or cifar-100-python/ inside)")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, choices=[d for d in list_datasets()
+                                                                  if get_dataset(d).write_synthetic],
+                   help=f"which format to write (default {DEFAULT_DATASET})")
     p.add_argument("--train-images", type=int, default=500)
     p.add_argument("--test-images", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite a dataset that is already there")
 
 
-@subcommand("make-data", "write a small generated CIFAR-10-format dataset (for demos and tests)")
+@subcommand("make-data", "write a small generated dataset in CIFAR-10 (or CIFAR-100, image folder) format")
 def cmd_make_data(args):
-    if args.train_images < 10 or args.test_images < 10:
-        raise KDPluginError("--train-images and --test-images must be >= 10")
-    held = existing_dataset_files(args.out)
+    least = get_dataset(args.dataset).num_classes or 1  # an image folder's writer checks its own classes
+    if args.train_images < least or args.test_images < least:
+        raise KDPluginError(f"--train-images and --test-images must be >= {least} (one per {args.dataset} class)")
+    held = detect_datasets(args.out)
     if held and not args.force:
-        raise KDPluginError(f"{args.out} already holds a dataset ({', '.join(held[:3])}"
-                            f"{', ...' if len(held) > 3 else ''}); nothing was written. Pass --force to overwrite it")
+        raise KDPluginError(f"{args.out} already holds a dataset ({' and '.join(held)} data); nothing was written. "
+                            f"Pass --force to overwrite it")
     ensure_writable_dir(args.out)
-    write_synthetic_cifar(args.out, args.train_images, args.test_images, args.seed)
-    print(f"wrote a generated CIFAR-10-format dataset to {args.out}")
+    write_synthetic(args.out, args.train_images, args.test_images, args.seed, args.dataset)
+    print(f"wrote a generated {args.dataset}-format dataset to {args.out}")
     return 0
 
 
@@ -73,8 +79,10 @@ def cmd_models(args):
     aliases = {}
     for alias, name in list_aliases().items():
         aliases.setdefault(name, []).append(alias)
+    width = max(len(name) for name in list_models())
     for name in list_models():
-        print(f"{name:18} {parameter_count(create_model(name)):>12,}  aliases: {', '.join(sorted(aliases.get(name, [])))}")
+        print(f"{name:{width}} {parameter_count(create_model(name)):>12,}  "
+              f"aliases: {', '.join(sorted(aliases.get(name, [])))}")
     return 0
 
 

@@ -206,7 +206,8 @@ def original_lr(scheme, begin):
 
 def generated_schedule(settings, milestones, loss_weights):
     """A schedule file's content describing this run (a ``training:`` section, LR steps, JointNet loss weights)."""
-    sched, policies = {"training": {key: getattr(settings, key) for key in TRAINING_KEYS}}, []
+    training = {key: getattr(settings, key) for key in TRAINING_KEYS if getattr(settings, key) is not None}
+    sched, policies = {"training": training}, []
     if milestones:
         sched["lr_schedulers"] = {"original_steps": {"class": "MultiStepLR", "milestones": milestones, "gamma": 0.1}}
         policies.append({"lr_scheduler": {"instance_name": "original_steps"}, "starting_epoch": 0,

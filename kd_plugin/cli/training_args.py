@@ -3,6 +3,7 @@
 
 Flags override a schedule's ``training:`` section, which overrides Distiller's defaults.
 """
+from ..data import add_dataset_arg
 from ..distill.losses import list_losses, parse_loss_arg
 from ..distill.mutual import mutual_spec
 from ..engine.settings import RunSettings, pick_device
@@ -19,14 +20,16 @@ from .args import str2bool_yn
 DISTILLER_DEFAULTS = {"epochs": 90, "batch_size": 256, "momentum": 0.9, "weight_decay": 1e-4, "optimizer": "sgd",
                       "augment": "y", "validation_split": 0.1}
 TRAINING_FLAG_NAMES = ("arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "augment",
-                       "validation_split")
+                       "validation_split", "dataset")
 
 
 def add_training_args(p):
     """Distiller's compress_classifier flags that describe a training run (everything but -e/--summary)."""
-    p.add_argument("data", metavar="DATASET_DIR", help="CIFAR-10 python batches (or a dir containing them)")
+    p.add_argument("data", metavar="DATASET_DIR", help="the dataset's files: CIFAR-10 python batches, CIFAR-100 "
+                                                       "python files, or an image folder (or a dir containing them)")
     p.add_argument("-a", "--arch", default=None, help=f"model name ({', '.join(list_models())}; aliases: "
                                                       f"{', '.join(sorted(list_aliases()))})")
+    add_dataset_arg(p)
     p.add_argument("-j", "--workers", type=int, default=4, help="accepted for Distiller compatibility; data is "
                                                                 "held in memory as tensors, so no loader workers")
     p.add_argument("--epochs", type=int, default=None, help="number of total epochs (default 90)")
@@ -59,7 +62,8 @@ def add_training_args(p):
                         "order differ from the checkpoint's (each change is logged)")
     p.add_argument("-n", "--name", default=None, help="experiment name (log directory prefix; a name, not a path)")
     p.add_argument("-o", "--out-dir", dest="out_dir", default="logs", help="where log directories are created")
-    p.add_argument("--download", action="store_true", help="download CIFAR-10 into DATASET_DIR first (needs internet)")
+    p.add_argument("--download", action="store_true",
+                   help="download the dataset (CIFAR-10 or CIFAR-100) into DATASET_DIR first (needs internet)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bar")
     p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                    help="whose scheduler, schedule parser and policy classes drive the run: kd-plugin's own "

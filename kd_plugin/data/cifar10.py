@@ -1,4 +1,5 @@
-"""Reader for CIFAR-10's python format (``cifar-10-batches-py``), without the official checksums.
+"""Reader for CIFAR-10's python format (``cifar-10-batches-py``), without the official checksums; its batch
+reader also serves CIFAR-100 (``kd_plugin.data.cifar100``), whose files differ only in names and label keys.
 
 The batch files are pickles; they are read with an unpickler that only resolves the few numpy names a
 CIFAR batch needs, so a crafted file cannot run code. Everything read is validated and a problem names
@@ -53,8 +54,13 @@ class ImageSet:
     def __len__(self):
         return int(self.labels.shape[0])
 
+    coarse_labels: torch.Tensor = None  # CIFAR-100's 20 superclasses, when the data has them
+    coarse_classes: tuple = None
+
     def subset(self, indices):
-        return ImageSet(self.images[indices], self.labels[indices], self.classes, self.source)
+        coarse = self.coarse_labels[indices] if self.coarse_labels is not None else None
+        return ImageSet(self.images[indices], self.labels[indices], self.classes, self.source, coarse,
+                        self.coarse_classes)
 
 
 def find_batches_dir(data_dir):
@@ -71,7 +77,7 @@ def find_batches_dir(data_dir):
                         f"test_batch; use --download to fetch CIFAR-10 once)")
 
 
-def _unpickle(path):
+def unpickle(path):
     try:
         size = os.path.getsize(path)
     except OSError as err:
@@ -98,27 +104,39 @@ def _unpickle(path):
     return decoded
 
 
-def read_batch(path):
-    """(uint8 array (N,3,32,32), int64 array (N,)) from one batch file, validated."""
-    batch = _unpickle(path)
-    if "data" not in batch or "labels" not in batch:
-        raise KDPluginError(f"{path}: missing 'data' or 'labels' entry")
-    data, labels = batch["data"], batch["labels"]
+def read_batch(path, label_key="labels", num_classes=NUM_CLASSES):
+    """(uint8 array (N,3,32,32), int64 array (N,)) from one batch file, validated (labels under LABEL_KEY)."""
+    batch = unpickle(path)
+    images = read_images(path, batch)
+    return images, read_labels(path, batch, label_key, num_classes, len(images))
+
+
+def read_images(path, batch):
+    if "data" not in batch:
+        raise KDPluginError(f"{path}: missing 'data' entry")
+    data = batch["data"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
         kind = getattr(data, "dtype", type(data).__name__)
         raise KDPluginError(f"{path}: 'data' must be a uint8 array, found {kind}")
     if data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
         raise KDPluginError(f"{path}: 'data' must have shape (N, {IMAGE_BYTES}), found {tuple(data.shape)}")
-    labels = _integer_labels(path, labels)
-    if labels.ndim != 1 or labels.shape[0] != data.shape[0]:
-        raise KDPluginError(f"{path}: {labels.size} labels for {data.shape[0]} images")
-    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise KDPluginError(f"{path}: labels out of range 0..{NUM_CLASSES - 1} "
+    return data.reshape(-1, 3, 32, 32)
+
+
+def read_labels(path, batch, label_key, num_classes, count):
+    """The int64 labels under LABEL_KEY, one per image (COUNT), each in 0..NUM_CLASSES-1."""
+    if label_key not in batch:
+        raise KDPluginError(f"{path}: missing {label_key!r} entry")
+    labels = _integer_labels(path, batch[label_key], num_classes)
+    if labels.ndim != 1 or labels.shape[0] != count:
+        raise KDPluginError(f"{path}: {labels.size} labels for {count} images")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise KDPluginError(f"{path}: labels out of range 0..{num_classes - 1} "
                             f"(found {int(labels.min())}..{int(labels.max())})")
-    return data.reshape(-1, 3, 32, 32), labels
+    return labels
 
 
-def _integer_labels(path, labels):
+def _integer_labels(path, labels, num_classes):
     """LABELS as int64, refusing anything a cast would silently change: floats, bools, strings, objects."""
     if isinstance(labels, np.ndarray):
         kind = labels.dtype.kind
@@ -134,27 +152,33 @@ def _integer_labels(path, labels):
     try:
         return np.asarray(labels, dtype=np.int64)
     except OverflowError:
-        raise KDPluginError(f"{path}: labels out of range 0..{NUM_CLASSES - 1}") from None
+        raise KDPluginError(f"{path}: labels out of range 0..{num_classes - 1}") from None
 
 
-def read_class_names(batches_dir):
-    path = os.path.join(batches_dir, META_FILE)
+def read_class_names(batches_dir, meta_file=META_FILE, key="label_names", default=CLASS_NAMES):
+    """The class names a dataset's meta file lists under KEY (DEFAULT without a meta file), checked."""
+    path = os.path.join(batches_dir, meta_file)
     if not os.path.exists(path):
-        return CLASS_NAMES
-    names = _unpickle(path).get("label_names")
-    if not isinstance(names, list) or len(names) != NUM_CLASSES:
-        raise KDPluginError(f"{path}: 'label_names' must list {NUM_CLASSES} names")
+        return default
+    names = unpickle(path).get(key)
+    if not isinstance(names, list) or len(names) != len(default):
+        raise KDPluginError(f"{path}: {key!r} must list {len(default)} names")
     try:
         return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
     except UnicodeDecodeError as err:
         raise KDPluginError(f"{path}: 'label_names' are not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
-def load_split(data_dir, split):
-    """Load 'train' (data_batch_1..5) or 'test' (test_batch) as an ImageSet."""
+def check_split(split):
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    return split
+
+
+def load_cifar10_split(data_dir, split):
+    """Load 'train' (data_batch_1..5) or 'test' (test_batch) as an ImageSet."""
     batches_dir = find_batches_dir(data_dir)
+    check_split(split)
     images, labels = [], []
     for name in TRAIN_FILES if split == "train" else TEST_FILES:
         path = os.path.join(batches_dir, name)
@@ -165,22 +189,33 @@ def load_split(data_dir, split):
         data, lab = read_batch(path)
         images.append(data)
         labels.append(lab)
+    return image_set(batches_dir, split, images, labels, read_class_names(batches_dir))
+
+
+def image_set(folder, split, images, labels, classes, coarse_labels=None, coarse_classes=None):
+    """An ImageSet of numpy batches read from FOLDER (concatenated), refusing an empty split."""
     images = torch.from_numpy(np.concatenate(images))
     labels = torch.from_numpy(np.concatenate(labels))
     if len(labels) == 0:
-        raise KDPluginError(f"{batches_dir}: the {split} split holds no images")
-    return ImageSet(images.contiguous(), labels, read_class_names(batches_dir), os.path.abspath(batches_dir))
+        raise KDPluginError(f"{folder}: the {split} split holds no images")
+    coarse = torch.from_numpy(np.concatenate(coarse_labels)) if coarse_labels is not None else None
+    return ImageSet(images.contiguous(), labels, classes, os.path.abspath(folder), coarse, coarse_classes)
+
+
+def torchvision_download(dataset_class, data_dir, folder):
+    """Opt-in: fetch an official dataset with torchvision (DATASET_CLASS, e.g. "CIFAR10") into DATA/FOLDER."""
+    import torchvision
+
+    try:
+        getattr(torchvision.datasets, dataset_class)(data_dir, train=True, download=True)
+    except Exception as err:  # network errors come in many types
+        raise KDPluginError(f"download of {dataset_class} into {data_dir} failed: {err}") from None
+    return os.path.join(data_dir, folder)
 
 
 def download_cifar10(data_dir):
     """Opt-in: fetch the official CIFAR-10 with torchvision into DATA/cifar-10-batches-py."""
-    import torchvision
-
-    try:
-        torchvision.datasets.CIFAR10(data_dir, train=True, download=True)
-    except Exception as err:  # network errors come in many types
-        raise KDPluginError(f"download of CIFAR-10 into {data_dir} failed: {err}") from None
-    return os.path.join(data_dir, BATCHES_DIR)
+    return torchvision_download("CIFAR10", data_dir, BATCHES_DIR)
 
 
 def validation_split(train, fraction, seed=0):

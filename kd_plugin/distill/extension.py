@@ -26,7 +26,8 @@ class DistillationExtensionMixin:
             temperature: 1.5
             distill_weight: 0.5
             student_weight: 0.5
-            loss: dkd                         # optional: kd (default), dkd, dist
+            loss: dkd                         # optional: kd (default), dkd, dist, fitnet, at, crd; several
+                                              # together as kd+at or a list [kd, at]
             loss_args: {beta: 8, warmup: 20}  # optional: the loss's own arguments
             logit_standardize: false          # optional: z-score both logits first
             random_teacher: false      # true: no teacher_checkpoint needed, the teacher keeps random weights
@@ -38,6 +39,7 @@ class DistillationExtensionMixin:
     def __init__(self, model, teacher_arch, teacher_checkpoint=None, temperature=None, distill_weight=None,
                  student_weight=None, teacher_weight=None, loss=DEFAULT_LOSS, loss_args=None, logit_standardize=False,
                  random_teacher=False, teacher_weights=None, teacher_combine=None):
+        loss = loss_name(loss)
         check_loss_definition(dict(temperature=temperature, loss=loss, loss_args=loss_args,
                                    logit_standardize=logit_standardize))  # before loading a teacher
         teacher = build_teacher(model, teacher_arch, teacher_checkpoint, random_teacher,
@@ -54,12 +56,17 @@ class KnowledgeDistillationExtension(DistillationExtensionMixin, KnowledgeDistil
     __doc__ = DistillationExtensionMixin.__doc__
 
 
+def loss_name(loss):
+    """A schedule's ``loss``: a name (``kd+at`` for several) or a list of names, as one name."""
+    return "+".join(loss) if isinstance(loss, list) else loss
+
+
 def check_loss_definition(arguments):
     """The loss a KD extension's arguments name exists and takes its loss_args (known names, valid values)."""
     loss_args = arguments.get("loss_args") or {}
     if not isinstance(loss_args, dict):
         raise KDPluginError(f"loss_args must be a mapping of argument names to values, got {loss_args!r}")
-    create_loss(arguments.get("loss", DEFAULT_LOSS), temperature=arguments.get("temperature"),
+    create_loss(loss_name(arguments.get("loss", DEFAULT_LOSS)), temperature=arguments.get("temperature"),
                 logit_standardize=arguments.get("logit_standardize", False), **loss_args)
 
 
@@ -82,7 +89,9 @@ register_component("extensions", KnowledgeDistillationExtension, {
     "teacher_weights": (lambda v: v is None or (isinstance(v, list) and v and all(_number(w) for w in v)),
                         "a list of numbers, one per teacher"),
     "teacher_combine": (lambda v: v is None or v in COMBINE_MODES, " or ".join(COMBINE_MODES)),
-    "loss": (lambda v: isinstance(v, str) and v, "a loss name"), "logit_standardize": FLAG,
+    "loss": (lambda v: (isinstance(v, str) and v) or (isinstance(v, list) and v and all(isinstance(n, str) and n
+                                                                                      for n in v)),
+             "a loss name, or a list of them"), "logit_standardize": FLAG,
     "loss_args": (lambda v: isinstance(v, dict), "a mapping of argument names to values"),
     "random_teacher": FLAG},
     check=check_loss_definition, path_args=("teacher_checkpoint",))
@@ -99,7 +108,7 @@ def with_loss_flags(sched_dict, loss=None, loss_args=None):
     for name, definition in extensions.items():
         if not isinstance(definition, dict) or definition.get("class") != KnowledgeDistillationExtension.__name__:
             continue
-        file_loss = definition.get("loss", DEFAULT_LOSS)
+        file_loss = loss_name(definition.get("loss", DEFAULT_LOSS))
         chosen = loss or file_loss
         merged = {**(definition.get("loss_args") or {} if chosen == file_loss else {}), **(loss_args or {})}
         extensions[name] = {**definition, "loss": chosen, "loss_args": merged}

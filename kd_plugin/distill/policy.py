@@ -14,6 +14,7 @@ it with their own ScheduledTrainingPolicy/PolicyLoss classes.
 from ..protocol.policy import LossComponent, PolicyLoss, ScheduledTrainingPolicy
 from ..util.errors import KDPluginError
 from ..util.normalization import normalization_of
+from .feature_source import FeatureSource
 from .losses import DistillationLossWeights, create_loss
 from .losses.base import WEIGHT, check_value
 from .teacher import TeacherRunner
@@ -64,6 +65,13 @@ class DistillationMixin:
         self.student = student_model
         self.teacher = teacher_model
         self.teacher_outputs = TeacherRunner(teacher_model, input_normalization=normalization_of(student_model))
+        # a loss comparing intermediate features: hooks on both networks, the teacher run live (feature_source.py)
+        self.feature_source = FeatureSource(student_model, teacher_model, self.distillation_loss,
+                                            self.teacher_outputs) \
+            if getattr(self.distillation_loss, "uses_features", False) else None
+        if self.feature_source is not None:
+            self.teacher_outputs = self.feature_source
+        self.last_indices = None
         self.last_students_logits = None
         self.last_teacher_logits = None
         self.last_labels = None
@@ -77,7 +85,9 @@ class DistillationMixin:
     def _capture(self, module, inputs, output):
         if self.active and module.training:
             batch, self._batch = self._batch, None
-            self.last_labels = batch.labels if batch is not None and inputs[0] is batch.inputs else None
+            ours = batch is not None and inputs[0] is batch.inputs
+            self.last_labels = batch.labels if ours else None
+            self.last_indices = getattr(batch, "indices", None) if ours else None
             self.last_teacher_logits = self.teacher_outputs(inputs[0])
             self.last_students_logits = output
 
@@ -85,10 +95,20 @@ class DistillationMixin:
         self.active = active
         if active and self._hook is None:
             self._hook = self.student.register_forward_hook(self._capture)
+            if self.feature_source is not None:
+                self.feature_source.attach()
         elif not active and self._hook is not None:
             self._hook.remove()
             self._hook = None
+            if self.feature_source is not None:
+                self.feature_source.detach()
             self.last_students_logits = self.last_teacher_logits = self.last_labels = None
+
+    @property
+    def loss_state(self):
+        """The loss's trainable parts (a regressor, embeddings, a memory bank), whose state the checkpoint keeps
+        (protocol.scheduler's policy states); None for a loss without any."""
+        return self.feature_source.module if self.feature_source is not None else None
 
     def used_settings(self):
         """What this policy distils with, as summary.json records it (teacher_checkpoint None: random weights)."""
@@ -123,10 +143,16 @@ class DistillationMixin:
         labels = self.last_labels
         if labels is None and self.distillation_loss.needs_labels:
             labels = labels_from_loss(loss)
-        terms = self.distillation_loss(self.last_students_logits, self.last_teacher_logits, labels, epoch=epoch)
-        overall = self.loss_wts.student * loss
+        features = {} if self.feature_source is None else \
+            {"features": self.feature_source.collect(self.last_indices)}
+        terms = self.distillation_loss(self.last_students_logits, self.last_teacher_logits, labels, epoch=epoch,
+                                       **features)
+        only = self.feature_source.exclusive_terms(epoch) if self.feature_source is not None else None
+        overall = self.loss_wts.student * loss if only is None else None  # FitNets' stage 1: the hint term alone
         for term in terms:  # w_distill * weight first: KD's sum stays Distiller's w_s*CE + (w_d*T^2)*KL, bit for bit
-            overall = overall + self.loss_wts.distill * term.weight * term.value
+            if only is None or term.name in only:
+                contribution = self.loss_wts.distill * term.weight * term.value
+                overall = contribution if overall is None else overall + contribution
         self.last_students_logits = self.last_teacher_logits = self.last_labels = None
         return self.policy_loss_type(overall, [self.loss_component_type(t.name, t.value) for t in terms])
 

@@ -10,9 +10,6 @@ from ..models.ensembles import check_member_weights
 from ..util.errors import KDPluginError
 from ..util.normalization import normalization_of
 
-DATASET = "cifar10"  # what every zoo network is trained on (kd_plugin.models.registry.dataset_of)
-
-
 class TeacherRunner:
     """The teacher's logits for a batch: eval mode, no gradients, optionally under autocast.
 
@@ -61,26 +58,29 @@ def teacher_members(teacher_arch: str | list[str], teacher_checkpoint: str | lis
     return list(zip(archs, checkpoints or [None] * len(archs)))
 
 
-def load_member(arch: str, checkpoint: str | None, random_teacher: bool, where: str) -> torch.nn.Module:
-    """One teacher network: from CHECKPOINT (a CIFAR-10 one), else random weights when RANDOM_TEACHER."""
+def load_member(arch: str, checkpoint: str | None, random_teacher: bool, where: str,
+                classes: tuple | None = None, dataset: str | None = None) -> torch.nn.Module:
+    """One teacher network: from CHECKPOINT (of the student's DATASET, scoring its CLASSES when given), else random
+    weights when RANDOM_TEACHER."""
     if checkpoint:
-        model, loaded = load_model(checkpoint, arch)
-        dataset = loaded.content.get("dataset")
-        if dataset is not None and dataset != DATASET:
-            raise KDPluginError(f"{checkpoint}: a {dataset} checkpoint cannot teach a {DATASET} student")
+        model, loaded = load_model(checkpoint, arch, classes=classes)
+        recorded = loaded.content.get("dataset")
+        if recorded is not None and dataset is not None and recorded != dataset:
+            raise KDPluginError(f"{checkpoint}: a {recorded} checkpoint cannot teach a {dataset} student")
         return model
     if random_teacher:
-        return create_model(arch)
+        return create_model(arch, classes=classes)
     raise KDPluginError(f"{where} {arch}: no teacher weights; pass --kd-resume CHECKPOINT (or "
                         f"teacher_checkpoint in the schedule), or --kd-random-teacher to distil from a randomly "
                         f"initialised teacher deliberately")
 
 
 def load_ensemble(members: list[tuple[str, str | None]], weights: list | None = None, combine: str = "logits",
-                  random_teacher: bool = False, where: str = "--kd-teacher") -> torch.nn.Module:
+                  random_teacher: bool = False, where: str = "--kd-teacher", classes: tuple | None = None,
+                  dataset: str | None = None) -> torch.nn.Module:
     """A WeightedEnsemble (``ensemble_cifar``) of MEMBERS [(arch, checkpoint)], each with its trained weights.
     Every member must expect the same input normalization and give as many classes as the others."""
-    networks = [load_member(arch, checkpoint, random_teacher, where) for arch, checkpoint in members]
+    networks = [load_member(arch, checkpoint, random_teacher, where, classes, dataset) for arch, checkpoint in members]
     first = normalization_of(networks[0])
     for (arch, checkpoint), network in zip(members, networks):
         if not normalization_of(network).same_as(first):
@@ -107,22 +107,26 @@ def num_classes(network: torch.nn.Module) -> int:
 
 def load_teacher(teacher_arch: str | list[str], teacher_checkpoint: str | list[str] | None = None,
                  random_teacher: bool = False, where: str = "--kd-teacher", weights: list | None = None,
-                 combine: str | None = None) -> torch.nn.Module:
+                 combine: str | None = None, classes: tuple | None = None,
+                 dataset: str | None = None) -> torch.nn.Module:
     """A teacher network (on the CPU) from a checkpoint; freshly initialised only when asked for explicitly
     (RANDOM_TEACHER: --kd-random-teacher, or ``random_teacher: true`` in the schedule). TEACHER_ARCH and
     TEACHER_CHECKPOINT lists of more than one (or WEIGHTS / COMBINE given) make an ensemble (``load_ensemble``)."""
     members = teacher_members(teacher_arch, teacher_checkpoint, weights, where)
     if len(members) == 1 and weights is None and combine is None:
-        return load_member(*members[0], random_teacher, where)
-    return load_ensemble(members, as_list(weights) or None, combine or "logits", random_teacher, where)
+        return load_member(*members[0], random_teacher, where, classes, dataset)
+    return load_ensemble(members, as_list(weights) or None, combine or "logits", random_teacher, where, classes,
+                         dataset)
 
 
 def build_teacher(student_model: torch.nn.Module, teacher_arch: str | list[str],
                   teacher_checkpoint: str | list[str] | None = None, random_teacher: bool = False,
                   where: str = "--kd-teacher", weights: list | None = None,
                   combine: str | None = None) -> torch.nn.Module:
-    """``load_teacher`` on the student's device."""
-    teacher = load_teacher(teacher_arch, teacher_checkpoint, random_teacher, where, weights, combine)
+    """``load_teacher`` on the student's device, for the student's classes and dataset."""
+    student = getattr(student_model, "module", student_model)
+    teacher = load_teacher(teacher_arch, teacher_checkpoint, random_teacher, where, weights, combine,
+                           getattr(student, "classes", None), getattr(student, "dataset", None))
     return teacher.to(next(student_model.parameters()).device)
 
 

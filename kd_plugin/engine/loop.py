@@ -111,8 +111,10 @@ def optimizer_step(overall, optimizer, scheduler, epoch, batch_id, steps, grad_s
 
 
 @torch.no_grad()
-def evaluate_loader(model, loader, criterion=None, num_classes=10, autocast_dtype=None):
-    """Loss, top-1/top-5 and a confusion matrix over a loader, in eval mode."""
+def evaluate_loader(model, loader, criterion=None, num_classes=None, autocast_dtype=None):
+    """Loss, top-1/top-5 and a confusion matrix (NUM_CLASSES: the loader's dataset's classes) over a loader, in
+    eval mode."""
+    num_classes = num_classes or len(loader.image_set.classes)
     model.eval()
     meter = EpochMeter()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=loader.device)

@@ -142,10 +142,10 @@ class MutualRun:
         set_cpu_threads(s.threads)
         data = load_run_data(s, self.seed)
         self.test_set, self.classes, self.train_hash = data.test, data.classes, data.train_hash
-        self.normalization, self.normalization_note = group_normalization(s, self.archs, resume)
+        self.normalization, self.normalization_note = group_normalization(s, self.archs, resume, data)
         self.train_loader, self.valid_loader = run_loaders(s, data, self.seed, self.device, self.normalization)
-        models = [create_model(arch, normalization=self.normalization).to(self.device)  # in order: seeded weights
-                  for arch in self.archs]
+        models = [create_model(arch, dataset=data.dataset, classes=data.classes, normalization=self.normalization)
+                  .to(self.device) for arch in self.archs]  # in order: seeded initial weights
         self.peers = []
         for index, (arch, label, model) in enumerate(zip(self.archs, peer_labels(self.archs), models)):
             if hasattr(model, "training_criterion"):
@@ -343,11 +343,11 @@ def run_mutual_learning(settings, batch_hook_factory=None):
             close_logger(run.logger)
 
 
-def group_normalization(settings, archs, resume=None):
+def group_normalization(settings, archs, resume=None, data=None):
     """(Normalization, why) every peer is fed: as a single-model run resolves it (``trainer.run_normalization``),
     with the peers' registered defaults required to agree when nothing else decides."""
     defaults = {default_cfg(arch)["normalization"] for arch in archs}
     if settings.normalization is None and resume is None and len(defaults) > 1:
         raise KDPluginError(f"the peers {' '.join(archs)} expect different input normalizations; choose one for the "
                             f"group with --normalization")
-    return run_normalization(settings, archs[0], resume)
+    return run_normalization(settings, archs[0], resume, data)

@@ -3,7 +3,10 @@ fingerprint (part of the identity a resume must share) and the loaders."""
 import hashlib
 from dataclasses import dataclass
 
-from ..data import ImageSet, TensorLoader, download_cifar10, load_split, validation_split
+from ..data import ImageSet, TensorLoader, download_dataset, get_dataset, resolve_dataset, validation_split
+from ..models import dataset_of
+from ..util.errors import KDPluginError
+from ..util.normalization import Normalization
 from .guards import check_trainable
 
 
@@ -14,7 +17,8 @@ class RunData:
     test: ImageSet
     classes: list
     train_hash: str
-
+    dataset: str = "cifar10"  # the registered dataset's name (kd_plugin.data.datasets)
+    normalization: Normalization = None  # the dataset's default input normalization
 
 def data_fingerprint(image_set):
     """A short hash of a split's images and labels: a resume on other data with the same size is caught too."""
@@ -24,13 +28,23 @@ def data_fingerprint(image_set):
 
 
 def load_run_data(settings, seed):
-    """SETTINGS' training split (less the seeded validation split), validation split and test split."""
+    """SETTINGS' training split (less the seeded validation split), validation split and test split, of the dataset
+    --dataset names or the folder and the architecture imply (kd_plugin.data.resolve_dataset)."""
+    name = run_dataset(settings)
     if settings.download:
-        download_cifar10(settings.data)
-    train = load_split(settings.data, "train")
-    test = load_split(settings.data, "test")
+        download_dataset(settings.data, name)
+    dataset = get_dataset(name)
+    train = dataset.load(settings.data, "train")
+    test = dataset.load(settings.data, "test")
+    if tuple(test.classes) != tuple(train.classes):
+        raise KDPluginError(f"{settings.data}: the test split's classes differ from the training split's")
     trained, valid = validation_split(train, settings.validation_split, seed=seed)
-    return RunData(trained, valid, test, train.classes, data_fingerprint(trained))
+    return RunData(trained, valid, test, train.classes, data_fingerprint(trained), name, dataset.default_normalization)
+
+
+def run_dataset(settings):
+    """The name of the dataset a run trains on (--dataset, else inferred from the folder and the network)."""
+    return resolve_dataset(settings.data, settings.dataset, dataset_of((settings.mutual or [settings.arch])[0]))
 
 
 def run_loaders(settings, data, seed, device, normalization=None):

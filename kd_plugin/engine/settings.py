@@ -3,6 +3,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields
 
+from ..data import get_dataset
 from ..distill.losses import check_temperature, create_loss
 from ..distill.teacher import teacher_members
 from ..models.ensembles import COMBINE_MODES
@@ -68,6 +69,7 @@ class RunSettings:
     command: list = None  # the command line that started the run (program first), for the resume hint
     sync_bn: bool = False  # torchrun runs: SyncBatchNorm (batch statistics over all ranks; GPUs only)
     normalization: str = None  # the student's input normalization (a name or mean,std); None: see run_normalization
+    dataset: str = None  # a registered dataset (kd_plugin.data.list_datasets); None: inferred (resolve_dataset)
 
     def __post_init__(self):
         self.optimizer = (self.optimizer or "sgd").lower()
@@ -76,6 +78,8 @@ class RunSettings:
         self.validate()
 
     def validate(self):
+        if self.dataset is not None:
+            get_dataset(self.dataset)
         _require(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, "
                                                f"got {self.optimizer!r}")
         _require(self.augment in ("y", "n"), f"augmentation must be 'y' or 'n', got {self.augment!r}")

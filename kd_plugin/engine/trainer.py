@@ -14,13 +14,13 @@ import sys
 import torch
 
 from .. import bridge, distill  # noqa: F401  (register the backends select_runtime picks from)
-from ..checkpoint import check_arch, load_checkpoint_file, load_weights, save_checkpoint
+from ..checkpoint import check_arch, check_classes, load_checkpoint_file, load_weights, save_checkpoint
 from ..data import TensorLoader
 from ..distill.extension import with_loss_flags
 from ..distill.policy import DEFAULT_LOSS, DistillationLossWeights, DistillationMixin
 from ..distill.teacher import build_teacher
 from ..distill.teacher_cache import install_teacher_caches, resumed_cache_directory
-from ..models import create_model, default_cfg, resolve_arch
+from ..models import create_model, dataset_of, default_cfg, resolve_arch
 from ..protocol.runtime import select_runtime
 from ..util.errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..util.fileio import ensure_writable_dir, write_json
@@ -39,6 +39,7 @@ from .guards import (
 )
 from .identity import check_resume_identity, experiment_identity
 from .loop import evaluate_loader, per_class_accuracy, train_epoch
+from .loss_parts import prepare_loss_parts
 from .meters import EpochMeter
 from .rng import capture_rng, restore_rng, seed_everything
 from .run_data import load_run_data, run_loaders
@@ -155,17 +156,23 @@ class TrainingRun:
         set_cpu_threads(s.threads)
         data = load_run_data(s, self.seed)
         self.test_set, self.classes, self.train_hash = data.test, data.classes, data.train_hash
-        self.normalization, self.normalization_note = run_normalization(s, self.arch, resume)
+        self.dataset = data.dataset
+        if resume is not None:
+            check_classes(resume, self.classes)
+        self.normalization, self.normalization_note = run_normalization(s, self.arch, resume, data)
         train_loader, self.valid_loader = run_loaders(s, data, self.seed, self.device, self.normalization)
         self.train_loader = self.dist.shard(train_loader)
-        self.model = create_model(self.arch, normalization=self.normalization).to(self.device)
+        self.model = create_model(self.arch, dataset=self.dataset, normalization=self.normalization,
+                                  classes=self.classes).to(self.device)
         if s.load_weights_from:
-            load_model_into(self.model, s.load_weights_from, self.arch)
+            load_model_into(self.model, s.load_weights_from, self.arch, self.classes)
         accelerate_model(self.model, self.device, s.channels_last, s.amp, s.compile)
         self.optimizer = build_optimizer(self.model, s)
         self.scheduler = build_schedule(self.model, self.optimizer, s, self.sched_dict, self.runtime)
         check_distillation_window(self.scheduler, distillation_policies(self.scheduler), s.epochs,
                                   s.compress or "--kd-teacher")
+        self.loss_notes = prepare_loss_parts(distillation_policies(self.scheduler), self.scheduler, self.optimizer,
+                                             data.train, self.device, self.dist.distributed)
         accelerate_teachers(distillation_policies(self.scheduler), s.channels_last, s.amp)
         self.grad_scaler = grad_scaler(s.amp, self.device)
         self.teacher_cache_dir, self.teacher_cache_note = teacher_cache_dir(s, resume)
@@ -266,7 +273,7 @@ class TrainingRun:
         self.dist.save_teacher_caches(self.teacher_caches)
         plugin_state = self.plugin_state(resume_batch)
         return self.dist.on_main(save_checkpoint, epoch, self.arch, self.model, self.optimizer, self.scheduler,
-                                 extras, is_best, self.name, self.run_dir, plugin_state)
+                                 extras, is_best, self.name, self.run_dir, plugin_state, self.dataset)
 
     # --- the loop -----------------------------------------------------------------------------------------
     def fit(self):
@@ -296,6 +303,8 @@ class TrainingRun:
             log.info("Resumed with changes accepted by --resume-accept-changes: %s", ", ".join(self.accepted_changes))
         if self.teacher_cache_note:
             log.info("%s", self.teacher_cache_note)
+        for note in self.loss_notes:
+            log.info("Distillation: %s", note)
         for cache in self.teacher_caches:
             set_aside = cache.cache_file.set_aside_as if cache.cache_file else []
             log.info("Teacher-output cache %s: %d of %d (image, view) rows filled%s",
@@ -382,7 +391,7 @@ class TrainingRun:
                    "best_epoch": self.best["epoch"], "best_valid_top1": self.best["top1"],
                    "best_chosen_on": best_chosen_on(self.valid_loader),
                    "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["Loss"],
-                   "test_images": len(self.test_set),
+                   "test_images": len(self.test_set), "dataset": self.dataset,
                    "test_per_class": per_class_accuracy(test["confusion"], self.classes),
                    "rows": self.csv.rows, "seed": self.seed,
                    "distillation": self._distillation_record(test_loader)}
@@ -392,15 +401,18 @@ class TrainingRun:
         return summary
 
 
-def run_normalization(settings, arch, resume=None):
+def run_normalization(settings, arch, resume=None, data=None):
     """(Normalization, why) of the student: --normalization, else the resumed or weight-source checkpoint's
-    (record or documented assumption), else the architecture's registered default."""
+    (record or documented assumption), else the architecture's registered default on the dataset it is named
+    for (cifar10 for ``_cifar`` networks), else the DATA's dataset default (a ``_cifar`` network on CIFAR-100)."""
     if settings.normalization is not None:
         return parse_normalization(settings.normalization), "--normalization"
     if resume is not None:
         return resume.normalization()
     if settings.load_weights_from:
         return load_checkpoint_file(settings.load_weights_from).normalization()
+    if data is not None and data.dataset not in (dataset_of(arch), None) and data.normalization is not None:
+        return data.normalization, f"the default of {data.dataset}"
     return default_cfg(arch)["normalization"], f"the default of {arch}"
 
 
@@ -411,8 +423,8 @@ def teacher_cache_dir(settings, resume=None):
                                    else None)
 
 
-def load_model_into(model, path, arch):
-    return load_weights(model, check_arch(load_checkpoint_file(path), arch))
+def load_model_into(model, path, arch, classes=None):
+    return load_weights(model, check_classes(check_arch(load_checkpoint_file(path), arch), classes))
 
 
 def run_training(settings, batch_hook_factory=None):

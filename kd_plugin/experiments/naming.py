@@ -11,5 +11,6 @@ def display_name(arch):
 
 
 def short(arch):
-    """ARCH without its dataset suffix, for file and run names (``vgg7_bn``)."""
-    return arch[:-len("_cifar")] if arch.endswith("_cifar") else arch
+    """ARCH without its dataset suffix, for file and run names (``vgg7_bn``, ``resnet8x4``)."""
+    suffix = next((s for s in ("_cifar100", "_cifar") if arch.endswith(s)), "")
+    return arch[:-len(suffix)] if suffix else arch

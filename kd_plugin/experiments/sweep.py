@@ -17,7 +17,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 
 from ..checkpoint import load_model
-from ..data import TensorLoader, load_split
+from ..data import TensorLoader, add_dataset_arg, load_split
+from ..distill.extension import loss_name
 from ..distill.losses import parse_loss_spec
 from ..distill.losses.base import TEMPERATURE
 from ..distill.teacher import as_list
@@ -323,6 +324,7 @@ def plan_from_args(args):
         baseline_schedule = write_schedule(strip_distillation(base), os.path.join(out, "baseline_schedule.yaml"),
                                            note + ", without distillation")
     run_args = [*(["--epochs", str(args.epochs)] if args.epochs else []),
+                *(["--dataset", args.dataset] if args.dataset else []),
                 *(["-b", str(args.batch_size)] if args.batch_size else []), *extra]
     return SweepPlan(os.path.abspath(args.data), out, students, teachers, unique(args.alpha or [None], "--alpha"),
                      unique(args.temperature or [None], "--temperature"), unique(args.seeds, "--seeds"),
@@ -333,11 +335,12 @@ def plan_from_args(args):
 def schedule_loss(schedule):
     """The loss a base schedule's KD extension names (``kd`` when none), as the tables show it."""
     kd = distillation_extension(schedule) if schedule is not None else None
-    return ((kd or {}).get("loss") or "kd") + ("+ls" if (kd or {}).get("logit_standardize") else "")
+    return (loss_name((kd or {}).get("loss")) or "kd") + ("+ls" if (kd or {}).get("logit_standardize") else "")
 
 
 def add_sweep_args(p):
-    p.add_argument("--data", required=True, help="CIFAR-10 python batches dir")
+    p.add_argument("--data", required=True, help="the dataset's folder (CIFAR-10/100 python files, an image folder)")
+    add_dataset_arg(p)
     p.add_argument("--schedule", help="base YAML schedule (with a KnowledgeDistillationExtension, or without "
                                       "and --teacher)")
     p.add_argument("--teacher", action="append", metavar="ARCH=CHECKPOINT",
@@ -349,8 +352,8 @@ def add_sweep_args(p):
     p.add_argument("--temperature", "-T", type=float, nargs="+", help="temperatures; default: the schedule's, else "
                                                                       "each loss's own")
     p.add_argument("--kd-loss", nargs="+", metavar="LOSS",
-                   help="distillation losses, each NAME[+ls][:ARG=VALUE,...] (e.g. kd dkd kd+ls dkd:beta=4; "
-                        "default: the schedule's)")
+                   help="distillation losses, each NAME[+NAME][+ls][:ARG=VALUE,...] (e.g. kd dkd kd+ls dkd:beta=4 "
+                        "kd+at fitnet:hint=layer2; default: the schedule's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per cell (several: mean ± std)")
     p.add_argument("-j", "--jobs", type=int, default=1, help="runs at once (CPU threads are split between them)")
     p.add_argument("-o", "--out-dir", default="sweep", help="sweep directory (rerun with the same one to resume)")
@@ -366,7 +369,7 @@ def add_sweep_args(p):
 def cmd_sweep(args):
     runner = make_runner(args, parallel=args.jobs)
     plan = plan_from_args(args)
-    test_set = load_split(plan.data, "test")  # fails early, with one line, on a bad --data
+    test_set = load_split(plan.data, "test", args.dataset)  # fails early, with one line, on a bad --data
     given = dict(baseline_accuracy(path, test_set) for path in args.baseline or [])
     jobs = sweep_jobs(plan)
     with exclusive_directory(plan.out, "sweep") as lock_fd:

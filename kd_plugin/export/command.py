@@ -4,7 +4,7 @@ import os
 import torch
 
 from ..checkpoint import load_model, normalization_line
-from ..data import ImageSet, load_split
+from ..data import ImageSet, add_dataset_arg, load_split
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir, require_file, write_json
 from ..util.normalization import add_normalization_arg
@@ -28,6 +28,7 @@ def add_export_args(p):
     p.add_argument("--data", help="verify on this dataset's test split (default: generated random images)")
     p.add_argument("--verify-images", type=int, default=1000, help="test images used to verify (with --data)")
     add_normalization_arg(p, "the network expects, written into the files")
+    add_dataset_arg(p)
 
 
 def _formats(args):
@@ -47,7 +48,7 @@ def _formats(args):
 def _check_set(args):
     """(images, labelled?): real test images with --data, else generated ones (logit agreement only)."""
     if args.data:
-        test = load_split(args.data, "test")
+        test = load_split(args.data, "test", args.dataset)
         return test.subset(slice(0, args.verify_images)), True
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (GENERATED_CHECK_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=generator)
@@ -57,10 +58,11 @@ def _check_set(args):
 def cmd_export(args):
     formats = _formats(args)
     require_file(args.checkpoint, "checkpoint file")
-    calibration = load_split(args.calib_data, "train") if "onnx-int8" in formats else None
+    calibration = load_split(args.calib_data, "train", args.dataset) if "onnx-int8" in formats else None
     check_set, labelled = _check_set(args)
     ensure_writable_dir(args.out_dir)
-    model, checkpoint = load_model(args.checkpoint, args.arch, args.normalization)
+    model, checkpoint = load_model(args.checkpoint, args.arch, args.normalization,
+                                   classes=check_set.classes if labelled else None)
     print(normalization_line(model, checkpoint.normalization_note))
     arch = model.arch
     identity = model_identity(model, arch)

@@ -48,7 +48,7 @@ def write_format(fmt, model, identity, out_dir, stem, check_set, calibration_set
     reference = measure.torch_logits(model, check_set)
     if fmt == "safetensors":
         save_safetensors(model, path, as_strings(identity))
-        reloaded = create_model(identity["arch"], weights=path).eval()
+        reloaded = create_model(identity["arch"], weights=path, classes=identity["classes"]).eval()
         if not normalization_of(reloaded).same_as(normalization_of(model)):
             raise KDPluginError(f"{path}: the file records another input normalization than the network's")
         logits = measure.torch_logits(reloaded, check_set)

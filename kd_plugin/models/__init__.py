@@ -1,5 +1,5 @@
 """The model zoo. Importing this package registers every network."""
-from . import cnn5_cifar, ensembles, resnet_cifar, vgg_cifar  # noqa: F401  (registration side effects)
+from . import cifar100_zoo, cnn5_cifar, ensembles, resnet_cifar, vgg_cifar  # noqa: F401  (registration side effects)
 from .registry import (
     create_model,
     dataset_of,

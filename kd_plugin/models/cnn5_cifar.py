@@ -9,6 +9,8 @@ def _conv_block(in_ch, out_ch):
 
 
 class CNN5(nn.Module):
+    feature_stages = ("features.3", "features.7", "features.11")  # each block's output (16, 8, 4 pixels wide)
+
     def __init__(self, num_classes=10, dropout=0.5):
         super().__init__()
         self.features = nn.Sequential(*_conv_block(3, 32), *_conv_block(32, 64), *_conv_block(64, 128))

@@ -1,10 +1,16 @@
 """A timm-style model registry with Distiller's naming conventions.
 
-Names are lowercase with a dataset suffix (``vgg7_bn_cifar``); the dataset is inferred from the name as
-Distiller does. The original experiment's type names (``Resnet18``, ``VGG7``, ``5-CNN``, ``avg``, ``jn``)
+Names are lowercase with a dataset suffix (``vgg7_bn_cifar``, ``resnet8x4_cifar100``); the dataset is inferred
+from the name as Distiller does (``_cifar100``: CIFAR-100; ``_cifar``: CIFAR-10, and any other 32x32 dataset
+whose classes are given). A network's number of classes comes from the dataset (``create_model(classes=...)``),
+and its class names become part of it (``model.classes``), as its input normalization does. The original
+experiment's type names (``Resnet18``, ``VGG7``, ``5-CNN``, ``avg``, ``jn``)
 are accepted case-insensitively as aliases wherever a name is taken.
 """
 import difflib
+import inspect
+
+import torch
 
 from ..util.errors import KDPluginError
 from ..util.normalization import DEFAULT, get_normalization, set_normalization
@@ -74,6 +80,8 @@ def is_model(arch):
 def dataset_of(arch):
     """Dataset implied by a canonical name, the way Distiller infers it."""
     name = resolve_arch(arch)
+    if name.endswith("_cifar100"):
+        return "cifar100"
     if "cifar" in name:
         return "cifar10"
     return "imagenet"
@@ -95,32 +103,44 @@ def check_model_config(config: object, where: str) -> dict:
     return config
 
 
-def create_model(arch, dataset="cifar10", pretrained=False, weights=None, normalization=None, **kwargs):
+def create_model(arch, dataset=None, pretrained=False, weights=None, normalization=None, classes=None, **kwargs):
     """Build a registered network. Mirrors ``distiller.models.create_model`` (argument order aside).
 
     ``weights``: a ``.safetensors`` file (as ``kd-plugin export --format safetensors`` writes) loaded strictly.
     The input normalization is NORMALIZATION (a Normalization) if given, else the one the weights file records,
-    else the registered default."""
+    else the registered default. CLASSES (the dataset's class names) set the number of outputs and become
+    ``model.classes``; None keeps the factory's default (the implied dataset's) and leaves ``model.classes``
+    None. DATASET, when given, is recorded as ``model.dataset`` (a 32x32 network trains on any 32x32 dataset);
+    an ImageNet name is refused for CIFAR."""
     name = resolve_arch(arch)
     implied = dataset_of(name)
-    if dataset is not None and dataset.lower() != implied:
+    if dataset is not None and (implied == "imagenet") != (dataset.lower() == "imagenet"):
         raise KDPluginError(f"model {name} is a {implied} network, not a {dataset} one")
     if pretrained:
         raise KDPluginError(
             f"no pretrained weights ship for {name}: train it, or load a checkpoint with --resume-from/--kd-resume"
         )
+    factory = _entrypoints[name]
     if weights is not None and not kwargs:
         from .weights_file import recorded_config
 
-        kwargs = recorded_config(weights)
+        kwargs = dict(recorded_config(weights))
+    fixed = classes is not None and "num_classes" not in inspect.signature(factory).parameters
+    if classes is not None and not fixed:
+        kwargs["num_classes"] = len(classes)
     try:
-        model = _entrypoints[name](**kwargs)
+        model = factory(**kwargs)
     except TypeError as err:  # arguments from a checkpoint's model_config or a schedule that the factory lacks
         if not kwargs:
             raise
         raise KDPluginError(f"model {name}: {err}") from None
+    if fixed:  # a network built for its own dataset's classes (the original's ensembles)
+        outputs = _output_count(model)
+        if outputs != len(classes):
+            raise KDPluginError(f"model {name} has {outputs} outputs and cannot be built for {len(classes)} classes")
     model.arch = name
-    model.dataset = implied
+    model.dataset = dataset or implied
+    model.classes = tuple(classes) if classes is not None else None
     recorded = None
     if weights is not None:
         from .weights_file import load_safetensors
@@ -128,3 +148,12 @@ def create_model(arch, dataset="cifar10", pretrained=False, weights=None, normal
         recorded = load_safetensors(model, weights)
     cfg = _default_cfgs[name]
     return set_normalization(model, normalization or recorded or cfg["normalization"], cfg["input_size"])
+
+
+def _output_count(model):
+    """The number of logits MODEL gives for one 32x32 image (its training mode kept)."""
+    mode = model.training
+    with torch.no_grad():
+        outputs = model.eval()(torch.zeros(1, 3, 32, 32)).shape[-1]
+    model.train(mode)
+    return outputs

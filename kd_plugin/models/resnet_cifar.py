@@ -49,6 +49,8 @@ def _shortcut(in_planes, out_planes, stride):
 
 
 class ResNetCifar(nn.Module):
+    feature_stages = ("layer1", "layer2", "layer3", "layer4")  # each stage's output (feature distillation)
+
     def __init__(self, block, num_blocks, num_classes=10):
         super().__init__()
         self.in_planes = 64

@@ -26,6 +26,9 @@ class VGGCifar(nn.Module):
         super().__init__()
         self.features = features
         self.classifier = nn.Linear(512, num_classes)
+        # each pooling layer ends a stage (feature distillation hooks these outputs)
+        self.feature_stages = tuple(f"features.{i}" for i, m in enumerate(features)
+                                    if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)))
 
     def forward(self, x):
         return self.classifier(self.features(x).flatten(1))

@@ -39,6 +39,7 @@ TRAINING_KEYS = {
     "optimizer": (lambda v: v in ("sgd", "adam"), "sgd or adam"),
     "augment": (lambda v: v in ("y", "n"), "y or n"),
     "validation_split": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "dataset": (lambda v: isinstance(v, str) and v, "a dataset name (kd_plugin.data.list_datasets)"),
 }
 POLICY_KINDS = {"lr_scheduler": "lr_schedulers", "extension": "extensions"}
 # Policy kinds only Distiller's own parser builds (``--backend distiller``).

@@ -4,8 +4,11 @@ from .policy import LossComponent, PolicyLoss
 
 
 def _state_owner(policy):
-    """What holds a policy's checkpoint state: the policy, or the LR scheduler of Distiller's LRPolicy."""
-    return policy if hasattr(policy, "state_dict") else getattr(policy, "lr_scheduler", None)
+    """What holds a policy's checkpoint state: the policy, the LR scheduler of Distiller's LRPolicy, or a
+    distillation loss's trainable parts (``loss_state``: a FitNets regressor, CRD's embeddings and memory)."""
+    if hasattr(policy, "state_dict"):
+        return policy
+    return getattr(policy, "lr_scheduler", None) or getattr(policy, "loss_state", None)
 
 
 class PolicyStates:

@@ -10,15 +10,16 @@ import time
 import torch
 
 from ..checkpoint import load_model, normalization_line
-from ..data import TensorLoader, load_split
+from ..data import TensorLoader, load_split, resolve_dataset
 from ..engine.loop import evaluate_loader, per_class_accuracy
 from ..export.formats import check_formats, format_rows
 from ..export.identity import model_identity
-from ..models import create_model, resolve_arch
+from ..models import create_model, dataset_of, resolve_arch
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir, require_file, write_json, write_text
 from ..util.normalization import normalization_of, parse_normalization, set_normalization
 from .summaries import parameter_count, total_macs, weights_mib
+from .tables import per_class_lines
 
 
 def _sync(device):
@@ -72,7 +73,8 @@ def model_card(model, arch, test_set, device="cpu", train_set=None, repeats=50, 
         "arch": arch, "checkpoint": checkpoint, "device": latency["device"],
         "normalization": normalization_of(model).record(),
         "parameters": parameter_count(model), "size_mib": round(weights_mib(model), 3), "macs": total_macs(model),
-        "test_images": len(test_set), "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["Loss"],
+        "classes": len(test_set.classes), "test_images": len(test_set), "test_top1": test["top1"],
+        "test_top5": test["top5"], "test_loss": test["Loss"],
         "test_per_class": per_class_accuracy(test["confusion"], test_set.classes),
         "latency_batched_s_per_image": latency["batched_s_per_image"],
         "latency_batch1_median_s": latency["batch1_median_s"], "latency_batch1_p90_s": latency["batch1_p90_s"],
@@ -109,10 +111,7 @@ def card_markdown(card):
         lines += [f"| latency{where}, batched (s/image) | {lat['batched_s_per_image']:.6f} |",
                   f"| latency{where}, batch 1 median / p90 (s) | {lat['batch1_median_s']:.6f} / "
                   f"{lat['batch1_p90_s']:.6f} |"]
-    lines += ["", "## Per-class test accuracy (%)", "",
-              "| " + " | ".join(card["test_per_class"]) + " |",
-              "|" + "---|" * len(card["test_per_class"]),
-              "| " + " | ".join(f"{v:.1f}" for v in card["test_per_class"].values()) + " |"]
+    lines += ["", "## Per-class test accuracy (%)", "", *per_class_lines({"top-1 (%)": card["test_per_class"]})]
     if card.get("per_class_png"):
         lines += ["", f"![per-class test accuracy]({card['per_class_png']})"]
     lines += format_table(card.get("formats"))
@@ -123,14 +122,14 @@ def parse_formats(text):
     return [f.strip() for f in (text or "").split(",") if f.strip()]
 
 
-def add_format_rows(card, model, test_set, formats, out_dir, stem, calib_data=None, repeats=50):
+def add_format_rows(card, model, test_set, formats, out_dir, stem, calib_data=None, repeats=50, dataset=None):
     """Card rows per deployment format (ONNX Runtime CPU), next to the PyTorch fp32 row, as card['formats'].
 
     The files are written to OUT_DIR/exports; int8 calibrates on CALIB_DATA's training split."""
     if not formats:
         return card
     check_formats(formats, bool(calib_data))
-    calibration = load_split(calib_data, "train") if "onnx-int8" in formats else None
+    calibration = load_split(calib_data, "train", dataset) if "onnx-int8" in formats else None
     cpu = card.get("latency", {}).get("cpu") or {"device": card["device"],
                                                  "batched_s_per_image": card["latency_batched_s_per_image"],
                                                  "batch1_median_s": card["latency_batch1_median_s"],
@@ -169,31 +168,32 @@ def write_card(card, out_dir, stem):
 
 
 def evaluate_target(target, data, arch=None, out_dir="reports", device="cpu", repeats=50, train_accuracy=False,
-                    export_formats=(), calib_data=None, normalization=None):
+                    export_formats=(), calib_data=None, normalization=None, dataset=None):
     """The model card of TARGET (a checkpoint file, or a model name for a fresh network) on DATA's test split,
     written to OUT_DIR as JSON and Markdown and printed; returns the card. NORMALIZATION (a name or mean,std)
-    overrides the checkpoint's."""
+    overrides the checkpoint's. DATASET names what DATA holds (inferred from the folder when None)."""
     if repeats < 1:
         raise KDPluginError(f"--repeats must be >= 1, got {repeats}")
     check_formats(export_formats, True)  # a missing optional package is reported before any work
     ensure_writable_dir(out_dir)
-    test = load_split(data, "test")
-    train = load_split(data, "train") if train_accuracy else None
+    dataset = resolve_dataset(data, dataset, dataset_of(arch) if arch else None)
+    test = load_split(data, "test", dataset)
+    train = load_split(data, "train", dataset) if train_accuracy else None
     if os.path.exists(target):
         require_file(target, "checkpoint file")
-        model, checkpoint = load_model(target, arch, normalization)
+        model, checkpoint = load_model(target, arch, normalization, test.classes)
         arch, source, how = checkpoint.arch or resolve_arch(arch), target, checkpoint.normalization_note
     else:
         if target.endswith((".pth.tar", ".pt", ".pth", ".tar")):
             raise KDPluginError(f"{target}: checkpoint file not found")
         arch, source = resolve_arch(target), None
-        model, how = create_model(arch), f"the default of {arch}"
+        model, how = create_model(arch, dataset=dataset, classes=test.classes), f"the default of {arch}"
         if normalization is not None:
             model, how = set_normalization(model, parse_normalization(normalization)), "--normalization"
     print(normalization_line(model, how))
     card = model_card(model, arch, test, device, train, repeats, source)
     stem = os.path.basename(source or arch).split(".")[0]
-    add_format_rows(card, model, test, export_formats, out_dir, stem, calib_data or data, repeats)
+    add_format_rows(card, model, test, export_formats, out_dir, stem, calib_data or data, repeats, dataset)
     json_path, md_path = write_card(card, out_dir, stem)
     print(f"{arch}: test top-1 {card['test_top1']:.2f}%  top-5 {card['test_top5']:.2f}%  on {card['test_images']} "
           f"images ({card['device']})")

@@ -14,7 +14,7 @@ import sys
 import torch
 
 from ..checkpoint import load_model, normalization_line
-from ..data import TensorLoader, load_split
+from ..data import TensorLoader, add_dataset_arg, load_split
 from ..distill.teacher import as_list, load_teacher
 from ..engine.loop import evaluate_loader
 from ..export.formats import check_formats
@@ -23,7 +23,7 @@ from ..util.fileio import ensure_writable_dir, read_json_record, require_file, w
 from ..util.normalization import add_normalization_arg
 from .evaluation import add_format_rows, model_card, parse_formats, timed_evaluation, write_card
 from .plots import per_class_bars, plot_or_warn
-from .tables import columns_of, markdown_table
+from .tables import WIDE_PER_CLASS, columns_of, markdown_table, per_class_lines
 
 CHECKPOINT_SUFFIX = re.compile(r"(\.pth\.tar|\.pth|\.pt|\.tar)$")
 
@@ -51,7 +51,7 @@ def report_card(model, arch, test_set, train_set=None, devices=("cpu",), repeats
 
 
 def card_for_checkpoint(path, test_set, train_set=None, arch=None, devices=("cpu",), repeats=50, normalization=None):
-    model, checkpoint = load_model(path, arch, normalization)
+    model, checkpoint = load_model(path, arch, normalization, test_set.classes)
     print(normalization_line(model, checkpoint.normalization_note))
     return report_card(model, checkpoint.arch or arch, test_set, train_set, devices, repeats, path)
 
@@ -107,8 +107,9 @@ def unique_stems(paths):
     return stems
 
 
-def comparison_rows(cards_by_label):
-    """One flat row per card: the numbers of the comparison table, in a fixed column order."""
+def comparison_rows(cards_by_label, per_class=True):
+    """One flat row per card: the numbers of the comparison table, in a fixed column order (PER_CLASS: with a
+    column per class)."""
     rows = []
     for label, card in cards_by_label.items():
         row = {"model": label, "arch": card["arch"], "parameters": card["parameters"],
@@ -117,7 +118,8 @@ def comparison_rows(cards_by_label):
         for kind, lat in card.get("latency", {}).items():
             row.update({f"{kind}_batched_s_per_image": lat["batched_s_per_image"],
                         f"{kind}_batch1_median_s": lat["batch1_median_s"], f"{kind}_batch1_p90_s": lat["batch1_p90_s"]})
-        row.update(card["test_per_class"])
+        if per_class:
+            row.update(card["test_per_class"])
         rows.append(row)
     return rows
 
@@ -131,7 +133,12 @@ def write_comparison(cards_by_label, out_dir, warn=print):
     csv_path = write_text(os.path.join(out_dir, "comparison.csv"), buffer.getvalue())
     png = plot_or_warn(per_class_bars, {label: card["test_per_class"] for label, card in cards_by_label.items()},
                        os.path.join(out_dir, "comparison_per_class.png"), warn=warn)
-    text = "# Model comparison\n\n" + markdown_table(rows)
+    per_class = {label: card["test_per_class"] for label, card in cards_by_label.items()}
+    wide = len(next(iter(per_class.values()))) > WIDE_PER_CLASS
+    text = "# Model comparison\n\n" + markdown_table(comparison_rows(cards_by_label, per_class=not wide) if wide
+                                                     else rows)
+    if wide:
+        text += "\n## Per-class test accuracy (%)\n\n" + "\n".join(per_class_lines(per_class)) + "\n"
     if png:
         text += f"\n![per-class test accuracy]({os.path.basename(png)})\n"
     md_path = write_text(os.path.join(out_dir, "comparison.md"), text)
@@ -141,7 +148,8 @@ def write_comparison(cards_by_label, out_dir, warn=print):
 def add_report_args(p):
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint files (Distiller format or "
                                                                         "plain state_dicts with -a)")
-    p.add_argument("--data", required=True, help="CIFAR-10 python batches dir")
+    p.add_argument("--data", required=True, help="the dataset's folder (CIFAR-10/100 python files, an image folder)")
+    add_dataset_arg(p)
     p.add_argument("-a", "--arch", help="architecture (needed for plain state_dict checkpoints)")
     p.add_argument("-o", "--out-dir", default="reports", help="where cards and the comparison go")
     p.add_argument("--device", default="auto", help="auto (GPU when present, and CPU), cpu or cuda")
@@ -166,12 +174,12 @@ def cmd_report(args):
     devices = latency_devices(args.device)
     formats = check_formats(parse_formats(args.export_formats), True)
     ensure_writable_dir(args.out_dir)
-    test = load_split(args.data, "test")
-    train = load_split(args.data, "train") if args.train_accuracy else None
+    test = load_split(args.data, "test", args.dataset)
+    train = load_split(args.data, "train", args.dataset) if args.train_accuracy else None
     warn = _stderr_warning
     cards, teachers = {}, {}
     for path, stem in unique_stems(args.checkpoints).items():
-        model, checkpoint = load_model(path, args.arch, getattr(args, "normalization", None))
+        model, checkpoint = load_model(path, args.arch, getattr(args, "normalization", None), test.classes)
         print(normalization_line(model, checkpoint.normalization_note))
         card = report_card(model, checkpoint.arch or args.arch, test, train, devices, args.repeats, path)
         teacher = distilled_from(path)

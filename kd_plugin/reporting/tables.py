@@ -31,6 +31,25 @@ def markdown_table(rows, columns=None):
     return "\n".join(markdown_lines(columns, [[markdown_cell(c, row.get(c)) for c in columns] for row in rows])) + "\n"
 
 
+# Up to this many classes a per-class table has one column per class (CIFAR-10); beyond, one row per class.
+WIDE_PER_CLASS = 12
+
+
+def per_class_lines(per_class_by_label):
+    """A Markdown per-class accuracy table: {label: {class name: accuracy %}} with classes as columns (few
+    classes) or as rows (many, e.g. CIFAR-100's 100), one row or column per label."""
+    labels = list(per_class_by_label)
+    classes = list(next(iter(per_class_by_label.values()), {}))
+    cell = lambda label, name: f"{per_class_by_label[label][name]:.1f}" if name in per_class_by_label[label] \
+        else "—"  # noqa: E731
+    if len(classes) <= WIDE_PER_CLASS:
+        header, rows = ([""] if len(labels) > 1 else []) + classes, []
+        for label in labels:
+            rows.append(([label] if len(labels) > 1 else []) + [cell(label, name) for name in classes])
+        return markdown_lines(header, rows)
+    return markdown_lines(["class", *labels], [[name, *[cell(label, name) for label in labels]] for name in classes])
+
+
 def _text_cell(value):
     if isinstance(value, float):
         return f"{value:.5f}" if abs(value) < 1 else f"{value:.2f}"

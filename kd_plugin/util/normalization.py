@@ -41,6 +41,10 @@ def register_normalization(name, mean, std):
 CIFAR = register_normalization("cifar", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 DISTILLER = register_normalization("distiller", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 DEFAULT = CIFAR
+# CIFAR-100's per-channel statistics, as RepDistiller and mdistiller normalize it.
+CIFAR100 = register_normalization("cifar100", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+# torchvision's ImageNet statistics: the default for an image folder of photographs.
+IMAGENET = register_normalization("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def add_normalization_arg(parser, what="the network expects"):

@@ -13,7 +13,7 @@ import time
 import torch
 
 from ...checkpoint import load_model
-from ...data import load_split, validation_split, write_synthetic_cifar
+from ...data import detect_datasets, load_split, resolve_dataset, validation_split, write_synthetic
 from ...reporting.plots import per_class_bars, plot_or_warn, training_curves
 from ...reporting.report import latency_devices, report_card, write_report_card
 from ...util.errors import KDPluginError
@@ -23,9 +23,13 @@ from ..jobs import exclusive_directory
 from ..launchers import add_launcher_args, make_runner
 from ..naming import display_name, short
 from ..sweep import table_rows, write_plots
+from .cifar100 import REPORT as CIFAR100_REPORT
+from .cifar100 import Cifar100Pipeline, write_cifar100_report
 from .profiles import PROFILES
 from .report_md import write_report
 from .stages import ENSEMBLES, MODEL_ORDER, Pipeline
+
+PIPELINES = {"original": Pipeline, "cifar100": Cifar100Pipeline}  # Profile.pipeline -> the table's runs
 
 
 def add_reproduce_args(p):
@@ -103,9 +107,11 @@ def _check(args, profile):
     if args.seed < 0:
         raise KDPluginError(f"--seed must be >= 0, got {args.seed}")
     if profile.needs_data and not args.data:
-        raise KDPluginError(f"--profile {profile.name} needs --data DIR (a CIFAR-10-format dataset)")
+        raise KDPluginError(f"--profile {profile.name} needs --data DIR (a {profile.dataset}-format dataset)")
     if args.data and not os.path.exists(args.data):
         raise KDPluginError(f"--data {args.data}: no such directory")
+    if args.data:
+        resolve_dataset(args.data, profile.dataset)  # the profile's dataset, or one line saying what DIR holds
 
 
 def _dataset(args, profile, out_dir, say):
@@ -113,9 +119,10 @@ def _dataset(args, profile, out_dir, say):
     if args.data:
         return os.path.abspath(args.data), False
     path = os.path.join(out_dir, "data")
-    if not os.path.isdir(os.path.join(path, "cifar-10-batches-py")):
-        say(f"generating {profile.synthetic[0]} training / {profile.synthetic[1]} test images in {path}")
-        write_synthetic_cifar(path, *profile.synthetic, seed=args.seed)
+    if profile.dataset not in detect_datasets(path):
+        say(f"generating {profile.synthetic[0]} training / {profile.synthetic[1]} test {profile.dataset} images in "
+            f"{path}")
+        write_synthetic(path, *profile.synthetic, seed=args.seed, dataset=profile.dataset)
     return path, True
 
 
@@ -226,12 +233,14 @@ def cmd_reproduce(args):
         data, generated = _dataset(args, profile, out_dir, say)
         state = State(out_dir, profile.name, data, args.seed, generated)
         state.save()
-        pipeline = Pipeline(out_dir, data, profile, args.seed, args.schedules, extra)
+        pipeline = PIPELINES[profile.pipeline](out_dir, data, profile, args.seed, args.schedules, extra)
         say(f"reproduce --profile {profile.name}: {len(load_split(data, 'train')):,} training / "
             f"{len(load_split(data, 'test')):,} test images from {data}; output in {out_dir}")
         runner.keep_fds = (lock_fd,)
         results = _run_group("stage 1/3, networks trained alone", pipeline.plain_jobs(), runner, state, say)
         checkpoints = {r["arch"]: r["checkpoint"] for r in results.values()}
+        if profile.pipeline == "cifar100":
+            return _cifar100_stages(pipeline, results, checkpoints, runner, state, out_dir, say)
         results.update(_run_group("stage 2/3, ensembles", pipeline.ensemble_jobs(checkpoints), runner, state, say))
         checkpoints.update({r["arch"]: r["checkpoint"] for r in results.values()})
         kd_jobs = pipeline.kd_jobs(checkpoints)
@@ -246,6 +255,14 @@ def cmd_reproduce(args):
     return 0
 
 
+def _cifar100_stages(pipeline, results, checkpoints, runner, state, out_dir, say):
+    results.update(_run_group("stage 2/2, distillation", pipeline.kd_jobs(checkpoints), runner, state, say))
+    report = write_cifar100_report(out_dir, pipeline.profile, pipeline.data, results)
+    state.record(CIFAR100_REPORT, "done")
+    say(f"wrote {report} ({state.wall_seconds:.0f} s this invocation)")
+    return 0
+
+
 def report_only(args):
     """REPORT.md from what a (possibly still running) reproduce directory holds so far; runs nothing."""
     out_dir = args.out_dir or f"reproduce-{args.profile or ('subset' if args.data else 'smoke')}"
@@ -254,6 +271,9 @@ def report_only(args):
         raise KDPluginError(f"{out_dir}: no reproduce run there (state.json missing)")
     state = read_state(path)
     profile = PROFILES[state["profile"]]
+    if profile.pipeline == "cifar100":
+        print(f"wrote {write_cifar100_report(out_dir, profile, state['data'], finished_results(out_dir))}")
+        return 0
     schedules = Pipeline(out_dir, state["data"], profile, state["seed"], args.schedules).kd_schedule_stems()
     generated = state.get("generated", os.path.abspath(state["data"]) == os.path.abspath(os.path.join(out_dir, "data")))
     report = write_pipeline_report(os.path.abspath(out_dir), profile, state["data"], generated,
