@@ -342,9 +342,10 @@ def round_order(cases, round_):
     """Every other round runs the cases in reverse order (c0 still before c: c0 fills the cache c reads)."""
     if round_ % 2 == 0:
         return list(cases)
-    order = [c for c in reversed(cases) if c != "c0"]
-    if "c0" in cases:
-        order.insert(order.index("c") if "c" in order else len(order), "c0")
+    order = list(reversed(cases))
+    if "c0" in order and "c" in order:
+        order.remove("c0")
+        order.insert(order.index("c"), "c0")
     return order
 
 
