@@ -266,6 +266,8 @@ def run_case(args):
     missing = missing_framework(args.case)
     if missing:
         return {"case": args.case, "skipped": missing}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()  # each case's own peak, also when the cases share a process
     loops = {"a": original_style, "ta": lambda a, d: original_style(a, d, kd=False), "td": torchdistill_loop,
              "e": distiller_loop}
     result = loops.get(args.case, engine_case)(args, device)
