@@ -32,7 +32,7 @@ data_flag=()
   echo "# GPU check"
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "- device: $("$python" -c "import torch; print(torch.cuda.get_device_name(), '(x%d)' % torch.cuda.device_count())")"
+  echo "- device: $("$python" -c "import torch; print(torch.cuda.get_device_name(), 'x', torch.cuda.device_count())")"
   echo "- nvidia-smi: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null |
                       head -n 1 || echo unavailable)"
   echo "- $("$python" -c "import sys, torch, torchvision; print('python', sys.version.split()[0], '| torch',

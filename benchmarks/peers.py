@@ -77,7 +77,11 @@ def torchdistill_config(*, batch: int, workers: int, pin_memory: bool, epochs: i
                         temperature: float, distill_weight: float, student_weight: float, sampler_kwargs: dict,
                         cosine: bool = False, drop_last: bool = False) -> dict:
     """torchdistill's single-stage training configuration for Hinton KD: loss = student_weight * CE +
-    distill_weight * T^2 * KL(teacher || student), i.e. its KDLoss with alpha = student_weight, beta = distill_weight."""
+    distill_weight * T^2 * KL(teacher || student): its KDLoss with alpha = student_weight, beta = distill_weight."""
+    kd = {"key": "KDLoss", "kwargs": {"student_module_path": ".", "student_module_io": "output",
+                                      "teacher_module_path": ".", "teacher_module_io": "output",
+                                      "temperature": temperature, "alpha": student_weight, "beta": distill_weight,
+                                      "reduction": "batchmean"}}
     config = {
         "num_epochs": epochs,
         "train_data_loader": {
@@ -88,10 +92,7 @@ def torchdistill_config(*, batch: int, workers: int, pin_memory: bool, epochs: i
         "teacher": {"forward_proc": "forward_batch_only", "requires_grad": False},
         "student": {"forward_proc": "forward_batch_only", "requires_grad": True},
         "optimizer": {"key": "SGD", "kwargs": {"lr": lr, "momentum": 0.9, "weight_decay": weight_decay}},
-        "criterion": {"key": "WeightedSumLoss", "kwargs": {"sub_terms": {"kd": {"criterion": {"key": "KDLoss", "kwargs": {
-            "student_module_path": ".", "student_module_io": "output", "teacher_module_path": ".",
-            "teacher_module_io": "output", "temperature": temperature, "alpha": student_weight,
-            "beta": distill_weight, "reduction": "batchmean"}}, "weight": 1.0}}}},
+        "criterion": {"key": "WeightedSumLoss", "kwargs": {"sub_terms": {"kd": {"criterion": kd, "weight": 1.0}}}},
     }
     if cosine:
         config["scheduler"] = {"key": "CosineAnnealingLR", "kwargs": {"T_max": epochs}, "scheduling_step": 0}

@@ -81,7 +81,8 @@ def measure(args):
         times["read with CRCs + digest"].append(spent)
         times["re-check 64 rows"].append(seconds(lambda c=opened, p=payload: c.check_rows(p))[0])
     print(json.dumps({"teacher": args.teacher, "images": len(train), "views filled": args.views,
-                      "rows": opened.cache.size, "rows filled": opened.cache.num_filled, "file bytes": os.path.getsize(path), "fill seconds": round(fill, 1),
+                      "rows": opened.cache.size, "rows filled": opened.cache.num_filled,
+                      "file bytes": os.path.getsize(path), "fill seconds": round(fill, 1),
                       "threads": torch.get_num_threads(), "load average": os.getloadavg(),
                       "seconds (min of repeats)": {k: round(min(v), 3) for k, v in times.items()},
                       "seconds (all)": {k: [round(x, 3) for x in v] for k, v in times.items()}}, indent=2))
