@@ -45,13 +45,29 @@ def test_throughput_ratios_and_goals():
     bench = load("kd_throughput")
     results = {"a": {"img_s": 20.0}, "td": {"img_s": 40.0}, "c": {"img_s": 110.0}, "d": {"img_s": 100.0},
                "e": {"skipped": "no distiller"}}
-    by_what = {what.split(" (")[0]: (value, goal, met) for what, value, goal, met in bench.ratios(results)}
+    by_what = {what.split(" (")[0]: (value, goal, met) for what, value, _, goal, met in bench.ratios(results)}
     assert by_what["warm-cache KD vs original-style loop"] == (pytest.approx(5.5), 5.0, True)
     assert by_what["warm-cache KD vs torchdistill"] == (pytest.approx(2.75), 3.0, False)
     assert by_what["warm-cache KD vs Distiller"] == (None, None, None)
     assert by_what["warm-cache KD step / plain student step"] == (pytest.approx(100 / 110), 1.05, True)
     slow = bench.ratios({"c": {"img_s": 90.0}, "d": {"img_s": 100.0}})
-    assert slow[-1][1:] == (pytest.approx(100 / 90), 1.05, False)
+    assert (slow[-1][1], slow[-1][3], slow[-1][4]) == (pytest.approx(100 / 90), 1.05, False)
+
+
+def test_ratios_over_rounds_are_the_median_of_each_rounds_ratio():
+    """Best rounds of two cases can come from a quiet and a busy minute: the ratio pairs each round's own."""
+    bench = load("kd_throughput")
+    by_case = {}
+    for a, c in ((20.0, 100.0), (10.0, 30.0), (18.0, 90.0)):
+        bench.keep_best(by_case, "a", {"img_s": a})
+        bench.keep_best(by_case, "c", {"img_s": c})
+    bench.keep_best(by_case, "td", {"failed": "x"})
+    bench.keep_best(by_case, "td", {"img_s": 50.0})
+    assert by_case["a"]["img_s"] == 20.0 and by_case["td"]["rounds"] == [None, 50.0]
+    (what, value, per_round, goal, met), *_ = bench.ratios(by_case)
+    assert per_round == [pytest.approx(5.0), pytest.approx(3.0), pytest.approx(5.0)]
+    assert (value, goal, met) == (pytest.approx(5.0), 5.0, True)  # the median; best over best would be 100/20 too
+    assert bench.ratios(by_case)[1][2] == [pytest.approx(30 / 50)]  # c/td: only round 1 had both
 
 
 def test_every_other_round_reverses_the_order_but_fills_the_cache_first():
