@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import torch  # noqa: E402
 
 import peers  # noqa: E402
+from kd_plugin.cli.args import OneLineParser  # noqa: E402
 from loss_comparison import cosine_schedule  # noqa: E402
 
 STUDENT, TEACHER, BATCH, LR, WD = "cnn5_cifar", "vgg7_bn_cifar", 128, 0.05, 5e-4
@@ -200,7 +201,7 @@ def summarize(runs):
 
 
 def markdown(args, machine, teacher, teacher_top1, rows, notes):
-    lines = [f"# Time to accuracy: {STUDENT} <- {TEACHER}, {args.epochs} epochs\n",
+    lines = [f"# Time to accuracy: {STUDENT} <- {TEACHER}, {args.epochs} epoch{'s' if args.epochs > 1 else ''}\n",
              f"Data {args.data}; {machine}; threads {args.threads}, torchdistill DataLoader workers {args.workers}; "
              f"runs at once: {args.jobs}{' (timings include the contention)' if args.jobs > 1 else ''}. "
              f"Teacher {teacher}: test top-1 {teacher_top1:.2f} %. KD T {TEMPERATURE:g}, distill {DISTILL:g}, "
@@ -262,7 +263,7 @@ def run_all(args, out):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", help="CIFAR-10 python batches (real images; --smoke generates its own)")
     p.add_argument("-o", "--out", default="time_to_accuracy", help="output directory (rerun with it to resume)")
     p.add_argument("--epochs", type=int, default=5, help="epochs of every student run (default 5)")
@@ -311,7 +312,11 @@ def main(argv=None):
         return 0
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    run_all(args, out)
+    try:
+        run_all(args, out)
+    except RuntimeError as err:  # a run failed: its log has the details
+        print(f"time_to_accuracy: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
