@@ -41,6 +41,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import peers  # noqa: E402
+from kd_plugin.cli.args import OneLineParser  # noqa: E402
 
 STUDENT, TEACHER, SEED = "vgg7_bn_cifar", "resnet18_cifar", 0
 TEMPERATURE, WEIGHTS = 1.0, (0.5, 0.5)  # distill, student
@@ -469,7 +470,7 @@ def cache_lines(by_case):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", help="CIFAR-10 python batches (default: ../shared/data/cifar10-subset, else generated)")
     p.add_argument("--steps", type=int, default=12, help="timed steps per case (default 12)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
@@ -503,6 +504,12 @@ def parse_args(argv=None):
     for flag in ("steps", "batch", "repeats"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag} must be at least 1")
+    if args.data and not os.path.isdir(args.data):
+        p.error(f"--data: no folder {args.data!r}")
+    if args.teacher and not os.path.isfile(args.teacher):
+        p.error(f"--teacher: no file {args.teacher!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device here")
     return args
 
 
