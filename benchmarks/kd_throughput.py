@@ -170,12 +170,12 @@ def engine_run(args, device, kd=True, cache="off", arch=STUDENT):
     from kd_plugin.engine.settings import RunSettings
     from kd_plugin.engine.trainer import TrainingRun
 
+    teaching = dict(kd_teacher=TEACHER, kd_resume=args.teacher, kd_temperature=TEMPERATURE,
+                    kd_distill_wt=WEIGHTS[0], kd_student_wt=WEIGHTS[1]) if kd else {}
     settings = RunSettings(data=args.data, arch=arch, batch_size=args.batch, lr=0.01, weight_decay=5e-4, seed=SEED,
                            augment=args.augment, out_dir=args.out, device=str(device), progress=False, verbose=False,
-                           kd_teacher=TEACHER if kd else None, kd_resume=args.teacher if kd else None,
-                           kd_temperature=TEMPERATURE, kd_distill_wt=WEIGHTS[0], kd_student_wt=WEIGHTS[1],
                            teacher_cache=cache, channels_last=args.channels_last, amp=args.amp,
-                           threads=args.threads)
+                           threads=args.threads, **teaching)
     return TrainingRun(settings).setup()
 
 

@@ -105,18 +105,22 @@ def stats(values):
 
 
 def table(rows, baseline):
+    """Markdown and JSON of ROWS [(method, recipe, test top-1 per seed, the teacher's test top-1 or None)]
+    against BASELINE (the student alone, per seed)."""
     base_mean, base_std = stats(baseline)
-    lines = ["| method | recipe | seeds | test top-1 % (mean ± std) | per seed | Δ vs alone | clears the spread |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| method | recipe | teacher top-1 % | seeds | test top-1 % (mean ± std) | per seed | Δ vs alone | "
+             "clears the spread |", "|---|---|---|---|---|---|---|---|"]
     record = []
-    for method, recipe, values in rows:
+    for method, recipe, values, teacher_top1 in rows:
         mean, std = stats(values)
         alone = method == "student alone"
         clears = mean - std > base_mean + base_std
-        lines.append(f"| {method} | {recipe} | {len(values)} | {mean:.2f} ± {std:.2f} | "
+        lines.append(f"| {method} | {recipe} | {'—' if teacher_top1 is None else f'{teacher_top1:.2f}'} | "
+                     f"{len(values)} | {mean:.2f} ± {std:.2f} | "
                      f"{' '.join(f'{v:.2f}' for v in values)} | {'—' if alone else f'{mean - base_mean:+.2f}'} | "
                      f"{'—' if alone else ('yes' if clears else 'no')} |")
-        record.append({"method": method, "recipe": recipe, "values": values, "mean": mean, "std": std,
+        record.append({"method": method, "recipe": recipe, "teacher_top1": teacher_top1, "values": values,
+                       "mean": mean, "std": std,
                        "delta": None if alone else mean - base_mean, "clears_spread": None if alone else clears})
     return "\n".join(lines) + "\n", record
 
@@ -167,18 +171,18 @@ def compare(args):
         recipe_results = recipes.result()
     by_seed = lambda cells: sorted(cells, key=lambda r: r["seed"])  # noqa: E731
     baseline = [r["test_top1"] for r in by_seed(r for r in kd_results if not r["teacher"])]
-    rows = [("student alone", "—", baseline)]
+    rows = [("student alone", "—", baseline, None)]
     for label, results, loss in (("KD (Distiller's defaults)", recipe_results, "kd"),
                                  ("KD (Hinton/mdistiller recipe)", kd_results, "kd"), ("DKD", recipe_results, "dkd"),
                                  ("DIST", recipe_results, "dist"),
                                  ("KD + logit standardization", recipe_results, "kd+ls")):
         cells = by_seed(r for r in results if r["teacher"] and r.get("loss") == loss)
-        rows.append((label, recipe_text(cells[0]), [r["test_top1"] for r in cells]))
+        rows.append((label, recipe_text(cells[0]), [r["test_top1"] for r in cells], cells[0].get("teacher_top1")))
     for i in range(2):
-        rows.append((f"DML peer {i + 1} ({args.student} + {args.student})", "T 1", [p[i] for p in peers]))
+        rows.append((f"DML peer {i + 1} ({args.student} + {args.student})", "T 1", [p[i] for p in peers], None))
     text, record = table(rows, baseline)
-    teacher_summary = os.path.join(os.path.dirname(teacher), "summary.json")  # when it was trained by a run
-    teacher_top1 = json.load(open(teacher_summary))["test_top1"] if os.path.isfile(teacher_summary) else None
+    # as the KD runs recorded it (summary.json's distillation record), on the split of the students' numbers
+    teacher_top1 = next((r.get("teacher_top1") for r in kd_results if r["teacher"]), None)
     head = (f"# Distillation methods on {args.data}\n\nTeacher {args.teacher_arch} ({teacher}): test top-1 "
             f"{'not recorded' if teacher_top1 is None else f'{teacher_top1:.2f} %'}. Student {args.student}, "
             f"{args.epochs} epochs, SGD lr 0.05 cosine, wd 5e-4, batch 128, "

@@ -98,14 +98,40 @@ def build_inputs(root):
     p.update({k.replace(".", "_").replace("_pth_tar", ""): path(k) for k in os.listdir(root)
               if k.endswith(".pth.tar") or k == "plain.txt"})
     p["changed"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name="changed", dir=root,
-                                   plugin_state={"identity": {"lr": 0.5, "T": 1.5}})
+                                   plugin_state={"run": {"seed": 7}, "identity": {
+                                       "lr": 0.5, "T": 1.5, "seed": 7, "batch_size": 20, "optimizer": "SGD",
+                                       "schedule": "none"}})
+    p["emptied"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name="emptied", dir=root,
+                                   plugin_state={"identity": {}})
     p["missing"] = path("does_not_exist.pth.tar")
+    p["a_dir"] = path("a_directory.pth.tar")
+    os.makedirs(p["a_dir"], exist_ok=True)
     p["unwritable"] = os.path.join(path("plain.txt"), "sub")
     p["avnet_no_members"] = path("avnet_no_members.pth.tar")
     torch.save({"epoch": 0, "arch": "avnet_cifar", "state_dict": {"member_weights": torch.tensor([0.72, 0.28])}},
                p["avnet_no_members"])
     _trust_inputs(root, p)
+    _ensemble_inputs(root, p)
     return p
+
+
+def _ensemble_inputs(root, p):
+    """Issue 24: a member trained on another dataset, one with another number of classes, and a YAML ensemble."""
+    p["other_dataset"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name="other_dataset", dir=root,
+                                         dataset="cifar100")
+    p["other_classes"] = os.path.join(root, "other_classes.pt")
+    torch.save(create_model("cnn5_cifar", num_classes=100).state_dict(), p["other_classes"])
+    ensemble = create_model("ensemble_cifar", member_archs=["cnn5"])
+    for name, config in (("config_unknown_arch", {"member_archs": ["nonet"]}), ("config_bad_key", {"bogus": 1}),
+                         ("config_modules", {"members": [1]})):
+        p[name] = save_checkpoint(0, "ensemble_cifar", ensemble, name=name, dir=root)
+        content = torch.load(p[name], weights_only=True)
+        torch.save({**content, "model_config": config}, p[name])
+    p["ensemble_count_yaml"] = os.path.join(root, "ensemble_count.yaml")
+    open(p["ensemble_count_yaml"], "w").write(
+        "extensions:\n  kd:\n    class: KnowledgeDistillationExtension\n    teacher_arch: [cnn5, cnn5]\n"
+        f"    teacher_checkpoint: [{p['good']}]\npolicies:\n  - extension: {{instance_name: kd}}\n"
+        "    starting_epoch: 0\n    ending_epoch: 1\n    frequency: 1\n")
 
 
 def _bad_datasets(root, p):
@@ -142,6 +168,14 @@ SWEEP = "sweep --data {data} --teacher cnn5={good} --student cnn5 --epochs 1 -o 
 CASES = [
     Case("missing checkpoint", "compress_classifier", CC + " --resume-from {missing}",
          r"{missing}: checkpoint file not found"),
+    Case("a directory as checkpoint", "compress_classifier", CC + " --resume-from {a_dir}",
+         r"{a_dir}: is a directory, not a checkpoint file"),
+    Case("a directory as schedule", "compress_classifier", CC + " --compress {a_dir}",
+         r"{a_dir}: is a directory, not a YAML file"),
+    Case("evaluate: a directory as checkpoint", "kd-plugin", EVAL.replace("{ckpt}", "{a_dir}"),
+         r"{a_dir}: is a directory, not a checkpoint file"),
+    Case("a file as data directory", "compress_classifier", CC.replace("{data}", "{good}"),
+         r"{good}: is a file, not a data directory"),
     Case("empty checkpoint", "compress_classifier", CC + " --resume-from {empty}",
          r"{empty}: checkpoint file is empty"),
     Case("truncated checkpoint", "compress_classifier", CC + " --resume-from {truncated}",
@@ -223,6 +257,11 @@ CASES = [
          r"--repeats must be >= 1, got 0"),
     Case("make-data: unwritable output", "kd-plugin", "make-data {unwritable}",
          r"output directory {unwritable} is not writable"),
+    Case("compress_classifier: --threads far beyond the cores", "compress_classifier",
+         "{data} -a cnn5 --epochs 1 --cpu --no-progress --threads 100000 -o {root}/th",
+         r"--threads must be an integer from 1 to \d+ \(4 x the \d+ CPU cores this process may use\), got 100000"),
+    Case("make-data: over an existing dataset", "kd-plugin", "make-data {data}",
+         r"{data} already holds a dataset \(cifar-10-batches-py/data_batch_1, .*nothing was written. Pass --force"),
     Case("make-data: too few images", "kd-plugin", "make-data {root}/made --train-images 5",
          r"--train-images and --test-images must be >= 10"),
     Case("unknown subcommand", "kd-plugin", "frobnicate", r"argument COMMAND: invalid choice: 'frobnicate'"),
@@ -252,6 +291,9 @@ CASES = [
     Case("resume: changed experiment", "compress_classifier", CC + " --resume-from {changed}",
          r"{changed}: resuming would change the experiment \(lr: 0.5 -> 0.1, T: 1.5 -> none\); .* pass "
          r"--resume-accept-changes"),
+    Case("resume: an emptied identity record", "compress_classifier", CC + " --resume-from {emptied}",
+         r"{emptied}: the recorded experiment identity lacks batch_size, optimizer, schedule, seed, so this resume "
+         r"cannot be checked; pass --reset-optimizer to take only the weights"),
     Case("main_KD: -n a path", "main_KD_CIFAR10",
          "{data} trn n sgd 2 0 20 n 5-CNN {root}/s.pt -o {root}/mk -n ../mk2 --no-progress",
          r"-n/--name must be a name, not a path: '../mk2'"),
@@ -339,6 +381,14 @@ def _trust_inputs(root, p):
         p[name] = path(f"{name}.pth.tar")
     model = create_model("cnn5")
     p["adam"] = save_checkpoint(0, "cnn5_cifar", model, torch.optim.Adam(model.parameters()), name="adam", dir=root)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.zeros(2, 3, 32, 32)).sum().backward()
+    sgd.step()
+    state = sgd.state_dict()
+    state["state"][0]["momentum_buffer"] = torch.zeros(5)  # another shape than parameter 0
+    p["bad_momentum"] = save_checkpoint(0, "cnn5_cifar", model, name="bad_momentum", dir=root)
+    torch.save({**torch.load(p["bad_momentum"], weights_only=True), "optimizer_state_dict": state,
+                "optimizer_type": "SGD"}, p["bad_momentum"])
     _copy_data(p, "data_badmeta", meta={b"label_names": [b"\xff\xfe"] * 10})
     _copy_data(p, "data_duplabels", lambda b: b.__setitem__(b"labels", list(b["labels"])))
     _copy_data(p, "data_floatlabels", lambda b: b.__setitem__("labels", [1.5] * len(b["labels"])))
@@ -346,7 +396,8 @@ def _trust_inputs(root, p):
          "  - extension: {{instance_name: kd}}\n    {}\n"
     yamls = {"patience": "lr_schedulers:\n  p: {class: ReduceLROnPlateau, patience: 'x'}\n",
              "noweights": kd.format("", "starting_epoch: 0\n    ending_epoch: 2\n    frequency: 1"),
-             "kd_epochs_list": kd.format(", random_teacher: true", "epochs: [0, 1]")}
+             "kd_epochs_list": kd.format(", random_teacher: true", "epochs: [0, 1]"),
+             "kd_late": kd.format(", random_teacher: true", "starting_epoch: 5\n    ending_epoch: 9\n    frequency: 1")}
     for name, text in yamls.items():
         open(path(f"{name}.yaml"), "w").write(text)
         p[f"{name}_yaml"] = path(f"{name}.yaml")
@@ -362,6 +413,11 @@ def _trust_inputs(root, p):
     open(path("repro_bad/state.json"), "w").write('{"profile": "smoke", "data": ')
     open(path("repro_bad/.lock"), "w").close()
     p["repro_bad"] = path("repro_bad")
+    os.makedirs(path("repro_stages"))
+    open(path("repro_stages/state.json"), "w").write('{"profile": "smoke", "stages": {"teachers": 5}, '
+                                                     '"invocations": []}')
+    open(path("repro_stages/.lock"), "w").close()
+    p["repro_stages"] = path("repro_stages")
 
 
 KD_CC = CC + " --kd-teacher cnn5 --kd-resume {good}"
@@ -380,6 +436,12 @@ CASES += [  # issue 12
          r"{extras_string_epoch}: malformed checkpoint: extras\['best_epoch'\] must be an integer"),
     Case("checkpoint: policy states a dict", "compress_classifier", CC + " --resume-from {sched_states_dict}",
          r"{sched_states_dict}: malformed checkpoint: 'compression_sched' must be a mapping"),
+    Case("schedule: distillation only after the run's epochs", "compress_classifier", CC + " --compress {kd_late_yaml}",
+         r"{kd_late_yaml}: the distillation policy is scheduled for epochs 5..8, but the run trains epochs 0..0: it "
+         r"would never distill"),
+    Case("checkpoint: optimizer state of another shape", "compress_classifier", CC + " --resume-from {bad_momentum}",
+         r"{bad_momentum}: optimizer state does not fit this run \(parameter 0's momentum_buffer has shape \(5,\), "
+         r"the parameter \(32, 3, 3, 3\)\)"),
     Case("resume Adam checkpoint with SGD", "compress_classifier", CC + " --resume-from {adam}",
          r"{adam}: checkpoint was trained with Adam, this run uses SGD; resume with --optimizer adam"),
     Case("non-UTF-8 batches.meta", "compress_classifier", CC.replace("{data}", "{data_badmeta}"),
@@ -410,6 +472,9 @@ CASES += [  # issue 12
          r"{sweep_bad}/runs/cnn5-to-cnn5_s0/result.json: the done marker of .* is truncated or malformed"),
     Case("reproduce: truncated state.json", "kd-plugin", "reproduce --profile smoke --data {data} -o {repro_bad}",
          r"{repro_bad}/state.json: the reproduce state file is truncated or malformed"),
+    Case("reproduce --report-only: stages that are not objects", "kd-plugin", "reproduce --report-only -o "
+         "{repro_stages}", r"{repro_stages}/state.json: the reproduce state file is malformed \(stage 'teachers' must "
+         r"be an object with a status and seconds\)"),
     Case("reproduce --report-only: truncated state.json", "kd-plugin", "reproduce --report-only -o {repro_bad}",
          r"{repro_bad}/state.json: the reproduce state file is truncated or malformed"),
     Case("reproduce: --extra-args sets --seed", "kd-plugin",
@@ -430,6 +495,37 @@ CASES += [  # issue 12
     Case("main_KD: --normalization unknown", "main_KD_CIFAR10",
          "{data} tst 5-CNN {good} -o {root}/mk --no-progress --normalization bogus",
          r"unknown normalization 'bogus'"),
+]
+ENSEMBLE_CC = CC + " --kd-teacher cnn5 cnn5 --kd-resume {good}"
+CASES += [  # issue 24: ensemble teachers
+    Case("ensemble: fewer checkpoints than teachers", "compress_classifier", ENSEMBLE_CC,
+         r"--kd-teacher: 2 teacher architecture\(s\) but 1 checkpoint\(s\) \(--kd-resume / teacher_checkpoint\); "
+         r"give one checkpoint per teacher"),
+    Case("ensemble: weights sum to 0", "compress_classifier", ENSEMBLE_CC + " {good} --kd-teacher-weights 1 -1",
+         r"--kd-teacher-weights: the weights must sum to a positive number, got \[1.0, -1.0\] \(sum 0\)"),
+    Case("ensemble: one weight for two members", "compress_classifier", ENSEMBLE_CC + " {good} --kd-teacher-weights 1",
+         r"--kd-teacher-weights: 1 weight\(s\) for 2 ensemble member\(s\); give one per member"),
+    Case("ensemble: member of another dataset", "compress_classifier",
+         ENSEMBLE_CC + " {other_dataset}", r"{other_dataset}: a cifar100 checkpoint cannot teach a cifar10 student"),
+    Case("ensemble: member with 100 classes", "compress_classifier",
+         CC + " --kd-teacher cnn5 cnn5 --kd-resume {good} {other_classes}",
+         r"{other_classes}: weights do not fit cnn5_cifar \(.*fc2.weight"),
+    Case("ensemble: YAML checkpoint count", "compress_classifier", CC + " --compress {ensemble_count_yaml}",
+         r"{ensemble_count_yaml}: extensions.kd: KnowledgeDistillationExtension teacher_arch: 2 teacher "
+         r"architecture\(s\) but 1 checkpoint\(s\)"),
+    Case("sweep: ensemble weight on one member only", "kd-plugin",
+         "sweep --data {data} --teacher cnn5={good}@1,cnn5={good} --student cnn5 -o {root}/swe",
+         r"--teacher 'cnn5=.*': give a @WEIGHT to every ensemble member or to none"),
+    Case("ensemble checkpoint: unknown member arch", "kd-plugin",
+         EVAL.replace("{ckpt}", "{config_unknown_arch}").replace(" -a cnn5", ""), r"unknown model 'nonet'"),
+    Case("ensemble checkpoint: unknown model_config key", "kd-plugin",
+         EVAL.replace("{ckpt}", "{config_bad_key}").replace(" -a cnn5", ""),
+         r"model ensemble_cifar: .*unexpected keyword argument 'bogus'"),
+    Case("ensemble checkpoint: modules in model_config", "kd-plugin",
+         EVAL.replace("{ckpt}", "{config_modules}").replace(" -a cnn5", ""),
+         r"{config_modules}: 'model_config' must map argument names to plain values"),
+    Case("create-ensemble: ensemble without members", "kd-plugin", "create-ensemble ensemble -o {root}/e.pth.tar",
+         r"ensemble_cifar needs its members: --member ARCH=CHECKPOINT\[@WEIGHT\] \(repeatable\)"),
 ]
 # Run through the installed console scripts as well, to prove the real commands behave the same.
 SUBPROCESS_CASES = ["malicious pickle (zip)", "malicious YAML", "evaluate: bit-flipped checkpoint",

@@ -20,6 +20,17 @@ def scripts():
     return [os.path.basename(p) for p in found if '__name__ == "__main__"' in open(p).read()]
 
 
+def own_smoke_test(script):
+    """tests/test_<name>.py when it runs the script's --smoke itself (then it is not run twice)."""
+    path = os.path.join(REPO, "tests", f"test_{script[:-3]}.py")
+    return path if os.path.isfile(path) and '"--smoke"' in open(path).read() else None
+
+
+def smoke_params():
+    return [pytest.param(s, marks=pytest.mark.skip(reason=f"{os.path.basename(own_smoke_test(s))} runs its --smoke"))
+            if own_smoke_test(s) else s for s in scripts()]
+
+
 def load(name):
     sys.path.insert(0, BENCHMARKS)
     spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
@@ -33,7 +44,7 @@ def test_the_benchmark_list_is_not_empty():
             "loss_comparison.py"} <= set(scripts())
 
 
-@pytest.mark.parametrize("script", scripts())
+@pytest.mark.parametrize("script", smoke_params())
 def test_every_benchmark_runs_its_smoke_mode(script, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     done = subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), "--smoke"], cwd=tmp_path, env=env,

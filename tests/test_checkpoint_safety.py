@@ -239,7 +239,7 @@ def test_empty_random_and_fake_zip_files(tmp_path, content):
 
 def test_missing_and_directory_paths(tmp_path):
     one_line_error(tmp_path / "absent.pth.tar", "not found")
-    one_line_error(tmp_path, "not found")
+    one_line_error(tmp_path, "is a directory, not a checkpoint file")
 
 
 # --- saving -------------------------------------------------------------------------------------------------

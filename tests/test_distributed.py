@@ -20,11 +20,13 @@ import run_support as support
 import torch
 from run_support import restore_threads  # noqa: F401 (fixture)
 
-from kd_plugin.checkpoint import load_checkpoint_file
+from kd_plugin import create_model
+from kd_plugin.checkpoint import load_checkpoint_file, save_checkpoint
 from kd_plugin.data import TensorLoader, load_split, validation_split, write_synthetic_cifar
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOSS_TOLERANCE = 1e-5  # absolute, per step: float32 sums in another order (two half-batch means vs one mean)
+DDP_WEIGHT_RTOL = 1e-5  # final weights after 12 steps, relative to the largest: float32 round-off (measured 9e-8)
 
 
 def free_port():
@@ -159,6 +161,39 @@ def test_ddp_step_losses_equal_a_single_process_with_the_global_batch(tmp_path, 
     for epoch in range(2):
         steps = global_steps[6 * epoch:6 * epoch + 6]
         assert logged[epoch] == pytest.approx(sum(loss * n for loss, n in steps) / 45, rel=1e-5)
+
+
+@pytest.mark.usefixtures("restore_threads")
+def test_ddp_with_batchnorm_and_kd_ends_with_the_weights_of_one_process(tmp_path):
+    """A BatchNorm student (no dropout) distilled from a cnn5 teacher (eval mode, teacher cache on): 2 gloo ranks
+    with -b 4 against one process with -b 8 and the same seed, data order and augmentation. Each rank's BatchNorm
+    normalises its own 4 images (torch's DDP without SyncBatchNorm), so the one process runs the same network
+    with "ghost" BatchNorm (tests/ddp_worker.py: statistics per chunk of 4, running statistics from the first
+    chunk, as DDP keeps rank 0's). Then every step's gradient is the same, and so are the final weights and
+    BatchNorm buffers, to float32 round-off (DDP_WEIGHT_RTOL of the largest value)."""
+    data = write_synthetic_cifar(str(tmp_path / "data"), train_images=48, test_images=10, seed=6)
+    torch.manual_seed(5)
+    teacher = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name="teacher", dir=str(tmp_path))
+    common = [data, "--epochs", "2", "--lr", "0.05", "--seed", "4", "--vs", "0", "--cpu", "--threads", "1",
+              "--deterministic", "--no-progress", "-n", "kd", "--kd-teacher", "cnn5", "--kd-resume", teacher,
+              "--kd-temp", "2", "--kd-dw", "0.7", "--kd-sw", "0.3"]
+    ddp = run(torchrun([os.path.join(HERE, "ddp_worker.py"), str(tmp_path / "ddp"), *common, "-a", "bn_cnn_test_cifar",
+                        "-b", "4", "-o", str(tmp_path / "ddp_out")]))
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = run([sys.executable, os.path.join(HERE, "ddp_worker.py"), str(tmp_path / "single"), *common,
+                  "-a", "ghost_bn_cnn_test_cifar", "-b", "8", "-o", str(tmp_path / "single_out")])
+    assert single.returncode == 0, single.stderr[-3000:]
+    # the test models are in the workers' zoo only: read the files as plain torch checkpoints
+    files = [torch.load(support.last_checkpoint(tmp_path / out), weights_only=True)
+             for out in ("ddp_out", "single_out")]
+    assert [f["epoch"] for f in files] == [1, 1]
+    ddp_weights, single_weights = (f["state_dict"] for f in files)
+    assert sorted(ddp_weights) == sorted(single_weights)
+    largest = max(float(w.abs().max()) for w in single_weights.values() if w.is_floating_point())
+    worst = max(float((ddp_weights[k] - w).abs().max()) for k, w in single_weights.items() if w.is_floating_point())
+    print(f"\nDDP (BatchNorm, KD) vs one process: max |weight difference| {worst:.3g} (largest value {largest:.3g})")
+    assert worst <= DDP_WEIGHT_RTOL * largest
+    assert all(torch.equal(ddp_weights[k], w) for k, w in single_weights.items() if not w.is_floating_point())
 
 
 EXITING_RANK = """

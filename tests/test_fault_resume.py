@@ -1,18 +1,21 @@
 """Issue 8, clause 7: a KD run killed with SIGKILL again and again (during steps and inside checkpoint saves)
-and resumed each time from its latest checkpoint ends bit-identical to the run done in one go."""
+and resumed each time from its latest checkpoint ends bit-identical to the run done in one go.
+
+Every kill is synchronised on a line the child prints where it pauses (inside a step, inside a save), never on
+a timer, so machine load cannot move a kill to another place or let the run end first."""
 import glob
 import os
 import random
 import sys
-import time
 
 import run_support as support
 from bad_input_cases import _flip_inside_tensor_data
 
 from kd_plugin.checkpoint import load_checkpoint_file
 
-# The child for kills inside a save: compress_classifier with torch.save / os.replace wrapped (here, not in
-# the product) so that the Nth checkpoint save stops half-written, or written but not yet renamed.
+# The child: compress_classifier with torch.save / os.replace / the loop's optimizer step wrapped (here, not in
+# the product) so that the Nth checkpoint save stops half-written, or written but not yet renamed, or the Nth
+# training step stops after its forward pass, before its backward pass; it says so on stderr and waits.
 PAUSING_CHILD = r"""
 import io, os, sys, time
 import torch
@@ -22,10 +25,18 @@ calls = [0]
 def pause_if_due():
     calls[0] += 1
     if calls[0] == int(at):
-        print("PAUSED INSIDE A CHECKPOINT SAVE", file=sys.stderr, flush=True)
+        print("PAUSED INSIDE A " + ("TRAINING STEP" if mode == "step" else "CHECKPOINT SAVE"), file=sys.stderr,
+              flush=True)
         time.sleep(3600)
 
-if mode == "mid-write":
+if mode == "step":
+    import kd_plugin.engine.loop as loop
+    real_step = loop.optimizer_step
+    def optimizer_step(*args, **kwargs):
+        pause_if_due()
+        return real_step(*args, **kwargs)
+    loop.optimizer_step = optimizer_step
+elif mode == "mid-write":
     real_save = torch.save
     def save(obj, fh, *args, **kwargs):
         if not (isinstance(obj, dict) and "state_dict" in obj):  # only checkpoints
@@ -50,33 +61,22 @@ from kd_plugin.cli.compress_classifier import main
 sys.exit(main(sys.argv[1:]))
 """
 KILL_PLAN = ["mid-write", "step", "before-rename", "step", "step"]
+STEPS_PER_EPOCH = 10  # support.kd_argv: 10 batches of 8
 
 
 def start(mode, argv, rng):
-    if mode == "step" or mode == "finish":
+    """The child for MODE and the line it prints where it pauses (None: it runs to the end). A "step" child
+    pauses in a random step of its second epoch (after its first epoch's checkpoint), a save child in its
+    first or second checkpoint save."""
+    if mode == "finish":
         return support.Child(support.console_script("compress_classifier") + argv), None
-    os.environ["KD_TEST_PAUSE"] = f"{mode}:{rng.randint(1, 2)}"
+    at = STEPS_PER_EPOCH + rng.randint(1, STEPS_PER_EPOCH) if mode == "step" else rng.randint(1, 2)
+    os.environ["KD_TEST_PAUSE"] = f"{mode}:{at}"
     try:
-        return support.Child([sys.executable, "-c", PAUSING_CHILD, *argv]), "PAUSED INSIDE A CHECKPOINT SAVE"
+        return support.Child([sys.executable, "-c", PAUSING_CHILD, *argv]), \
+            "PAUSED INSIDE A " + ("TRAINING STEP" if mode == "step" else "CHECKPOINT SAVE")
     finally:
         del os.environ["KD_TEST_PAUSE"]
-
-
-def kill_at_random_step(child, done_epoch, rng):
-    """Once epoch DONE+1 has ended, SIGKILL at a random moment of about one epoch's length (so in epoch DONE+2's
-    steps or its save). False if no such epoch remains or the run ended first."""
-    if done_epoch + 2 >= support.EPOCHS:
-        return False
-    epoch_length = child.seconds_before(f"Epoch {done_epoch + 1}:")
-    if epoch_length is None:
-        return False
-    # Well inside the epoch: epoch lengths vary with machine load, and a kill that lands after the save
-    # would let the run finish its epochs before the plan has made its kills.
-    time.sleep(rng.uniform(0.0, 0.6 * epoch_length))
-    if child.proc.poll() is not None:
-        return False
-    child.proc.kill()
-    return True
 
 
 def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path_factory, tmp_path):
@@ -92,14 +92,9 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path_facto
         resumes += latest is not None
         done_epoch = load_checkpoint_file(latest).epoch if latest else -1
         child, pause_line = start(mode, argv, rng)
-        if mode == "finish":
-            killed = False
-        elif pause_line:
-            killed = child.wait_for(pause_line)
-            if killed:
-                child.proc.kill()
-        else:
-            killed = kill_at_random_step(child, done_epoch, rng)
+        killed = pause_line is not None and child.wait_for(pause_line)  # False: it ended without pausing
+        if killed:
+            child.proc.kill()
         code, lines = child.finish()
         history.append((mode, done_epoch, killed, code, lines[-1:]))
         if not killed:
@@ -110,7 +105,7 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path_facto
         kills += 1
         temps = glob.glob(str(out / "kd___*" / ".*.tmp"))
         leftovers += len(temps)
-        save_kills += bool(pause_line)
+        save_kills += "SAVE" in pause_line
         assert all(".pth.tar." in t and t.endswith(".tmp") for t in temps)
         saved = support.last_checkpoint(out)
         if saved:

@@ -162,3 +162,21 @@ def test_console_script_and_module_entry():
     result = subprocess.run([sys.executable, "-m", "kd_plugin.main_kd_cifar10", "D", "tst"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2 and "usage: main_KD_CIFAR10" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_the_resume_hint_it_prints_is_a_command_it_accepts(micro, workdir, capsys):
+    import shlex
+
+    from kd_plugin.engine.trainer import resume_command
+
+    argv = [micro, "trn", "n", "sgd", "2", "0", "20", "n", "5-CNN", "cnn5.pt", "-o", "logs", "--seed", "2"] + QUIET
+    assert main(argv) == 0
+    first = only_run_dir("logs")
+    (checkpoint,) = glob.glob(os.path.join(first, "*_checkpoint.pth.tar"))
+    hint = shlex.split(resume_command(["main_KD_CIFAR10", *argv], checkpoint))
+    assert hint[0] == "main_KD_CIFAR10" and hint[-2:] == ["--resume-from", checkpoint]
+    capsys.readouterr()
+    assert main(hint[1:]) == 0, capsys.readouterr().err  # the same experiment: accepted, nothing left to train
+    (second,) = [d for d in glob.glob(os.path.join("logs", "*___*")) if d != first]
+    with open(os.path.join(second, "summary.json")) as fh:
+        assert json.load(fh)["checkpoint_epoch"] == 1

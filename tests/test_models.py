@@ -15,7 +15,7 @@ EXPECTED_PARAMS = {
     "jointnet_cifar": 25_902_558,
 }
 ALL_ARCHS = [f"resnet{d}_cifar" for d in (18, 34, 50, 101, 152)] + [f"{k}_bn_cifar" for k in CONFIGS] + \
-    ["cnn5_cifar", "avnet_cifar", "jointnet_cifar"]
+    ["cnn5_cifar", "avnet_cifar", "jointnet_cifar", "ensemble_cifar"]
 
 
 def count(model):

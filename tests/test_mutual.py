@@ -27,6 +27,7 @@ from kd_plugin.distill.teacher import build_teacher
 from kd_plugin.engine.mutual import run_mutual_learning
 from kd_plugin.models import create_model
 from kd_plugin.util.errors import KDPluginError, TrainingInterrupted
+from kd_plugin.util.normalization import DISTILLER, normalization_of
 
 PEERS = ["cnn5_cifar", "vgg6as_bn_cifar"]
 SEED, LR, BATCH, EPOCHS, STEPS = 3, 0.05, 8, 2, 4  # 40 images, 8 held out: 4 steps of 8 per epoch
@@ -326,7 +327,7 @@ def test_resume_with_other_peers_or_a_single_model_checkpoint_is_refused(inputs,
     assert main(argv(inputs, tmp_path, "--resume-from", reference["peers"][0]["checkpoint"])) == 2
     assert "a single-model checkpoint (cnn5_cifar), not a mutual-learning one" in capsys.readouterr().err
     assert main(argv(inputs, tmp_path, "--resume-from", group, "--seed", "4")) == 2
-    assert "checkpoint was trained with seed=3, this run has seed=4" in capsys.readouterr().err
+    assert "resuming would change the experiment (seed: 3 -> 4, " in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("restore_threads")
@@ -335,3 +336,31 @@ def test_reset_optimizer_takes_every_peer_weights_and_starts_over(inputs, refere
                                                 "--reset-optimizer", "--epochs", "1", "--seed", "5")))
     assert [int(row["epoch"]) for row in summary["rows"]] == [0]
     assert float(summary["rows"][0][f"{PEERS[0]} lr"]) == LR
+
+
+def test_a_resume_that_changes_an_optimizer_setting_is_refused_as_for_one_model(inputs, reference, tmp_path, capsys):
+    group = reference["checkpoint"]
+    for flag, value, change in (("--lr", "0.2", f"lr: {LR} -> 0.2"), ("--wd", "0.01", "weight_decay: 0.0001 -> 0.01"),
+                                ("--momentum", "0.5", "momentum: 0.9 -> 0.5")):
+        assert main(argv(inputs, tmp_path / "refused", "--resume-from", group, flag, value)) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and change in err, err
+    assert not (tmp_path / "refused").exists() or not list((tmp_path / "refused").glob("dml___*/*.pth.tar"))
+
+
+@pytest.mark.parametrize("flags", [["--kd-loss", "dkd"], ["--kd-logit-standardize"], ["--kd-temp", "2"]])
+def test_mutual_refuses_distillation_flags_it_would_ignore(inputs, tmp_path, capsys, flags):
+    assert main(argv(inputs, tmp_path, *flags)) == 2
+    assert f"it does not take {flags[0].replace('--kd-temp', '--kd-temperature')}" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_threads")
+def test_the_group_is_fed_and_records_the_chosen_normalization(inputs, tmp_path):
+    summary = run_mutual_learning(settings(argv(inputs, tmp_path, "--epochs", "1", "--normalization", "distiller")))
+    for peer in summary["peers"]:
+        model, checkpoint = load_model(peer["checkpoint"])
+        assert checkpoint.normalization_note == "recorded in the checkpoint"
+        assert normalization_of(model).same_as(DISTILLER)
+    group = load_checkpoint_file(group_checkpoint(tmp_path))
+    assert group.normalization()[0].same_as(DISTILLER)
+    assert group.plugin_state["identity"]["normalization"].startswith("distiller (mean (0.5, 0.5, 0.5)")

@@ -3,21 +3,14 @@ import json
 import os
 
 import pytest
+import torch
 from cli_support import assert_one_line_error
 
 from kd_plugin import create_model
-from kd_plugin.checkpoint import save_checkpoint
+from kd_plugin.checkpoint import load_model, save_checkpoint
 from kd_plugin.cli.compress_classifier import main as compress_classifier
 from kd_plugin.cli.kd_plugin import main as kd_plugin
-from kd_plugin.data import CLASS_NAMES
-
-
-def has_matplotlib():
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+from kd_plugin.data import CLASS_NAMES, MEAN, STD, load_split
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +21,15 @@ def two_checkpoints(tmp_path_factory):
     return cnn5, vgg
 
 
-def test_report_card_fields(tiny_data, two_checkpoints, tmp_path, capsys):
-    out = str(tmp_path / "reports")
+@pytest.fixture(scope="module")
+def one_card(tiny_data, two_checkpoints, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("reports"))
     assert kd_plugin(["report", two_checkpoints[0], "--data", tiny_data, "-o", out, "--repeats", "3"]) == 0
+    return out
+
+
+def test_report_card_fields(one_card):
+    out = one_card
     card = json.load(open(os.path.join(out, "small_checkpoint.json")))
     assert card["arch"] == "cnn5_cifar" and card["parameters"] == 357_514
     assert card["size_mib"] == pytest.approx(357_514 * 4 / 2**20, abs=1e-3)  # the original's "memory"
@@ -42,10 +41,34 @@ def test_report_card_fields(tiny_data, two_checkpoints, tmp_path, capsys):
     assert cpu["batched_s_per_image"] > 0 and 0 < cpu["batch1_median_s"] <= cpu["batch1_p90_s"]
     markdown = open(os.path.join(out, "small_checkpoint.md")).read()
     assert "| parameters | 357,514 |" in markdown and "airplane" in markdown and "batch 1 median / p90" in markdown
-    if has_matplotlib():
-        assert os.path.getsize(os.path.join(out, "small_checkpoint_per_class.png")) > 1000
-        assert "![per-class test accuracy](small_checkpoint_per_class.png)" in markdown
     assert not os.path.exists(os.path.join(out, "comparison.md"))  # one checkpoint: no comparison
+
+
+def test_report_card_accuracies_equal_a_plain_evaluation(one_card, tiny_data, two_checkpoints):
+    """The card's top-1 (test and train) and per-class accuracies against a hand-written evaluation: the pixels
+    normalized by hand with the original's mean/std, the network in eval mode, argmax against the labels."""
+    card = json.load(open(os.path.join(one_card, "small_checkpoint.json")))
+    model, _ = load_model(two_checkpoints[0])
+    model.eval()
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    for split, key in (("test", "test_top1"), ("train", "train_top1")):
+        images = load_split(tiny_data, split)
+        with torch.no_grad():
+            predicted = model((images.images.float() / 255 - mean) / std).argmax(1)
+        correct = predicted == images.labels
+        assert card[key] == pytest.approx(100.0 * int(correct.sum()) / len(correct), abs=1e-9), split
+        if split == "test":
+            for index, name in enumerate(CLASS_NAMES):
+                of_class = images.labels == index
+                assert card["test_per_class"][name] == pytest.approx(
+                    100.0 * int(correct[of_class].sum()) / int(of_class.sum()), abs=1e-9), name
+
+
+def test_report_card_per_class_plot(one_card):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: the per-class chart is not drawn")
+    assert os.path.getsize(os.path.join(one_card, "small_checkpoint_per_class.png")) > 1000
+    assert "![per-class test accuracy](small_checkpoint_per_class.png)" in \
+        open(os.path.join(one_card, "small_checkpoint.md")).read()
 
 
 def test_report_compares_several_checkpoints(tiny_data, two_checkpoints, tmp_path):
@@ -61,8 +84,7 @@ def test_report_compares_several_checkpoints(tiny_data, two_checkpoints, tmp_pat
 
 
 def test_plot_training_curves(tiny_data, tmp_path):
-    if not has_matplotlib():
-        pytest.skip("matplotlib not installed")
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: kd-plugin plot cannot draw")
     out = str(tmp_path / "logs")
     assert compress_classifier([tiny_data, "-a", "cnn5", "--epochs", "2", "-b", "64", "--seed", "0", "-o", out,
                                 "-n", "run", "--no-progress"]) == 0

@@ -153,11 +153,12 @@ def test_paths_as_run_names_are_refused(name):
 
 
 # --- 3. resume identity -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("change", ["T and lr", "teacher checkpoint", "schedule file", "loss"])
+@pytest.mark.parametrize("change", ["T and lr", "teacher checkpoint", "schedule file", "loss", "normalization"])
 def test_a_resume_that_changes_the_experiment_is_refused_naming_each_difference(kd, tmp_path, change):
     extra = {"T and lr": ["--kd-temp", "4", "--lr", "0.1"], "teacher checkpoint": ["--kd-resume", kd["teacher2"]],
              "schedule file": ["--compress", kd["root"] / "steps0.2.yaml"],
-             "loss": ["--kd-loss", "dist", "--kd-temp", "2", "--kd-dw", "0.5"]}[change]
+             "loss": ["--kd-loss", "dist", "--kd-temp", "2", "--kd-dw", "0.5"],
+             "normalization": ["--normalization", "distiller"]}[change]
     code, err = run(argv(kd, tmp_path / "out", "--resume-from", kd["checkpoint"], "--epochs", "2", *extra))
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"compress_classifier: error: {kd['checkpoint']}: resuming would change the experiment (")
@@ -169,6 +170,9 @@ def test_a_resume_that_changes_the_experiment_is_refused_naming_each_difference(
         assert f"(teacher weights: {digests[0]} -> {digests[1]})" in err[0]
     elif change == "loss":
         assert "loss: kd -> dist (beta=1, gamma=1)" in err[0]
+    elif change == "normalization":
+        assert "(normalization: cifar (mean (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.201)) -> distiller " \
+               "(mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5)))" in err[0]
     else:
         assert "(schedule: " in err[0] and err[0].count(" -> ") == 1
     assert files_under(tmp_path / "out") == []
@@ -181,6 +185,15 @@ def test_resume_accept_changes_continues_and_logs_what_changed(kd, tmp_path):
     assert "Resumed with changes accepted by --resume-accept-changes: T: 2.0 -> 4.0\n" in run_log(tmp_path / "out")
     resumed = load_checkpoint_file(checkpoint_in(tmp_path / "out"))
     assert resumed.epoch == 1 and resumed.plugin_state["identity"]["T"] == 4.0
+
+
+def test_resume_accept_changes_refuses_a_schedule_change_it_cannot_apply(kd, tmp_path):
+    code, err = run(argv(kd, tmp_path / "out", "--resume-from", kd["checkpoint"], "--epochs", "2", "--compress",
+                         kd["root"] / "steps0.2.yaml", "--resume-accept-changes"))
+    assert code == 2 and len(err) == 1, err
+    assert "--resume-accept-changes cannot apply a change of schedule: the checkpoint's LR-scheduler state holds " \
+           "the old schedule" in err[0]
+    assert files_under(tmp_path / "out") == []
 
 
 def test_summary_describes_the_tested_checkpoint_after_a_resume_without_improvement(kd, tmp_path):

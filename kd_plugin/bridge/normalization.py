@@ -1,6 +1,6 @@
 """Inside Distiller, every network sees the images normalized the way it was trained.
 
-Distiller's CIFAR-10 loader normalizes every batch with mean = std = 0.5 (DESIGN.md §7), whatever network it
+Distiller's CIFAR-10 loader normalizes every batch with mean = std = 0.5 (docs/DESIGN.md §7), whatever network it
 feeds. Each network kd-plugin lets Distiller build gets an input adapter (``kd_plugin.data.renormalize``):
 a forward pre-hook that recovers the batch's 8-bit pixels and normalizes them again as the network expects
 (``model.normalization``), bitwise the inputs kd-plugin's own loader would give it. Which normalization a

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..models import create_model, resolve_arch
+from ..models.registry import check_model_config
 from ..util.errors import KDPluginError
-from ..util.fileio import atomic_write
+from ..util.fileio import atomic_write, require_file
 from ..util.normalization import (
     DEFAULT,
     DISTILLER,
@@ -139,6 +140,9 @@ def checkpoint_content(epoch, arch, model, optimizer=None, scheduler=None, extra
     if plugin_state is not None:
         content["kd_plugin"] = plugin_state
     content["normalization"] = normalization_of(getattr(model, "module", model)).record()  # Distiller ignores it
+    config = getattr(getattr(model, "module", model), "model_config", None)
+    if config is not None:  # what the factory needs before the weights fit (an ensemble's members)
+        content["model_config"] = config()
     return content
 
 
@@ -188,8 +192,7 @@ def read_checkpoint_file(path):
     """torch.load with weights_only=True and the allow-list; no fallback to full pickle, ever."""
     if not isinstance(path, str) or not path:
         raise KDPluginError("no checkpoint path given")
-    if not os.path.isfile(path):
-        raise KDPluginError(f"{path}: checkpoint file not found")
+    require_file(path, "checkpoint file")
     size = os.path.getsize(path)
     if size == 0:
         raise KDPluginError(f"{path}: checkpoint file is empty")
@@ -290,6 +293,13 @@ def load_weights(model, checkpoint):
     return model
 
 
+def model_config(checkpoint: Checkpoint) -> dict:
+    """The factory arguments a checkpoint records (``model_config``: an ensemble's member architectures, weights
+    and mode), checked to be plain names and numbers; {} when it records none."""
+    config = checkpoint.content.get("model_config")
+    return {} if config is None else check_model_config(config, f"{checkpoint.path}: 'model_config'")
+
+
 def load_model(path, arch=None, normalization=None, **model_kwargs):
     """(model, checkpoint) from a checkpoint file; ``arch`` is required for plain state_dicts and checked otherwise.
     The model expects the checkpoint's normalization (NORMALIZATION, a name or mean,std text, overrides it);
@@ -300,6 +310,6 @@ def load_model(path, arch=None, normalization=None, **model_kwargs):
     if name is None:
         raise KDPluginError(f"{path}: a plain state_dict names no architecture; pass the arch explicitly")
     used, how = checkpoint.normalization(normalization)
-    model = set_normalization(create_model(name, **model_kwargs), used)
+    model = set_normalization(create_model(name, **{**model_config(checkpoint), **model_kwargs}), used)
     checkpoint.normalization_note = how
     return load_weights(model, checkpoint), checkpoint

@@ -1,7 +1,7 @@
 """``kd-plugin``: the project's own command with subcommands (evaluate, make-data, models, ...)."""
 import sys
 
-from ..data import write_synthetic_cifar
+from ..data import existing_dataset_files, write_synthetic_cifar
 from ..engine.settings import check_device
 from ..experiments.reproduce.command import add_reproduce_args, cmd_reproduce
 from ..experiments.sweep import add_sweep_args, cmd_sweep
@@ -13,9 +13,9 @@ from ..reporting.report import add_export_format_args, add_report_args, cmd_repo
 from ..reporting.summaries import parameter_count
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir
+from ..util.normalization import add_normalization_arg
 from .args import OneLineParser, cli_entry
 from .ensembles import COMMANDS as ENSEMBLE_COMMANDS
-from .training_args import add_normalization_arg
 
 SUBCOMMANDS = {}
 
@@ -51,12 +51,17 @@ def add_make_data_args(p):
     p.add_argument("--train-images", type=int, default=500)
     p.add_argument("--test-images", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite a dataset that is already there")
 
 
 @subcommand("make-data", "write a small generated CIFAR-10-format dataset (for demos and tests)")
 def cmd_make_data(args):
     if args.train_images < 10 or args.test_images < 10:
         raise KDPluginError("--train-images and --test-images must be >= 10")
+    held = existing_dataset_files(args.out)
+    if held and not args.force:
+        raise KDPluginError(f"{args.out} already holds a dataset ({', '.join(held[:3])}"
+                            f"{', ...' if len(held) > 3 else ''}); nothing was written. Pass --force to overwrite it")
     ensure_writable_dir(args.out)
     write_synthetic_cifar(args.out, args.train_images, args.test_images, args.seed)
     print(f"wrote a generated CIFAR-10-format dataset to {args.out}")

@@ -43,6 +43,7 @@ from ..protocol.config import TRAINING_KEYS
 from ..reporting.evaluation import evaluate_target
 from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write, ensure_writable_dir
+from ..util.normalization import add_normalization_arg
 from .args import cli_entry
 
 PROG = "main_KD_CIFAR10"
@@ -102,11 +103,11 @@ def build_parser():
     run.add_argument("-o", "--out-dir", default="logs", help="where run directories and reports go (default logs)")
     run.add_argument("-n", "--name", help="run name (default: the model's name)")
     run.add_argument("--seed", type=int, help="seed for weights, data order and augmentation")
+    run.add_argument("--resume-from", metavar="PATH", help="continue an interrupted training run from its resumable "
+                                                           "checkpoint (the line printed on SIGINT/SIGTERM names it)")
     run.add_argument("--vs", "--validation-split", dest="validation_split", type=float, default=0.1,
                      help="fraction of the training set held out to pick the best epoch (default 0.1)")
-    run.add_argument("--normalization", default=None, metavar="NAME|MEAN,STD",
-                     help="input normalization of the checkpoint to evaluate (default: its record; the original's "
-                          ".pt files: the original's mean/std)")
+    add_normalization_arg(run, "of the checkpoint to evaluate")
     run.add_argument("--repeats", type=int, default=20, help="batch-1 latency repeats when evaluating (default 20)")
     run.add_argument("--cpu", action="store_true", help="use the CPU even when a GPU is present")
     run.add_argument("--gpus", help="comma-separated GPU ids (the first one is used)")
@@ -269,8 +270,9 @@ def train(job, opts, device, argv):
             data=job.data, arch=job.arch, epochs=job.total - job.begin, batch_size=job.batch, lr=lr, momentum=0.9,
             weight_decay=5e-4, optimizer=job.scheme, augment=job.augment, seed=opts.seed,
             validation_split=opts.validation_split, out_dir=opts.out_dir, name=opts.name,
-            compress=os.path.join(tmp, "main_kd_cifar10_schedule.yaml"), load_weights_from=start, device=device,
-            progress=opts.progress, **kd)
+            compress=os.path.join(tmp, "main_kd_cifar10_schedule.yaml"), device=device, progress=opts.progress,
+            command=argv, **({"resume_from": opts.resume_from} if opts.resume_from else {"load_weights_from": start}),
+            **kd)
         write_schedule(settings.compress, generated_schedule(settings, milestones, job.loss_weights), argv)
         summary = train_jointnet(settings) if job.arch == JOINTNET else run_training(settings)
     if is_main_process():  # under torchrun, rank 0 alone writes files

@@ -7,11 +7,12 @@ from ..distill.losses import list_losses, parse_loss_arg
 from ..distill.mutual import mutual_spec
 from ..engine.settings import RunSettings, pick_device
 from ..models import list_aliases, list_models
+from ..models.ensembles import COMBINE_MODES
 from ..protocol.config import read_schedule
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND, uses_distiller_components
 from ..protocol.shipped import resolve_schedule
 from ..util.errors import KDPluginError
-from ..util.normalization import list_normalizations
+from ..util.normalization import add_normalization_arg
 from .args import str2bool_yn
 
 # Flags whose argparse default is None so that "not given" is distinguishable from a schedule's value.
@@ -77,9 +78,14 @@ def add_training_args(p):
     speed.add_argument("--no-teacher-cache", dest="teacher_cache", action="store_const", const="off",
                        help="same as --teacher-cache off")
     kd = p.add_argument_group("Knowledge distillation (Distiller's flags)")
-    kd.add_argument("--kd-teacher", help="teacher model name")
+    kd.add_argument("--kd-teacher", nargs="+", metavar="ARCH",
+                    help="teacher model name; several: an ensemble of them (one --kd-resume checkpoint each, in order)")
     kd.add_argument("--kd-pretrained", action="store_true", help="pretrained teacher (not available offline)")
-    kd.add_argument("--kd-resume", metavar="PATH", help="teacher checkpoint")
+    kd.add_argument("--kd-resume", nargs="+", metavar="PATH", help="teacher checkpoint(s), one per --kd-teacher")
+    kd.add_argument("--kd-teacher-weights", nargs="+", type=float, metavar="W", default=None,
+                    help="an ensemble teacher's member weights (default: equal; scaled to sum to 1)")
+    kd.add_argument("--kd-teacher-combine", choices=COMBINE_MODES, default=None,
+                    help="an ensemble teacher averages its members' logits (default) or their probabilities")
     kd.add_argument("--kd-temperature", "--kd-temp", dest="kd_temperature", type=float, default=None,
                     help="distillation temperature (default 1.0)")
     kd.add_argument("--kd-distill-wt", "--kd-dw", dest="kd_distill_wt", type=float, default=None,
@@ -120,12 +126,9 @@ def mutual_settings(args, schedule):
     temperature = args.mutual_temperature if args.mutual_temperature is not None else \
         (spec.temperature if spec is not None else None)
     return peers, temperature
-def add_normalization_arg(p):
-    """--normalization on every command that loads a model (README "Checkpoints across both tools")."""
-    p.add_argument("--normalization", default=None, metavar="NAME|MEAN,STD",
-                   help=f"input normalization the network expects ({', '.join(list_normalizations())}, or mean,std "
-                        f"numbers: 2 or 6); default: the checkpoint's record, else the assumption for its kind")
-    return p
+def one_or_list(values: list | None) -> str | list | None:
+    """An nargs='+' flag's values as RunSettings keeps them: None, one name, or a list of several."""
+    return values[0] if values is not None and len(values) == 1 else values
 
 
 def settings_from_args(args):
@@ -151,7 +154,9 @@ def settings_from_args(args):
         out_dir=args.out_dir, name=args.name, compress=args.compress, resume_from=args.resume_from,
         load_weights_from=args.load_weights_from, reset_optimizer=args.reset_optimizer,
         resume_accept_changes=args.resume_accept_changes, print_freq=args.print_freq,
-        kd_teacher=args.kd_teacher, kd_resume=args.kd_resume, kd_temperature=args.kd_temperature,
+        kd_teacher=one_or_list(args.kd_teacher), kd_resume=one_or_list(args.kd_resume),
+        kd_teacher_weights=args.kd_teacher_weights, kd_teacher_combine=args.kd_teacher_combine,
+        kd_temperature=args.kd_temperature,
         kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
         kd_start_epoch=args.kd_start_epoch, kd_loss=args.kd_loss, kd_logit_standardize=args.kd_logit_standardize,
         kd_loss_args=dict(parse_loss_arg(a, "--kd-loss-arg") for a in args.kd_loss_args) if args.kd_loss_args

@@ -59,8 +59,10 @@ class ImageSet:
 
 def find_batches_dir(data_dir):
     """The folder holding the batch files: DATA itself or DATA/cifar-10-batches-py."""
-    if data_dir is None or not os.path.isdir(data_dir):
+    if data_dir is None or not os.path.exists(data_dir):
         raise KDPluginError(f"data directory {data_dir!r} does not exist")
+    if not os.path.isdir(data_dir):
+        raise KDPluginError(f"{data_dir}: is a file, not a data directory (a folder with CIFAR-10's python batches)")
     for candidate in (data_dir, os.path.join(data_dir, BATCHES_DIR)):
         if os.path.isfile(os.path.join(candidate, TEST_FILES[0])) or os.path.isfile(
                 os.path.join(candidate, TRAIN_FILES[0])):
@@ -156,6 +158,8 @@ def load_split(data_dir, split):
     images, labels = [], []
     for name in TRAIN_FILES if split == "train" else TEST_FILES:
         path = os.path.join(batches_dir, name)
+        if os.path.isdir(path):
+            raise KDPluginError(f"{path}: is a directory, not a CIFAR batch file")
         if not os.path.isfile(path):
             raise KDPluginError(f"{path}: batch file missing")
         data, lab = read_batch(path)

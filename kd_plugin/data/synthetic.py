@@ -29,6 +29,14 @@ def _images(rng, templates, labels, noise):
     return np.clip(out, 0, 255).astype(np.uint8).reshape(len(labels), -1)
 
 
+def existing_dataset_files(root: str) -> list[str]:
+    """The CIFAR-format files already under ROOT (in ROOT itself or in its cifar-10-batches-py/) that
+    ``write_synthetic_cifar`` would overwrite, as paths relative to ROOT."""
+    names = (*TRAIN_FILES, *TEST_FILES, META_FILE)
+    candidates = [os.path.join(BATCHES_DIR, n) for n in names] + list(names)
+    return [c for c in candidates if os.path.lexists(os.path.join(root, c))]
+
+
 def write_synthetic_cifar(root, train_images=500, test_images=200, seed=0, noise=40.0):
     """Create ROOT/cifar-10-batches-py with data_batch_1..5, test_batch and batches.meta; return ROOT."""
     rng = np.random.default_rng(seed)

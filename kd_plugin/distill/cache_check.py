@@ -1,7 +1,9 @@
 """Checks a teacher-output cache file passes before any of its rows are used (issue 12).
 
 A file is trusted only when its zip CRCs hold, its payload carries the digest of its logits and filled mask,
-and a deterministic sample of its filled rows, recomputed with the live teacher, agrees. A file that fails is
+and a sample of its filled rows, recomputed with the live teacher, agrees. The sample is drawn afresh from the
+operating system's randomness on every open: a sample derived from the file (its name or key) would tell a writer
+which rows are never looked at. A file that fails is
 renamed aside (never deleted) and reported in one warning line; the run continues with a cold cache.
 """
 import hashlib
@@ -28,10 +30,11 @@ def payload_digest(logits, filled):
     return digest.hexdigest()
 
 
-def sample_rows(filled, key, limit=SAMPLE_ROWS):
-    """Up to LIMIT (indices, views) among FILLED's true positions, the same for the same key and mask."""
+def sample_rows(filled: torch.Tensor, limit: int = SAMPLE_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to LIMIT (indices, views) among FILLED's true positions, drawn at random on every call (its own
+    generator: the run's seeded RNG streams are untouched)."""
     positions = filled.cpu().nonzero()
-    generator = torch.Generator().manual_seed(int(key[:15], 16))
+    generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
     chosen = positions[torch.randperm(len(positions), generator=generator)[:limit]]
     return chosen[:, 0], chosen[:, 1]
 

@@ -6,6 +6,7 @@ from ..util.errors import KDPluginError
 from .losses import create_loss
 from .losses.base import FLAG, TEMPERATURE, WEIGHT
 from .policy import DEFAULT_LOSS, DistillationLossWeights, KnowledgeDistillationPolicy
+from ..models.ensembles import COMBINE_MODES
 from .teacher import build_teacher
 
 
@@ -17,6 +18,11 @@ class DistillationExtensionMixin:
             class: KnowledgeDistillationExtension
             teacher_arch: resnet18_cifar
             teacher_checkpoint: teacher_best.pth.tar   # relative: to this YAML file's folder
+            # an ensemble teacher: lists, one checkpoint per architecture, optional weights (default equal)
+            # teacher_arch: [vgg7_bn_cifar, resnet18_cifar]
+            # teacher_checkpoint: [vgg7_best.pth.tar, resnet18_best.pth.tar]
+            # teacher_weights: [0.5, 0.5]
+            # teacher_combine: logits            # or probs: average the members' probabilities
             temperature: 1.5
             distill_weight: 0.5
             student_weight: 0.5
@@ -31,11 +37,12 @@ class DistillationExtensionMixin:
 
     def __init__(self, model, teacher_arch, teacher_checkpoint=None, temperature=None, distill_weight=None,
                  student_weight=None, teacher_weight=None, loss=DEFAULT_LOSS, loss_args=None, logit_standardize=False,
-                 random_teacher=False):
+                 random_teacher=False, teacher_weights=None, teacher_combine=None):
         check_loss_definition(dict(temperature=temperature, loss=loss, loss_args=loss_args,
                                    logit_standardize=logit_standardize))  # before loading a teacher
         teacher = build_teacher(model, teacher_arch, teacher_checkpoint, random_teacher,
-                                where="KnowledgeDistillationExtension teacher_arch")
+                                where="KnowledgeDistillationExtension teacher_arch", weights=teacher_weights,
+                                combine=teacher_combine)
         super().__init__(model, teacher, temperature, DistillationLossWeights(distill_weight, student_weight,
                                                                               teacher_weight),
                          loss, loss_args, logit_standardize)
@@ -56,10 +63,25 @@ def check_loss_definition(arguments):
                 logit_standardize=arguments.get("logit_standardize", False), **loss_args)
 
 
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _names(value, allow_none=True):
+    """A non-empty string or a non-empty list of them (None when ALLOW_NONE)."""
+    if value is None:
+        return allow_none
+    values = value if isinstance(value, list) else [value]
+    return bool(values) and all(isinstance(v, str) and v for v in values)
+
+
 register_component("extensions", KnowledgeDistillationExtension, {
     "temperature": TEMPERATURE, "distill_weight": WEIGHT, "student_weight": WEIGHT,
-    "teacher_weight": WEIGHT, "teacher_arch": (lambda v: isinstance(v, str) and v, "a model name"),
-    "teacher_checkpoint": (lambda v: v is None or (isinstance(v, str) and v), "a checkpoint path"),
+    "teacher_weight": WEIGHT, "teacher_arch": (lambda v: _names(v, allow_none=False), "a model name or a list of them"),
+    "teacher_checkpoint": (_names, "a checkpoint path or a list of them"),
+    "teacher_weights": (lambda v: v is None or (isinstance(v, list) and v and all(_number(w) for w in v)),
+                        "a list of numbers, one per teacher"),
+    "teacher_combine": (lambda v: v is None or v in COMBINE_MODES, " or ".join(COMBINE_MODES)),
     "loss": (lambda v: isinstance(v, str) and v, "a loss name"), "logit_standardize": FLAG,
     "loss_args": (lambda v: isinstance(v, dict), "a mapping of argument names to values"),
     "random_teacher": FLAG},

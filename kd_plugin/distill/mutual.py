@@ -89,7 +89,8 @@ def mutual_spec(sched_dict):
                                 f"entry")
     definition = extensions.pop(names[0])
     spec = MutualLearning(None, **{k: v for k, v in definition.items() if k != "class"})
-    return spec, {**sched_dict, "extensions": extensions}
+    rest = {k: v for k, v in sched_dict.items() if k != "extensions"}  # the same schedule as flags' --mutual reads
+    return spec, {**rest, "extensions": extensions} if extensions else rest
 
 
 register_component("extensions", MutualLearning, {

@@ -92,8 +92,10 @@ class DistillationMixin:
 
     def used_settings(self):
         """What this policy distils with, as summary.json records it (teacher_checkpoint None: random weights)."""
+        config = getattr(self.teacher, "model_config", None)  # an ensemble's members, weights and mode
         return {"teacher_arch": getattr(self.teacher, "arch", type(self.teacher).__name__),
-                "teacher_checkpoint": getattr(self, "teacher_checkpoint", None), "temperature": self.temperature,
+                "teacher_checkpoint": getattr(self, "teacher_checkpoint", None),
+                **({"teacher_config": config()} if config is not None else {}), "temperature": self.temperature,
                 "distill_weight": self.loss_wts.distill, "student_weight": self.loss_wts.student,
                 "teacher_weight": self.loss_wts.teacher}
 

@@ -6,8 +6,11 @@ import torch
 from ..checkpoint import load_model
 from ..data import to_model_input
 from ..models import create_model
+from ..models.ensembles import check_member_weights
 from ..util.errors import KDPluginError
 from ..util.normalization import normalization_of
+
+DATASET = "cifar10"  # what every zoo network is trained on (kd_plugin.models.registry.dataset_of)
 
 
 class TeacherRunner:
@@ -35,19 +38,92 @@ class TeacherRunner:
                 return self.teacher(inputs).float()
 
 
-def build_teacher(student_model, teacher_arch, teacher_checkpoint=None, random_teacher=False, where="--kd-teacher"):
-    """A teacher network on the student's device, from a checkpoint; freshly initialised only when asked for
-    explicitly (RANDOM_TEACHER: --kd-random-teacher, or ``random_teacher: true`` in the schedule)."""
-    if teacher_checkpoint:
-        teacher, _ = load_model(teacher_checkpoint, teacher_arch)
-    elif random_teacher:
-        teacher = create_model(teacher_arch)
-    else:
-        raise KDPluginError(f"{where} {teacher_arch}: no teacher weights; pass --kd-resume CHECKPOINT (or "
-                            f"teacher_checkpoint in the schedule), or --kd-random-teacher to distil from a randomly "
-                            f"initialised teacher deliberately")
-    device = next(student_model.parameters()).device
-    return teacher.to(device)
+def as_list(value: object) -> list:
+    """None -> [], a name or path -> [it], a list or tuple -> a list."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def teacher_members(teacher_arch: str | list[str], teacher_checkpoint: str | list[str] | None = None,
+                    weights: list | None = None, where: str = "--kd-teacher") -> list[tuple[str, str | None]]:
+    """[(arch, checkpoint or None)] of a teacher given as one ARCH/CHECKPOINT or as lists of them (an ensemble),
+    checked: one checkpoint per architecture (none at all: random weights), one weight per member."""
+    archs, checkpoints = as_list(teacher_arch), as_list(teacher_checkpoint)
+    if not archs:
+        raise KDPluginError(f"{where}: no teacher architecture")
+    if checkpoints and len(checkpoints) != len(archs):
+        raise KDPluginError(f"{where}: {len(archs)} teacher architecture(s) but {len(checkpoints)} checkpoint(s) "
+                            f"(--kd-resume / teacher_checkpoint); give one checkpoint per teacher, in the same order")
+    if weights is not None:
+        check_member_weights(as_list(weights), len(archs), where.replace("teacher", "teacher-weights")
+                             if where.startswith("--") else f"{where} teacher_weights")
+    return list(zip(archs, checkpoints or [None] * len(archs)))
+
+
+def load_member(arch: str, checkpoint: str | None, random_teacher: bool, where: str) -> torch.nn.Module:
+    """One teacher network: from CHECKPOINT (a CIFAR-10 one), else random weights when RANDOM_TEACHER."""
+    if checkpoint:
+        model, loaded = load_model(checkpoint, arch)
+        dataset = loaded.content.get("dataset")
+        if dataset is not None and dataset != DATASET:
+            raise KDPluginError(f"{checkpoint}: a {dataset} checkpoint cannot teach a {DATASET} student")
+        return model
+    if random_teacher:
+        return create_model(arch)
+    raise KDPluginError(f"{where} {arch}: no teacher weights; pass --kd-resume CHECKPOINT (or "
+                        f"teacher_checkpoint in the schedule), or --kd-random-teacher to distil from a randomly "
+                        f"initialised teacher deliberately")
+
+
+def load_ensemble(members: list[tuple[str, str | None]], weights: list | None = None, combine: str = "logits",
+                  random_teacher: bool = False, where: str = "--kd-teacher") -> torch.nn.Module:
+    """A WeightedEnsemble (``ensemble_cifar``) of MEMBERS [(arch, checkpoint)], each with its trained weights.
+    Every member must expect the same input normalization and give as many classes as the others."""
+    networks = [load_member(arch, checkpoint, random_teacher, where) for arch, checkpoint in members]
+    first = normalization_of(networks[0])
+    for (arch, checkpoint), network in zip(members, networks):
+        if not normalization_of(network).same_as(first):
+            raise KDPluginError(f"{where}: ensemble members must expect one input normalization; {checkpoint or arch} "
+                                f"expects {normalization_of(network).describe()}, the first {first.describe()}")
+    classes = [num_classes(network) for network in networks]
+    if len(set(classes)) > 1:
+        raise KDPluginError(f"{where}: ensemble members give different numbers of classes "
+                            f"({', '.join(f'{a}: {c}' for (a, _), c in zip(members, classes))})")
+    return create_model("ensemble_cifar", member_archs=[a for a, _ in members], member_weights=weights,
+                        combine=combine, members=networks, normalization=first)
+
+
+@torch.no_grad()
+def num_classes(network: torch.nn.Module) -> int:
+    """How many classes NETWORK scores (one eval-mode forward pass of a blank image)."""
+    was_training = network.training
+    network.eval()
+    try:
+        return int(network(torch.zeros(1, 3, 32, 32, device=next(network.parameters()).device)).shape[-1])
+    finally:
+        network.train(was_training)
+
+
+def load_teacher(teacher_arch: str | list[str], teacher_checkpoint: str | list[str] | None = None,
+                 random_teacher: bool = False, where: str = "--kd-teacher", weights: list | None = None,
+                 combine: str | None = None) -> torch.nn.Module:
+    """A teacher network (on the CPU) from a checkpoint; freshly initialised only when asked for explicitly
+    (RANDOM_TEACHER: --kd-random-teacher, or ``random_teacher: true`` in the schedule). TEACHER_ARCH and
+    TEACHER_CHECKPOINT lists of more than one (or WEIGHTS / COMBINE given) make an ensemble (``load_ensemble``)."""
+    members = teacher_members(teacher_arch, teacher_checkpoint, weights, where)
+    if len(members) == 1 and weights is None and combine is None:
+        return load_member(*members[0], random_teacher, where)
+    return load_ensemble(members, as_list(weights) or None, combine or "logits", random_teacher, where)
+
+
+def build_teacher(student_model: torch.nn.Module, teacher_arch: str | list[str],
+                  teacher_checkpoint: str | list[str] | None = None, random_teacher: bool = False,
+                  where: str = "--kd-teacher", weights: list | None = None,
+                  combine: str | None = None) -> torch.nn.Module:
+    """``load_teacher`` on the student's device."""
+    teacher = load_teacher(teacher_arch, teacher_checkpoint, random_teacher, where, weights, combine)
+    return teacher.to(next(student_model.parameters()).device)
 
 
 def tensor_bytes(tensor):

@@ -214,7 +214,7 @@ class CachedTeacher:
         computes now, up to fp16 rounding and batch effects; otherwise the reason it does not."""
         if payload["logits"] is None or self.row_inputs is None:
             return None
-        indices, views = sample_rows(payload["filled"] if candidates is None else candidates, self.cache.key)
+        indices, views = sample_rows(payload["filled"] if candidates is None else candidates)
         if not len(indices):
             return None
         device = self.cache.device

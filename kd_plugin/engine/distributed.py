@@ -1,7 +1,7 @@
 """One run on several processes (``torchrun --nproc_per_node=N``): DistributedDataParallel, NCCL on GPUs, gloo on CPU.
 
-torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (DESIGN §10); without them, or with WORLD_SIZE=1, every helper here
-is the single-process identity, so the trainer has one code path. What a distributed run shares:
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (docs/DESIGN.md §10); without them, or with WORLD_SIZE=1, every helper
+here is the single-process identity, so the trainer has one code path. What a distributed run shares:
 
 * data: the (seed, epoch) order of ``TensorLoader.plan`` is cut into global batches of ``-b`` x world size and
   each global batch is split between the ranks (``ShardedLoader``), so every image is seen once per epoch and a

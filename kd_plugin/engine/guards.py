@@ -1,5 +1,7 @@
 """Checks a run makes before any epoch starts, so a wrong input is one line instead of a traceback later
 (issue 12), and the KD settings a run records for tables that must not trust the plan."""
+import torch
+
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir
 
@@ -51,3 +53,33 @@ def distillation_record(scheduler, policies):
     """summary.json's ``distillation``: each KD policy's teacher, T, weights and epochs as the run used them."""
     return [{**policy.used_settings(), "starting_epoch": scheduler.sched_metadata[policy]["starting_epoch"],
              "ending_epoch": scheduler.sched_metadata[policy]["ending_epoch"]} for policy in policies]
+
+
+def load_optimizer_state(optimizer, state, path, whose=""):
+    """OPTIMIZER.load_state_dict(STATE), checked: torch accepts per-parameter buffers (momentum, Adam's moments)
+    of another shape and fails only at the first step, after the run has started."""
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        raise KDPluginError(f"{path}: optimizer state{whose} does not fit this run ({err})") from None
+    for index, (param, buffers) in enumerate(optimizer.state.items()):
+        for name, value in buffers.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                raise KDPluginError(f"{path}: optimizer state{whose} does not fit this run (parameter {index}'s "
+                                    f"{name} has shape {tuple(value.shape)}, the parameter {tuple(param.shape)})")
+
+
+def distillation_epochs(scheduler, policy, epochs):
+    """(epochs of the run 0..EPOCHS-1 in which POLICY is active, epochs it is scheduled for beyond the run)."""
+    scheduled = sorted(e for e, listed in scheduler.policies.items() if policy in listed)
+    return [e for e in scheduled if e < epochs], [e for e in scheduled if e >= epochs]
+
+
+def check_distillation_window(scheduler, policies, epochs, source):
+    """A KD policy scheduled only outside the run's epochs would train a plain student: refused in one line."""
+    for policy in policies:
+        inside, beyond = distillation_epochs(scheduler, policy, epochs)
+        if not inside:
+            raise KDPluginError(f"{source}: the distillation policy is scheduled for epochs {beyond[0]}..{beyond[-1]}, "
+                                f"but the run trains epochs 0..{epochs - 1}: it would never distill; move its "
+                                f"starting_epoch/ending_epoch into the run or train for more epochs")

@@ -15,6 +15,9 @@ ACCEPT_FLAG = "--resume-accept-changes"
 # Hyper-parameters of torch optimizers worth naming (as configured: the optimizer's defaults, not its current
 # param-group values, which LR schedulers move).
 PLAIN = (str, int, float, bool, list, type(None))  # what an identity entry may hold; anything else differs
+# Entries every identity kd-plugin has written holds: a record without them was emptied or damaged, and
+# comparing only what it still holds would accept any change.
+REQUIRED_ENTRIES = frozenset({"seed", "batch_size", "optimizer", "schedule"})
 OPTIMIZER_FIELDS = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps", "amsgrad")
 
 
@@ -57,6 +60,13 @@ def experiment_identity(run_checks, optimizer, policies, sched_dict):
     return identity
 
 
+# Changes --resume-accept-changes cannot carry out, and why: the resumed state would keep the old setting while the
+# run's records show the new one.
+NOT_APPLICABLE = {"schedule": "the checkpoint's LR-scheduler state holds the old schedule (milestones, steps), so a "
+                              "resumed run would go on with it; start a new run from these weights with "
+                              "--exp-load-weights-from, or resume with the original schedule"}
+
+
 def identity_changes(recorded, now):
     """['key: old -> new', ...] for every recorded entry that differs ('none' where this run has no such entry).
     Entries the checkpoint does not record are not compared (an added policy shows in 'distillation policies')."""
@@ -69,7 +79,15 @@ def check_resume_identity(path, recorded, now, accept):
     refused unless ACCEPT (--resume-accept-changes)."""
     if not isinstance(recorded, dict):
         raise KDPluginError(f"{path}: the recorded experiment identity is not a mapping")
+    if not recorded or not REQUIRED_ENTRIES <= recorded.keys():
+        missing = ", ".join(sorted(REQUIRED_ENTRIES - recorded.keys()))
+        raise KDPluginError(f"{path}: the recorded experiment identity lacks {missing}, so this resume cannot be "
+                            f"checked; pass --reset-optimizer to take only the weights")
     changes = identity_changes(recorded, now)
+    unapplicable = [key for key in NOT_APPLICABLE if key in recorded and recorded[key] != now.get(key)]
+    if changes and accept and unapplicable:
+        raise KDPluginError(f"{path}: {ACCEPT_FLAG} cannot apply a change of {', '.join(unapplicable)}: "
+                            f"{'; '.join(NOT_APPLICABLE[key] for key in unapplicable)}")
     if changes and not accept:
         raise KDPluginError(f"{path}: resuming would change the experiment ({', '.join(changes)}); resume with the "
                             f"same settings, pass {ACCEPT_FLAG} to continue with these changes, or "

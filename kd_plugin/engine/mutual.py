@@ -30,10 +30,11 @@ from ..distill.mutual import (
     mutual_spec,
     peer_labels,
 )
-from ..models import create_model
+from ..models import create_model, default_cfg
 from ..protocol.runtime import select_runtime
 from ..util.errors import KDPluginError, NonFiniteLoss
 from ..util.fileio import ensure_writable_dir, write_json
+from ..util.normalization import set_normalization
 from .acceleration import accelerate_model, grad_scaler, set_cpu_threads
 from .best_checkpoint import best_chosen_on
 from .loop import (
@@ -48,11 +49,14 @@ from .meters import EpochMeter, topk_correct
 from .rng import capture_rng, restore_rng, seed_everything
 from .run_data import load_run_data, run_loaders
 from .rundir import CsvLog, close_logger, copy_configs, create_run_dir, make_logger
+from .guards import load_optimizer_state
+from .identity import check_resume_identity, experiment_identity
 from .trainer import (
     build_optimizer,
     build_schedule,
     distillation_policies,
     interruption,
+    run_normalization,
     stop_on_signals,
     tensorboard_writer,
     write_scalars,
@@ -130,6 +134,7 @@ class MutualRun:
         ensure_writable_dir(s.out_dir)
         runtime = select_runtime(s.backend)
         _, sched_dict = mutual_spec(runtime.read_schedule(s.compress) if s.compress else None)
+        self.sched_dict = sched_dict
         resume = self._check_resume(load_checkpoint_file(s.resume_from)) if s.resume_from else None
         run_state = resume.plugin_state.get("run", {}) if resume is not None else {}
         self.seed = s.seed if s.seed is not None else run_state.get("seed", random.randrange(2**31))
@@ -137,8 +142,10 @@ class MutualRun:
         set_cpu_threads(s.threads)
         data = load_run_data(s, self.seed)
         self.test_set, self.classes, self.train_hash = data.test, data.classes, data.train_hash
-        self.train_loader, self.valid_loader = run_loaders(s, data, self.seed, self.device)
-        models = [create_model(arch).to(self.device) for arch in self.archs]  # in order: seeded initial weights
+        self.normalization, self.normalization_note = group_normalization(s, self.archs, resume)
+        self.train_loader, self.valid_loader = run_loaders(s, data, self.seed, self.device, self.normalization)
+        models = [create_model(arch, normalization=self.normalization).to(self.device)  # in order: seeded weights
+                  for arch in self.archs]
         self.peers = []
         for index, (arch, label, model) in enumerate(zip(self.archs, peer_labels(self.archs), models)):
             if hasattr(model, "training_criterion"):
@@ -150,6 +157,7 @@ class MutualRun:
                 raise KDPluginError(f"{s.compress}: mutual learning does not combine with a KD teacher extension")
             self.peers.append(Peer(index, label, arch, model, optimizer, scheduler, grad_scaler(s.amp, self.device)))
         self.start_epoch, self.start_batch = 0, 0
+        self.identity, self.accepted_changes = self.experiment_identity(), []
         if resume is not None:
             self._resume(resume, run_state)
         self.name = s.name or "mutual"
@@ -178,17 +186,16 @@ class MutualRun:
             load_weights(peer.model, Checkpoint(resume.path, weights, peer.arch))
         if s.reset_optimizer:
             return
+        if "identity" in resume.plugin_state:
+            self.accepted_changes = check_resume_identity(s.resume_from, resume.plugin_state["identity"],
+                                                          self.identity, s.resume_accept_changes)
         identity = {**self.run_identity(), "temperature": self.temperature}
         for key, now in identity.items():
-            if key in run_state and run_state[key] != now:
+            if "identity" not in resume.plugin_state and key in run_state and run_state[key] != now:
                 raise KDPluginError(f"{s.resume_from}: checkpoint was trained with {key}={run_state[key]}, this run "
                                     f"has {key}={now}; resume with the same settings or pass --reset-optimizer")
         for peer, state in zip(self.peers, states):
-            try:
-                peer.optimizer.load_state_dict(state["optimizer_state_dict"])
-            except (ValueError, KeyError) as err:
-                raise KDPluginError(f"{s.resume_from}: optimizer state of {peer.label} does not fit this run "
-                                    f"({err})") from None
+            load_optimizer_state(peer.optimizer, state["optimizer_state_dict"], s.resume_from, f" of {peer.label}")
             peer.scheduler.load_state_dict(state["compression_sched"])
             if state["best_top1"] is not None:
                 peer.best = {"top1": float(state["best_top1"]), "epoch": int(state["best_epoch"])}
@@ -206,7 +213,14 @@ class MutualRun:
     def run_identity(self):
         """What a resumed run must share with the checkpoint's to continue it exactly (data order included)."""
         return {"seed": self.seed, "batch_size": self.s.batch_size, "augment": self.s.augment,
-                "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash}
+                "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash,
+                "normalization": self.normalization.describe()}
+
+    def experiment_identity(self):
+        """The group's identity, compared on resume as a single-model run's is: every peer has the same optimizer
+        settings and schedule, so the first peer's stand for all."""
+        return {**experiment_identity(self.run_identity(), self.peers[0].optimizer, [], self.sched_dict),
+                "peers": " ".join(self.archs), "temperature": self.temperature}
 
     def save(self, epoch, resume_batch=None):
         """The group checkpoint: every peer's weights (keys ``{peer index}.{name}``) and, under ``kd_plugin``,
@@ -218,11 +232,11 @@ class MutualRun:
                 raise NonFiniteLoss(f"weights of {peer.label} {bad} became NaN or Inf in epoch {epoch}; stopped "
                                     f"without saving (the last good and best checkpoints are untouched)")
         state = {"run": {**self.run_identity(), "temperature": self.temperature, "data": self.test_set.source,
-                         "epochs": self.s.epochs},
+                         "epochs": self.s.epochs}, "identity": self.identity,
                  "rng": capture_rng(), "resume_batch": resume_batch,
                  "mutual": {"peers": self.archs, "temperature": self.temperature,
                             "states": [peer.state() for peer in self.peers]}}
-        group = torch.nn.ModuleList([peer.model for peer in self.peers])
+        group = set_normalization(torch.nn.ModuleList([peer.model for peer in self.peers]), self.normalization)
         path, _ = checkpoint_paths(self.run_dir, self.name)
         return write_checkpoint(path, checkpoint_content(epoch, None, group, plugin_state=state))
 
@@ -245,7 +259,10 @@ class MutualRun:
                  self.train_loader.num_images, self.valid_loader.num_images if self.valid_loader else 0,
                  len(self.test_set), self.start_epoch, s.epochs - 1, s.batch_size, s.optimizer,
                  self.peers[0].optimizer.param_groups[0]["lr"], self.seed)
+        log.info("Input normalization: %s, %s", self.normalization.describe(), self.normalization_note)
         log.info("Teacher-output cache: off (mutual learning: every peer trains, so its outputs change every step)")
+        if self.accepted_changes:
+            log.info("Resumed with changes accepted by --resume-accept-changes: %s", ", ".join(self.accepted_changes))
         batch_hook = self.batch_hook_factory(self) if self.batch_hook_factory else None
         stop = StopRequest()
         with stop_on_signals(stop):
@@ -296,7 +313,7 @@ class MutualRun:
 
     def finish(self):
         """Write every peer's best checkpoint, evaluate it on the test split, and write summary.json."""
-        test_loader = TensorLoader(self.test_set, 1024, "n", device=self.device)
+        test_loader = TensorLoader(self.test_set, 1024, "n", device=self.device, normalization=self.normalization)
         results = []
         for peer in self.peers:
             path = self.save_peer_best(peer)  # again: a resumed run's directory gets every peer's best too
@@ -324,3 +341,13 @@ def run_mutual_learning(settings, batch_hook_factory=None):
     finally:
         if run.logger is not None:
             close_logger(run.logger)
+
+
+def group_normalization(settings, archs, resume=None):
+    """(Normalization, why) every peer is fed: as a single-model run resolves it (``trainer.run_normalization``),
+    with the peers' registered defaults required to agree when nothing else decides."""
+    defaults = {default_cfg(arch)["normalization"] for arch in archs}
+    if settings.normalization is None and resume is None and len(defaults) > 1:
+        raise KDPluginError(f"the peers {' '.join(archs)} expect different input normalizations; choose one for the "
+                            f"group with --normalization")
+    return run_normalization(settings, archs[0], resume)

@@ -1,8 +1,11 @@
 """What a training run is asked to do, with the range checks every entry point shares."""
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 
 from ..distill.losses import check_temperature, create_loss
+from ..distill.teacher import teacher_members
+from ..models.ensembles import COMBINE_MODES
 from ..protocol.config import MAX_POLICY_EPOCH
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND
 from ..util.errors import KDPluginError
@@ -38,8 +41,10 @@ class RunSettings:
     resume_accept_changes: bool = False  # resume even where the experiment's identity changed (logged)
     device: str = "cpu"
     print_freq: int = 10
-    kd_teacher: str = None
-    kd_resume: str = None
+    kd_teacher: str = None  # a list of several: an ensemble teacher (distill.teacher.build_teacher)
+    kd_resume: str = None  # one checkpoint per teacher architecture, in the same order
+    kd_teacher_weights: list = None  # an ensemble's member weights (None: equal)
+    kd_teacher_combine: str = None  # an ensemble averages 'logits' (None: the default) or 'probs'
     kd_temperature: float = None
     kd_distill_wt: float = None
     kd_student_wt: float = None
@@ -97,6 +102,10 @@ class RunSettings:
         for flag, value in (("--kd-distill-wt", self.kd_distill_wt), ("--kd-student-wt", self.kd_student_wt),
                             ("--kd-teacher-wt", self.kd_teacher_wt)):
             _require(value is None or (_num(value) and value >= 0), f"{flag} must be >= 0, got {value!r}")
+        if self.kd_teacher:
+            teacher_members(self.kd_teacher, self.kd_resume, self.kd_teacher_weights)
+        _require(self.kd_teacher_combine in (None, *COMBINE_MODES),
+                 f"--kd-teacher-combine must be one of {', '.join(COMBINE_MODES)}, got {self.kd_teacher_combine!r}")
         _require(self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         _require(self.kd_start_epoch is None or (_int(self.kd_start_epoch) and 0 <= self.kd_start_epoch < self.epochs),
                  f"--kd-start-epoch must be in 0..{self.epochs - 1}, got {self.kd_start_epoch!r}")
@@ -109,11 +118,15 @@ class RunSettings:
             _require(not self.kd_teacher and not self.kd_resume,
                      "--mutual trains its peers together from scratch; it does not take --kd-teacher/--kd-resume")
             _require(not self.load_weights_from, "--exp-load-weights-from loads one model; it does not go with --mutual")
+            given = kd_flags_given(self)
+            _require(not given, f"--mutual trains its peers with mutual learning's own loss (--mutual-temperature); "
+                                f"it does not take {', '.join(given)}")
         if self.mutual_temperature is not None:
             _require(_num(self.mutual_temperature) and self.mutual_temperature > 0,
                      f"--mutual-temperature must be > 0, got {self.mutual_temperature!r}")
-        _require(self.threads is None or (_int(self.threads) and self.threads >= 1),
-                 f"--threads must be an integer >= 1, got {self.threads!r}")
+        _require(self.threads is None or (_int(self.threads) and 1 <= self.threads <= max_threads()),
+                 f"--threads must be an integer from 1 to {max_threads()} (4 x the {usable_cores()} CPU cores this "
+                 f"process may use), got {self.threads!r}")
         if self.normalization is not None:
             parse_normalization(self.normalization)
         return self
@@ -154,9 +167,30 @@ def _require(condition, message):
         raise KDPluginError(message)
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def max_threads() -> int:
+    """More threads than this only slow a run down; far more end in a crash inside OpenMP (segfault)."""
+    return 4 * usable_cores()
+
+
 def _int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _num(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# The settings that only mean something to a distillation policy, with the flag that sets each.
+KD_ONLY_FLAGS = {"kd_resume": "--kd-resume", "kd_temperature": "--kd-temperature", "kd_distill_wt": "--kd-distill-wt",
+                 "kd_student_wt": "--kd-student-wt", "kd_teacher_wt": "--kd-teacher-wt", "kd_loss": "--kd-loss",
+                 "kd_loss_args": "--kd-loss-arg", "kd_logit_standardize": "--kd-logit-standardize",
+                 "kd_start_epoch": "--kd-start-epoch", "kd_random_teacher": "--kd-random-teacher"}
+
+
+def kd_flags_given(settings: "RunSettings") -> list[str]:
+    """The KD-only flags SETTINGS sets (in KD_ONLY_FLAGS' order)."""
+    return [flag for field, flag in KD_ONLY_FLAGS.items() if getattr(settings, field) not in (None, False, {})]

@@ -29,9 +29,12 @@ from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, se
 from .best_checkpoint import best_chosen_on, carry_best_forward, tested_checkpoint
 from .distributed import MainOnlyCsv, from_environment, main_only_logger, relaunch_command
 from .guards import (
+    check_distillation_window,
     check_optimizer_type,
     check_teacher_cache_dir,
+    distillation_epochs,
     distillation_record,
+    load_optimizer_state,
     move_distillation_start,
 )
 from .identity import check_resume_identity, experiment_identity
@@ -40,12 +43,14 @@ from .meters import EpochMeter
 from .rng import capture_rng, restore_rng, seed_everything
 from .run_data import load_run_data, run_loaders
 from .rundir import close_logger, copy_configs, create_run_dir, make_logger
+from .settings import kd_flags_given
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 KD_OVERRIDES = {"kd_temperature": "temperature", "kd_distill_wt": "distill_weight",
                 "kd_student_wt": "student_weight", "kd_teacher_wt": "teacher_weight",
                 "kd_teacher": "teacher_arch", "kd_resume": "teacher_checkpoint",
-                "kd_logit_standardize": "logit_standardize"}  # --kd-loss/--kd-loss-arg: with_loss_flags
+                "kd_logit_standardize": "logit_standardize", "kd_teacher_weights": "teacher_weights",
+                "kd_teacher_combine": "teacher_combine"}  # --kd-loss/--kd-loss-arg: with_loss_flags
 
 
 def build_optimizer(model, settings):
@@ -72,7 +77,8 @@ def build_schedule(model, optimizer, settings, sched_dict=None, runtime=None):
         if settings.kd_start_epoch is not None:
             move_distillation_start(scheduler, distillation_policies(scheduler), settings.kd_start_epoch)
     if settings.kd_teacher and not distillation_policies(scheduler):
-        teacher = build_teacher(model, settings.kd_teacher, settings.kd_resume, settings.kd_random_teacher)
+        teacher = build_teacher(model, settings.kd_teacher, settings.kd_resume, settings.kd_random_teacher,
+                                weights=settings.kd_teacher_weights, combine=settings.kd_teacher_combine)
         weights = DistillationLossWeights(settings.kd_distill_wt, settings.kd_student_wt, settings.kd_teacher_wt)
         policy = runtime.KnowledgeDistillationPolicy(model, teacher, settings.kd_temperature, weights,
                                                      settings.kd_loss or DEFAULT_LOSS, settings.kd_loss_args,
@@ -80,9 +86,11 @@ def build_schedule(model, optimizer, settings, sched_dict=None, runtime=None):
         policy.teacher_checkpoint = settings.kd_resume
         scheduler.add_policy(policy, starting_epoch=settings.kd_start_epoch or 0, ending_epoch=settings.epochs,
                              frequency=1)
-    elif settings.kd_resume and not settings.kd_teacher and not distillation_policies(scheduler):
-        raise KDPluginError("--kd-resume needs --kd-teacher (or a KD extension in the schedule)")
+    elif not distillation_policies(scheduler) and (given := kd_flags_given(settings)):
+        raise KDPluginError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --kd-teacher (or a KD "
+                            f"extension in the schedule): without a teacher the run would train a plain student")
     return scheduler
+
 
 
 @contextlib.contextmanager
@@ -156,6 +164,8 @@ class TrainingRun:
         accelerate_model(self.model, self.device, s.channels_last, s.amp, s.compile)
         self.optimizer = build_optimizer(self.model, s)
         self.scheduler = build_schedule(self.model, self.optimizer, s, self.sched_dict, self.runtime)
+        check_distillation_window(self.scheduler, distillation_policies(self.scheduler), s.epochs,
+                                  s.compress or "--kd-teacher")
         accelerate_teachers(distillation_policies(self.scheduler), s.channels_last, s.amp)
         self.grad_scaler = grad_scaler(s.amp, self.device)
         self.teacher_cache_dir, self.teacher_cache_note = teacher_cache_dir(s, resume)
@@ -202,10 +212,7 @@ class TrainingRun:
                                     f"has {key}={now}; resume with the same settings or pass --reset-optimizer")
         check_optimizer_type(resume, self.optimizer)
         if "optimizer_state_dict" in resume.content:
-            try:
-                self.optimizer.load_state_dict(resume.content["optimizer_state_dict"])
-            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
-                raise KDPluginError(f"{s.resume_from}: optimizer state does not fit this run ({err})") from None
+            load_optimizer_state(self.optimizer, resume.content["optimizer_state_dict"], s.resume_from)
         if "compression_sched" in resume.content and "policy_states" in resume.content["compression_sched"]:
             self.scheduler.load_state_dict(resume.content["compression_sched"])
         state = resume.plugin_state
@@ -226,7 +233,8 @@ class TrainingRun:
     def run_identity(self):
         """What a resumed run must share with the checkpoint's to continue it exactly (data order included)."""
         identity = {"seed": self.seed, "batch_size": self.s.batch_size, "augment": self.s.augment,
-                    "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash}
+                    "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash,
+                    "normalization": self.normalization.describe()}
         identity["world_size"] = self.dist.world_size  # each rank's share of a global batch is part of the order
         return identity
 
@@ -269,11 +277,18 @@ class TrainingRun:
                  s.epochs - 1, s.batch_size, s.optimizer, self.optimizer.param_groups[0]["lr"], self.seed)
         log.info("Input normalization: %s, %s", self.normalization.describe(), self.normalization_note)
         for policy in distillation_policies(self.scheduler):
+            describe = getattr(policy.teacher, "describe", None)  # an ensemble names its members and weights
             log.info("Distillation: teacher %s, T=%g, weights distill=%g student=%g, epochs %s..%s, loss %s",
-                     getattr(policy.teacher, "arch", type(policy.teacher).__name__), policy.temperature,
+                     describe() if describe else getattr(policy.teacher, "arch", type(policy.teacher).__name__),
+                     policy.temperature,
                      policy.loss_wts.distill, policy.loss_wts.student,
                      self.scheduler.sched_metadata[policy]["starting_epoch"],
                      self.scheduler.sched_metadata[policy]["ending_epoch"] - 1, policy.distillation_loss.describe())
+            inside, beyond = distillation_epochs(self.scheduler, policy, s.epochs)
+            if beyond:
+                log.warning("Distillation: the policy is also scheduled for epochs %d..%d, beyond this run's last "
+                            "epoch %d: it distills in %d of the run's %d epochs", beyond[0], beyond[-1], s.epochs - 1,
+                            len(inside), s.epochs)
             if not policy.used_settings()["teacher_checkpoint"]:
                 log.warning("Distillation: the teacher %s has random weights (--kd-random-teacher)",
                             policy.used_settings()["teacher_arch"])
@@ -340,6 +355,14 @@ class TrainingRun:
         log.info("Epoch %d: %s%s", epoch, shown, " (best)" if is_best else "")
         return path
 
+    def _distillation_record(self, test_loader):
+        """summary.json's ``distillation`` with each teacher's top-1 on the split the student's test_top1 is on."""
+        policies = distillation_policies(self.scheduler)
+        record = distillation_record(self.scheduler, policies)
+        for entry, policy in zip(record, policies):
+            entry["teacher_test_top1"] = evaluate_loader(policy.teacher, test_loader)["top1"]
+        return record
+
     def finish(self):
         """Evaluate the best checkpoint on the test split and write summary.json (rank 0; the others get its
         summary)."""
@@ -362,7 +385,7 @@ class TrainingRun:
                    "test_images": len(self.test_set),
                    "test_per_class": per_class_accuracy(test["confusion"], self.classes),
                    "rows": self.csv.rows, "seed": self.seed,
-                   "distillation": distillation_record(self.scheduler, distillation_policies(self.scheduler))}
+                   "distillation": self._distillation_record(test_loader)}
         write_json(os.path.join(self.run_dir, "summary.json"), summary)
         self.logger.info("Test (%s): top1 %.2f top5 %.2f loss %.4f on %d images", os.path.basename(chosen),
                          test["top1"], test["top5"], test["Loss"], len(self.test_set))

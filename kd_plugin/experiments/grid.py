@@ -7,6 +7,7 @@ from .jobs import run_summary
 # while the table still showed the planned value). Long options also match their argparse abbreviations.
 SWEEP_GRID_FLAGS = ("--kd-distill-wt", "--kd-dw", "--kd-student-wt", "--kd-sw", "--kd-teacher-wt", "--kd-tw",
                     "--kd-temperature", "--kd-temp", "--seed", "-a", "--arch", "--kd-teacher", "--kd-resume",
+                    "--kd-teacher-weights",
                     "--kd-random-teacher", "--kd-start-epoch", "-n", "--name", "-o", "--out-dir", "--compress",
                     "--resume-from", "--epochs", "-b", "--batch-size")
 # What reproduce sets per stage.
@@ -52,12 +53,12 @@ def refuse_grid_flags(extra, flags, what="--extra-args"):
 
 def used_values(summary):
     """The cell values a finished run used, from its summary.json: student, seed, and (for a KD run) the
-    teacher, alpha (the distillation weight), the student's CE weight and T; a run without distillation has them
-    None."""
+    teacher, alpha (the distillation weight), the student's CE weight, T and the teacher's test top-1 (on the
+    student's test split); a run without distillation has them None."""
     kd = (summary.get("distillation") or [None])[0] or {}
     return {"student": summary.get("arch"), "seed": summary.get("seed"), "teacher": kd.get("teacher_arch"),
             "alpha": kd.get("distill_weight"), "student_weight": kd.get("student_weight"),
-            "temperature": kd.get("temperature")}
+            "temperature": kd.get("temperature"), "teacher_top1": kd.get("teacher_test_top1")}
 
 
 def cell_result(job):

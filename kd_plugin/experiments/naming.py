@@ -1,7 +1,8 @@
 """How experiments name models in tables, files and titles."""
 
 DISPLAY_NAMES = {"resnet18_cifar": "ResNet18", "vgg16_bn_cifar": "VGG16", "avnet_cifar": "AvNet",
-                 "jointnet_cifar": "JointNet", "vgg7_bn_cifar": "VGG7", "cnn5_cifar": "5-CNN"}
+                 "jointnet_cifar": "JointNet", "vgg7_bn_cifar": "VGG7", "cnn5_cifar": "5-CNN",
+                 "ensemble_cifar": "Ensemble"}
 
 
 def display_name(arch):

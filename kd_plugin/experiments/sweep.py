@@ -20,13 +20,15 @@ from ..checkpoint import load_model
 from ..data import TensorLoader, load_split
 from ..distill.losses import parse_loss_spec
 from ..distill.losses.base import TEMPERATURE
+from ..distill.teacher import as_list
 from ..engine.loop import evaluate_loader
 from ..models import resolve_arch
 from ..protocol.config import read_schedule
 from ..reporting.plots import accuracy_vs_temperature, plot_or_warn
 from ..reporting.tables import markdown_table
 from ..util.errors import KDPluginError
-from ..util.fileio import ensure_writable_dir, write_json, write_text
+from ..util.fileio import ensure_writable_dir, require_file, write_json, write_text
+from .ensembles.members import parse_members
 from .grid import SWEEP_GRID_FLAGS, cell_result, check_unique_cells, exact, refuse_grid_flags, unique
 from .jobs import Job, exclusive_directory
 from .launchers import add_launcher_args, make_runner
@@ -36,9 +38,25 @@ from .schedule_scaling import distillation_extension, scale_schedule, strip_dist
 
 @dataclass(frozen=True)
 class Teacher:
+    """One value of the teacher axis: a network (ARCH, CHECKPOINT) or an ensemble of MEMBERS, each
+    (arch, checkpoint, weight or None); an ensemble's ARCH is ``ensemble_cifar`` and its CHECKPOINT None."""
     label: str
     arch: str
     checkpoint: str
+    members: tuple = ()
+
+    def argv(self) -> list[str]:
+        """compress_classifier's teacher flags for this value."""
+        if not self.members:
+            return ["--kd-teacher", self.arch, "--kd-resume", self.checkpoint]
+        weights = [w for _, _, w in self.members]
+        return ["--kd-teacher", *(a for a, _, _ in self.members), "--kd-resume", *(c for _, c, _ in self.members),
+                *(["--kd-teacher-weights", *map(exact, weights)] if weights[0] is not None else [])]
+
+    def display(self) -> str:
+        if not self.members:
+            return display_name(self.arch)
+        return "ensemble(" + " + ".join(display_name(a) for a, _, _ in self.members) + ")"
 
 
 @dataclass
@@ -75,10 +93,11 @@ def kd_job(plan, teacher, student, alpha, temperature, seed, loss=None):
     name = f"{teacher.label}-to-{short(student)}{tag}{grid}_s{seed}"
     weights = [] if alpha is None else ["--kd-dw", exact(alpha), "--kd-sw", exact(1 - alpha)]
     argv = [plan.data, *(["--compress", plan.kd_schedule] if plan.kd_schedule else []), "-a", student,
-            "--kd-teacher", teacher.arch, "--kd-resume", teacher.checkpoint, *weights,
+            *teacher.argv(), *weights,
             *([] if temperature is None else ["--kd-temp", exact(temperature)]), "--seed", str(seed),
             "--teacher-cache", os.path.join(plan.out, "teacher_cache"), *loss_argv(loss), *plan.run_args]
-    meta = {"teacher": teacher.arch, "teacher_label": teacher.label, "teacher_checkpoint": teacher.checkpoint,
+    meta = {"teacher": teacher.arch, "teacher_label": teacher.label, "teacher_name": teacher.display(),
+            "teacher_checkpoint": teacher.checkpoint or [c for _, c, _ in teacher.members],
             "student": student, "alpha": alpha, "student_weight": None if alpha is None else 1 - alpha,
             "temperature": temperature, "seed": seed, "loss": plan.default_loss if loss is None else loss}
     return Job.training_run(name, os.path.join(plan.out, "runs", name), argv, meta=meta, collect=cell_result)
@@ -117,12 +136,14 @@ def baselines_from_results(results):
 
 def table_rows(results, baselines):
     """Rows of the original-style table: one per (teacher, student, loss, alpha, T), seeds aggregated."""
-    groups = {}
+    groups, teachers = {}, {}  # teachers: label -> (name, test top-1 as the runs' summaries record it)
     for r in results:
         loss = (r.get("loss") or "kd") if r["teacher"] else ""
         key = (r.get("teacher_label") or "", r["teacher"] or "", r["student"], loss, r["alpha"],
                r.get("student_weight"), r["temperature"])
         groups.setdefault(key, []).append(r["test_top1"])
+        if r["teacher"]:
+            teachers[key[0]] = (r.get("teacher_name") or display_name(r["teacher"]), r.get("teacher_top1"))
     rows = []
     def order(key):
         label, _, student, loss, *numbers = key
@@ -132,7 +153,9 @@ def table_rows(results, baselines):
             groups.items(), key=lambda kv: order(kv[0])):
         mean, std = _stats(values)
         baseline = baselines.get(student)
-        rows.append({"teacher": label or "", "teacher_arch": teacher or "", "student": student, "loss": loss,
+        name, teacher_top1 = teachers.get(label, (None, None)) if teacher else (None, None)
+        rows.append({"teacher": label or "", "teacher_arch": teacher or "", "teacher_name": name or "",
+                     "teacher_top1": teacher_top1, "student": student, "loss": loss,
                      "alpha": alpha, "student_weight": student_weight, "temperature": temperature,
                      "seeds": len(values), "mean": mean, "std": std,
                      "values": values, "baseline": baseline,
@@ -147,9 +170,12 @@ def _accuracy_text(row):
 def markdown_rows(rows):
     shown = []
     for row in rows:
-        pair = f"{display_name(row['teacher_arch'])} → {display_name(row['student'])}" if row["teacher_arch"] \
-            else f"(baseline) {display_name(row['student'])}"
-        shown.append({"teacher → student": pair, "loss": row["loss"] or "—",
+        pair = f"{row.get('teacher_name') or display_name(row['teacher_arch'])} → {display_name(row['student'])}" \
+            if row["teacher_arch"] else f"(baseline) {display_name(row['student'])}"
+        teacher_top1 = row.get("teacher_top1")
+        shown.append({"teacher → student": pair,
+                      "teacher top-1 (%)": "—" if teacher_top1 is None else f"{teacher_top1:.2f}",
+                      "loss": row["loss"] or "—",
                       "alpha": "—" if row["alpha"] is None else f"{row['alpha']:g}",
                       "CE wt": "—" if row.get("student_weight") is None else f"{row['student_weight']:g}",
                       "T": "—" if row["temperature"] is None else f"{row['temperature']:g}", "seeds": row["seeds"],
@@ -161,7 +187,8 @@ def markdown_rows(rows):
 def write_tables(rows, out_dir):
     md = write_text(os.path.join(out_dir, "sweep.md"), "# KD sweep\n\n" + markdown_table(markdown_rows(rows)))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["teacher", "teacher_arch", "student", "loss", "alpha",
+    writer = csv.DictWriter(buffer, fieldnames=["teacher", "teacher_arch", "teacher_name", "teacher_top1",
+                                                "student", "loss", "alpha",
                                                 "student_weight", "temperature", "seeds", "mean", "std", "values",
                                                 "baseline", "delta"])
     writer.writeheader()
@@ -194,8 +221,7 @@ def write_plots(rows, out_dir, warn=print):
 
 def baseline_accuracy(path, test_set):
     """(arch, test top-1) from a summary.json/result.json, or by evaluating a checkpoint on the test split."""
-    if not os.path.isfile(path):
-        raise KDPluginError(f"--baseline {path}: file not found")
+    require_file(path, "--baseline file")
     if path.endswith(".json"):
         try:
             with open(path) as fh:
@@ -211,30 +237,47 @@ def baseline_accuracy(path, test_set):
     return checkpoint.arch, evaluate_loader(model, TensorLoader(test_set, 1024, "n"))["top1"]
 
 
-def parse_teachers(specs, schedule):
-    pairs = []
-    for spec in specs or []:
-        arch, sep, checkpoint = spec.partition("=")
-        if not sep or not checkpoint:
-            raise KDPluginError(f"--teacher {spec!r}: expected ARCH=CHECKPOINT")
-        pairs.append((resolve_arch(arch), checkpoint))
-    if not pairs and schedule is not None:
-        kd = distillation_extension(schedule)
-        if kd is not None:
-            pairs.append((resolve_arch(kd["teacher_arch"]), kd.get("teacher_checkpoint")))
-    if not pairs:
+def schedule_teacher(schedule: dict | None) -> list[tuple[str, str, float | None]]:
+    """The schedule's KD teacher as [(arch, checkpoint, weight or None)], or []."""
+    kd = distillation_extension(schedule) if schedule is not None else None
+    if kd is None:
+        return []
+    archs, checkpoints = as_list(kd["teacher_arch"]), as_list(kd.get("teacher_checkpoint"))
+    weights = as_list(kd.get("teacher_weights")) or [None] * len(archs)
+    if len(checkpoints) != len(archs) or len(weights) != len(archs):
+        raise KDPluginError("the schedule's KD extension needs one teacher_checkpoint (and weight) per teacher_arch")
+    return [(resolve_arch(a), c, w) for a, c, w in zip(archs, checkpoints, weights)]
+
+
+def teacher_value(members: list[tuple[str, str, float | None]], taken: list[str]) -> Teacher:
+    """The Teacher of MEMBERS, labelled uniquely among the labels TAKEN."""
+    members = tuple((arch, os.path.abspath(checkpoint), weight) for arch, checkpoint, weight in members)
+    if len(members) == 1 and members[0][2] is None:
+        label, teacher = short(members[0][0]), dict(arch=members[0][0], checkpoint=members[0][1])
+    else:
+        label = f"ens{len(members)}-" + "-".join(sorted({short(a) for a, _, _ in members}))
+        teacher = dict(arch="ensemble_cifar", checkpoint=None, members=members)
+    if label in taken:
+        label = f"{label}-{len(taken) + 1}"
+    return Teacher(label, **teacher)
+
+
+def parse_teachers(specs: list[str] | None, schedule: dict | None) -> list[Teacher]:
+    values = [parse_members(spec, "--teacher") for spec in specs or []]
+    if not values and schedule_teacher(schedule):
+        values.append(schedule_teacher(schedule))
+    if not values:
         raise KDPluginError("no teacher: pass --teacher ARCH=CHECKPOINT or a --schedule with a "
                             "KnowledgeDistillationExtension")
     teachers = []
-    for arch, checkpoint in pairs:
-        if not checkpoint or not os.path.isfile(checkpoint):
-            raise KDPluginError(f"teacher {arch}: checkpoint {checkpoint!r} not found")
-        label = short(arch)
-        if any(t.label == label for t in teachers):
-            label = f"{label}-{len(teachers) + 1}"
-        teacher = Teacher(label, arch, os.path.abspath(checkpoint))
-        if any((t.arch, t.checkpoint) == (teacher.arch, teacher.checkpoint) for t in teachers):
-            print(f"note: --teacher {arch}={checkpoint} given more than once; it runs once")
+    for members in values:
+        for arch, checkpoint, _ in members:
+            if not checkpoint or not os.path.isfile(checkpoint):
+                raise KDPluginError(f"teacher {arch}: checkpoint {checkpoint!r} not found")
+        teacher = teacher_value(members, [t.label for t in teachers])
+        if any((t.arch, t.checkpoint, t.members) == (teacher.arch, teacher.checkpoint, teacher.members)
+               for t in teachers):
+            print(f"note: --teacher {teacher.display()} given more than once; it runs once")
             continue
         teachers.append(teacher)
     return teachers
@@ -297,7 +340,9 @@ def add_sweep_args(p):
     p.add_argument("--data", required=True, help="CIFAR-10 python batches dir")
     p.add_argument("--schedule", help="base YAML schedule (with a KnowledgeDistillationExtension, or without "
                                       "and --teacher)")
-    p.add_argument("--teacher", action="append", metavar="ARCH=CHECKPOINT", help="a teacher (repeatable)")
+    p.add_argument("--teacher", action="append", metavar="ARCH=CHECKPOINT",
+                   help="a teacher (repeatable); an ensemble teacher: members joined by commas, "
+                        "ARCH=CHECKPOINT[@WEIGHT],ARCH=CHECKPOINT[@WEIGHT],...")
     p.add_argument("--student", action="append", metavar="ARCH", help="a student (repeatable)")
     p.add_argument("--alpha", type=float, nargs="+", help="distillation weights (student CE gets 1-alpha); "
                                                           "default: the schedule's, else each loss's own recipe")
@@ -338,6 +383,7 @@ def cmd_sweep(args):
             if results:
                 rows = table_rows(results, {**given, **baselines_from_results(results)})
                 md, csv_path = write_tables(rows, plan.out)
+                write_json(os.path.join(plan.out, "sweep.json"), {**asdict(plan), "rows": rows})  # plan + table
                 write_plots(rows, plan.out)
                 print(f"wrote {md} and {csv_path} ({len(results)} of {len(jobs)} runs)")
     return 0

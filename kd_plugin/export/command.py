@@ -3,10 +3,11 @@ import os
 
 import torch
 
-from ..checkpoint import load_model
+from ..checkpoint import load_model, normalization_line
 from ..data import ImageSet, load_split
 from ..util.errors import KDPluginError
-from ..util.fileio import ensure_writable_dir, write_json
+from ..util.fileio import ensure_writable_dir, require_file, write_json
+from ..util.normalization import add_normalization_arg
 from .formats import check_formats, export_path, write_format
 from .identity import model_identity
 
@@ -26,6 +27,7 @@ def add_export_args(p):
     p.add_argument("--calib-images", type=int, default=512, help="training images used for calibration")
     p.add_argument("--data", help="verify on this dataset's test split (default: generated random images)")
     p.add_argument("--verify-images", type=int, default=1000, help="test images used to verify (with --data)")
+    add_normalization_arg(p, "the network expects, written into the files")
 
 
 def _formats(args):
@@ -54,12 +56,12 @@ def _check_set(args):
 
 def cmd_export(args):
     formats = _formats(args)
-    if not os.path.isfile(args.checkpoint):
-        raise KDPluginError(f"{args.checkpoint}: checkpoint file not found")
+    require_file(args.checkpoint, "checkpoint file")
     calibration = load_split(args.calib_data, "train") if "onnx-int8" in formats else None
     check_set, labelled = _check_set(args)
     ensure_writable_dir(args.out_dir)
-    model, checkpoint = load_model(args.checkpoint, args.arch)
+    model, checkpoint = load_model(args.checkpoint, args.arch, args.normalization)
+    print(normalization_line(model, checkpoint.normalization_note))
     arch = model.arch
     identity = model_identity(model, arch)
     stem = os.path.basename(args.checkpoint).split(".")[0]

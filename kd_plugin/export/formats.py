@@ -11,6 +11,7 @@ import torch
 from ..models import create_model
 from ..models.weights_file import save_safetensors
 from ..util.errors import KDPluginError
+from ..util.normalization import normalization_of
 from ..util.optional import require
 from . import measure
 from .identity import as_strings
@@ -48,6 +49,8 @@ def write_format(fmt, model, identity, out_dir, stem, check_set, calibration_set
     if fmt == "safetensors":
         save_safetensors(model, path, as_strings(identity))
         reloaded = create_model(identity["arch"], weights=path).eval()
+        if not normalization_of(reloaded).same_as(normalization_of(model)):
+            raise KDPluginError(f"{path}: the file records another input normalization than the network's")
         logits = measure.torch_logits(reloaded, check_set)
         check = {"bit_exact": bool(torch.equal(logits, reference)), "runtime": "torch"}
     else:
@@ -55,8 +58,8 @@ def write_format(fmt, model, identity, out_dir, stem, check_set, calibration_set
         if fmt == "onnx" or not os.path.isfile(fp32):
             export_onnx(model, fp32, identity)
         if fmt == "onnx-int8":
-            quantize_int8(fp32, path, calibration_set, calibration_images)
-        logits = measure.onnx_logits(session(path), check_set)
+            quantize_int8(fp32, path, calibration_set, normalization_of(model), calibration_images)
+        logits = measure.onnx_logits(session(path), check_set, normalization_of(model))
         check = {"runtime": "onnxruntime"}
     delta, same = measure.agreement(reference, logits)
     check.update(images=len(check_set), max_abs_logit_delta=delta, top1_agreement=same)
@@ -72,5 +75,6 @@ def format_rows(model, arch_identity, formats, out_dir, stem, test_set, calibrat
         if fmt == "safetensors":
             continue
         write_format(fmt, model, arch_identity, out_dir, stem, test_set.subset(slice(0, 64)), calibration_set)
-        rows.append(measure.onnx_row(export_path(out_dir, stem, fmt), fmt, test_set, repeats))
+        path = export_path(out_dir, stem, fmt)
+        rows.append(measure.onnx_row(path, fmt, test_set, normalization_of(model), repeats))
     return rows

@@ -1,22 +1,17 @@
 """What a shipped file must say about the network so that a user feeds it correctly."""
 from ..data import CLASS_NAMES
-from ..data.augment import MEAN, STD
+from ..util.normalization import normalization_of
 
 INPUT_SIZE = (3, 32, 32)
 
 
-def normalization(model=None):
-    """The model's input normalization, x = (pixel / 255 - mean) / std per RGB channel.
-
-    The one place exports read it from: today every kd-plugin network uses the original's constants.
-    """
-    return {"mean": [float(v) for v in MEAN], "std": [float(v) for v in STD]}
-
-
 def model_identity(model, arch, classes=CLASS_NAMES):
-    norm = normalization(model)
+    """The network's identity for a shipped file; its input normalization is the one the network itself expects
+    (the checkpoint's record or --normalization, as loaded), x = (pixel / 255 - mean) / std per RGB channel."""
+    norm = normalization_of(model)
     return {"arch": arch, "classes": list(classes), "input": "float32 NCHW RGB, (pixel / 255 - mean) / std",
-            "input_size": list(INPUT_SIZE), "mean": norm["mean"], "std": norm["std"]}
+            "input_size": list(INPUT_SIZE), "normalization": norm.name, "mean": list(norm.mean),
+            "std": list(norm.std)}
 
 
 def as_strings(identity):

@@ -13,17 +13,18 @@ import numpy as np
 from ..data import TensorLoader
 from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write
+from ..util.normalization import Normalization
 from ..util.optional import require
 from .onnx_files import INPUT_NAME
 
 
-def calibration_reader(image_set, images=512, batch_size=64, seed=0):
-    """An ORT CalibrationDataReader over the first IMAGES of a (shuffled) training split, normalized as in
-    training, no augmentation."""
+def calibration_reader(image_set, normalization: Normalization, images=512, batch_size=64, seed=0):
+    """An ORT CalibrationDataReader over the first IMAGES of a (shuffled) training split, normalized as the
+    network expects (NORMALIZATION), no augmentation."""
     quantization = require("onnxruntime.quantization", "int8 quantization")
     if len(image_set) == 0:
         raise KDPluginError("no calibration images")
-    loader = TensorLoader(image_set, batch_size, "n", shuffle=True, seed=seed)
+    loader = TensorLoader(image_set, batch_size, "n", shuffle=True, seed=seed, normalization=normalization)
     limit = min(images, len(image_set))
 
     class Reader(quantization.CalibrationDataReader):
@@ -48,7 +49,7 @@ def calibration_reader(image_set, images=512, batch_size=64, seed=0):
     return Reader()
 
 
-def quantize_int8(fp32_path, int8_path, calibration_set, images=512):
+def quantize_int8(fp32_path, int8_path, calibration_set, normalization: Normalization, images=512):
     """QDQ int8 (per-channel weights, int8 activations, MinMax calibration) of FP32_PATH into INT8_PATH."""
     quantization = require("onnxruntime.quantization", "int8 quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -56,7 +57,7 @@ def quantize_int8(fp32_path, int8_path, calibration_set, images=512):
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(int8_path))) as work:
         prepared, quantized = os.path.join(work, "prepared.onnx"), os.path.join(work, "int8.onnx")
         quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
-        quantization.quantize_static(prepared, quantized, calibration_reader(calibration_set, images),
+        quantization.quantize_static(prepared, quantized, calibration_reader(calibration_set, normalization, images),
                                      quant_format=quantization.QuantFormat.QDQ, per_channel=True,
                                      activation_type=quantization.QuantType.QInt8,
                                      weight_type=quantization.QuantType.QInt8,

@@ -9,12 +9,14 @@ import time
 import torch
 
 from ..data import TensorLoader
+from ..util.normalization import Normalization, normalization_of
 from ..util.timing import median_p90
 from .onnx_files import run, session
 
 
-def inputs_and_labels(image_set, batch_size=1024):
-    loader = TensorLoader(image_set, batch_size, "n")
+def inputs_and_labels(image_set, normalization: Normalization, batch_size=1024):
+    """IMAGE_SET's batches normalized as the exported network expects (its own normalization)."""
+    loader = TensorLoader(image_set, batch_size, "n", normalization=normalization)
     for batch in loader.epoch(0):
         yield batch.inputs, batch.labels
 
@@ -22,11 +24,11 @@ def inputs_and_labels(image_set, batch_size=1024):
 @torch.no_grad()
 def torch_logits(model, image_set):
     model = model.to("cpu").eval()
-    return torch.cat([model(x) for x, _ in inputs_and_labels(image_set)])
+    return torch.cat([model(x) for x, _ in inputs_and_labels(image_set, normalization_of(model))])
 
 
-def onnx_logits(sess, image_set):
-    return torch.cat([run(sess, x) for x, _ in inputs_and_labels(image_set)])
+def onnx_logits(sess, image_set, normalization: Normalization):
+    return torch.cat([run(sess, x) for x, _ in inputs_and_labels(image_set, normalization)])
 
 
 def agreement(reference, logits):
@@ -40,14 +42,14 @@ def top1(logits, image_set):
     return (logits.argmax(1) == image_set.labels).float().mean().item() * 100
 
 
-def onnx_row(path, fmt, test_set, repeats=50):
+def onnx_row(path, fmt, test_set, normalization: Normalization, repeats=50):
     """The card row of an ONNX file: size on disk, test top-1, batched and batch-1 latency (ORT CPU)."""
     sess = session(path)
-    onnx_logits(sess, test_set.subset(slice(0, 8)))  # warm-up
+    onnx_logits(sess, test_set.subset(slice(0, 8)), normalization)  # warm-up
     began = time.perf_counter()
-    logits = onnx_logits(sess, test_set)
+    logits = onnx_logits(sess, test_set, normalization)
     batched = (time.perf_counter() - began) / max(len(test_set), 1)
-    sample = next(inputs_and_labels(test_set.subset(slice(0, 1)), 1))[0]
+    sample = next(inputs_and_labels(test_set.subset(slice(0, 1)), normalization, 1))[0]
     median, p90 = median_p90(lambda: run(sess, sample), repeats)
     return {"format": fmt, "runtime": f"onnxruntime CPU ({sess.get_session_options().intra_op_num_threads} threads)",
             "file": path, "size_mib": os.path.getsize(path) / 2**20, "test_top1": top1(logits, test_set),

@@ -2,12 +2,11 @@
 dynamic batch dimension, the model's identity in the file's metadata_props, and ONNX Runtime sessions."""
 import contextlib
 import io
-import os
 
 import torch
 
 from ..util.errors import KDPluginError
-from ..util.fileio import atomic_write
+from ..util.fileio import atomic_write, require_file
 from ..util.optional import require
 from .identity import INPUT_SIZE, as_strings
 
@@ -50,8 +49,7 @@ def metadata(path):
 def session(path, threads=None):
     """An ONNX Runtime CPU session using as many threads as torch does here (comparable latencies)."""
     ort = require("onnxruntime", "ONNX Runtime inference")
-    if not os.path.isfile(path):
-        raise KDPluginError(f"{path}: ONNX file not found")
+    require_file(path, "ONNX file")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1

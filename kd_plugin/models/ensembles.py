@@ -1,16 +1,20 @@
-"""Ensemble teachers of the original: AvNet (fixed logit average) and JointNet (members + trained head).
+"""Ensemble teachers: the original's AvNet (fixed logit average) and JointNet (members + trained head), and
+WeightedEnsemble, a weighted average of any number of zoo networks (``ensemble_cifar``).
 
-Both hold a ResNet18 (``resnet``) and a VGG16 (``vgg``); ``member_weights`` = [w_resnet, w_vgg] is a buffer,
-so a checkpoint keeps the mixing weights. ``forward`` returns one set of logits, so evaluation and KD treat an
+AvNet and JointNet hold a ResNet18 (``resnet``) and a VGG16 (``vgg``); ``member_weights`` = [w_resnet, w_vgg] is
+a buffer, so a checkpoint keeps the mixing weights. ``forward`` returns one set of logits, so evaluation and KD treat an
 ensemble like any network; ``forward_all`` gives every branch from one pass of each member.
 """
+import math
+import numbers
 from collections import namedtuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import register_model
+from ..util.errors import KDPluginError
+from .registry import create_model, register_model, resolve_arch
 from .resnet_cifar import resnet18_cifar
 from .vgg_cifar import vgg16_bn_cifar
 
@@ -35,7 +39,83 @@ class _TwoMembers(nn.Module):
         """(a1, a2, a3): VGG16 logits, ResNet18 logits and their weighted sum; each member runs once."""
         a1 = self.vgg(x)
         a2 = self.resnet(x)
-        return a1, a2, self.member_weights[1] * a1 + self.member_weights[0] * a2
+        return a1, a2, weighted_sum([a1, a2], [self.member_weights[1], self.member_weights[0]])
+
+
+def weighted_sum(outputs: list, weights: list) -> torch.Tensor:
+    """``w_1 * o_1 + w_2 * o_2 + ...`` in the given order (AvNet's mix and WeightedEnsemble's logit average)."""
+    total = weights[0] * outputs[0]
+    for weight, output in zip(weights[1:], outputs[1:]):
+        total = total + weight * output
+    return total
+
+
+COMBINE_MODES = ("logits", "probs")
+
+
+def check_member_weights(weights: list | None, count: int, where: str = "--kd-teacher-weights") -> list[float]:
+    """COUNT finite weights (None: equal ones) whose sum is positive, as a list scaled to sum to 1."""
+    weights = [1.0] * count if weights is None else list(weights)
+    if len(weights) != count:
+        raise KDPluginError(f"{where}: {len(weights)} weight(s) for {count} ensemble member(s); give one per member")
+    if not all(isinstance(w, numbers.Real) and not isinstance(w, bool) and math.isfinite(w) for w in weights):
+        raise KDPluginError(f"{where}: weights must be finite numbers, got {weights}")
+    total = float(sum(weights))
+    if not total > 0:
+        raise KDPluginError(f"{where}: the weights must sum to a positive number, got {weights} (sum {total:g})")
+    return [float(w) / total for w in weights]
+
+
+class WeightedEnsemble(nn.Module):
+    """A weighted average of N networks' outputs: of their logits (``combine='logits'``, default), or of their
+    softmax probabilities (``'probs'``; the output is then the log of the averaged probabilities, which softmax,
+    argmax and a KD temperature treat as logits). Weights are scaled to sum to 1 and kept as a buffer, with the
+    mode, so a checkpoint and the teacher cache's digest cover both; ``model_config`` rebuilds the members."""
+
+    def __init__(self, member_archs: list[str], weights: list | None = None, combine: str = "logits",
+                 members: list | None = None):
+        super().__init__()
+        if not isinstance(member_archs, (list, tuple)) or not member_archs:
+            raise KDPluginError(f"an ensemble needs a list of one or more member architectures, got {member_archs!r}")
+        if combine not in COMBINE_MODES:
+            raise KDPluginError(f"ensemble combine must be one of {', '.join(COMBINE_MODES)}, got {combine!r}")
+        self.member_archs = [resolve_arch(a) for a in member_archs]
+        if members is None:
+            members = [create_model(a) for a in self.member_archs]
+        if len(members) != len(self.member_archs):
+            raise KDPluginError(f"{len(members)} member network(s) for {len(self.member_archs)} architecture(s)")
+        self.members = nn.ModuleList(members)
+        self.combine = combine
+        self.register_buffer("member_weights", torch.tensor(check_member_weights(weights, len(members), "weights")))
+        self.register_buffer("combine_probabilities", torch.tensor(combine == "probs"))
+
+    def forward_members(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [member(x) for member in self.members]
+
+    def combine_outputs(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        weights = list(self.member_weights.to(outputs[0].dtype))
+        if self.combine == "logits":
+            return weighted_sum(outputs, weights)
+        return torch.log(weighted_sum([torch.softmax(o.float(), dim=1) for o in outputs], weights))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.combine_outputs(self.forward_members(x))
+
+    def forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{'member 1 (arch)': logits, ..., 'mix': the ensemble's output}, each member run once."""
+        outputs = self.forward_members(x)
+        branches = {f"member {i + 1} ({short_name})": o for i, (short_name, o) in
+                    enumerate(zip(self.member_archs, outputs))}
+        return {**branches, "mix": self.combine_outputs(outputs)}
+
+    def model_config(self) -> dict:
+        """What ``ensemble_cifar(**config)`` needs to rebuild this network before its weights are loaded."""
+        return {"member_archs": list(self.member_archs), "combine": self.combine,
+                "member_weights": [float(w) for w in self.member_weights]}
+
+    def describe(self) -> str:
+        return f"ensemble ({self.combine}) of " + " + ".join(
+            f"{float(w):.3g} x {a}" for w, a in zip(self.member_weights, self.member_archs))
 
 
 class AvNet(_TwoMembers):
@@ -153,3 +233,9 @@ def avnet_cifar(resnet_weight=DEFAULT_RESNET_WEIGHT, vgg_weight=DEFAULT_VGG_WEIG
 @register_model(aliases=("jn", "jointnet"))
 def jointnet_cifar(resnet_weight=DEFAULT_RESNET_WEIGHT, vgg_weight=DEFAULT_VGG_WEIGHT, resnet=None, vgg=None):
     return JointNet(resnet, vgg, resnet_weight=resnet_weight, vgg_weight=vgg_weight)
+
+
+@register_model(aliases=("ensemble",))
+def ensemble_cifar(member_archs=("vgg7_bn_cifar",), member_weights: list | None = None, combine: str = "logits",
+                   members: list | None = None) -> WeightedEnsemble:
+    return WeightedEnsemble(list(member_archs), member_weights, combine, members)

@@ -79,11 +79,28 @@ def dataset_of(arch):
     return "imagenet"
 
 
+PLAIN_CONFIG_VALUES = (str, int, float, bool, type(None))
+
+
+def check_model_config(config: object, where: str) -> dict:
+    """CONFIG (factory arguments read from a file) when it maps names to plain values or lists of them; modules
+    (``members``) can never come from a file."""
+    def plain(value):
+        return isinstance(value, PLAIN_CONFIG_VALUES) or (
+            isinstance(value, (list, tuple)) and all(isinstance(x, PLAIN_CONFIG_VALUES) for x in value))
+
+    if not isinstance(config, dict) or not all(isinstance(k, str) and k != "members" and plain(v)
+                                               for k, v in config.items()):
+        raise KDPluginError(f"{where} must map argument names to plain values")
+    return config
+
+
 def create_model(arch, dataset="cifar10", pretrained=False, weights=None, normalization=None, **kwargs):
     """Build a registered network. Mirrors ``distiller.models.create_model`` (argument order aside).
 
     ``weights``: a ``.safetensors`` file (as ``kd-plugin export --format safetensors`` writes) loaded strictly.
-    NORMALIZATION (a Normalization) overrides the registered default input normalization."""
+    The input normalization is NORMALIZATION (a Normalization) if given, else the one the weights file records,
+    else the registered default."""
     name = resolve_arch(arch)
     implied = dataset_of(name)
     if dataset is not None and dataset.lower() != implied:
@@ -92,12 +109,22 @@ def create_model(arch, dataset="cifar10", pretrained=False, weights=None, normal
         raise KDPluginError(
             f"no pretrained weights ship for {name}: train it, or load a checkpoint with --resume-from/--kd-resume"
         )
-    model = _entrypoints[name](**kwargs)
+    if weights is not None and not kwargs:
+        from .weights_file import recorded_config
+
+        kwargs = recorded_config(weights)
+    try:
+        model = _entrypoints[name](**kwargs)
+    except TypeError as err:  # arguments from a checkpoint's model_config or a schedule that the factory lacks
+        if not kwargs:
+            raise
+        raise KDPluginError(f"model {name}: {err}") from None
     model.arch = name
     model.dataset = implied
+    recorded = None
     if weights is not None:
         from .weights_file import load_safetensors
 
-        load_safetensors(model, weights)
+        recorded = load_safetensors(model, weights)
     cfg = _default_cfgs[name]
-    return set_normalization(model, normalization or cfg["normalization"], cfg["input_size"])
+    return set_normalization(model, normalization or recorded or cfg["normalization"], cfg["input_size"])

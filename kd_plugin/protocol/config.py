@@ -49,14 +49,17 @@ INJECTED_ARGS = {"lr_schedulers": ("optimizer",), "extensions": ("model",)}
 # Per-argument checks of the values a schedule may give: (predicate, what it must be).
 POSITIVE = (lambda v: _is_number(v) and v > 0, "a number > 0")
 NON_NEGATIVE = (lambda v: _is_number(v) and v >= 0, "a number >= 0")
+# Counted in epochs: torch takes a float silently (step_size 1.5 gives lr 0 from epoch 1, T_max 2.5 never anneals).
+POSITIVE_EPOCHS = (lambda v: _is_int(v) and v > 0, "an integer > 0 (epochs)")
 ARG_CHECKS = {
-    "gamma": POSITIVE, "step_size": POSITIVE, "T_max": POSITIVE, "total_iters": POSITIVE,
+    "gamma": POSITIVE, "step_size": POSITIVE_EPOCHS, "T_max": POSITIVE_EPOCHS, "total_iters": POSITIVE_EPOCHS,
     "eta_min": NON_NEGATIVE, "power": POSITIVE, "start_factor": POSITIVE, "end_factor": NON_NEGATIVE,
     "milestones": (lambda v: isinstance(v, list) and v and all(_is_int(x) and x > 0 for x in v)
                    and all(a < b for a, b in zip(v, v[1:])), "a strictly increasing list of positive integers"),
     # Every other argument of the registered LR schedulers, so a wrong type is refused when the schedule is
     # read instead of failing after an epoch of work (ReduceLROnPlateau compares them only in step()).
-    "last_epoch": (lambda v: _is_int(v) and v >= -1, "an integer >= -1"),
+    # A schedule starts at epoch 0; a resumed run restores the scheduler's position from its checkpoint.
+    "last_epoch": (lambda v: v == -1 and _is_int(v), "-1 (a resumed run restores the position from its checkpoint)"),
     "mode": (lambda v: v in ("min", "max"), "min or max"),
     "threshold_mode": (lambda v: v in ("rel", "abs"), "rel or abs"),
     "factor": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
@@ -144,9 +147,18 @@ def resolve_paths(sched, path):
         for definition in (sched.get(section) or {}).values():
             for arg in PATH_ARGS.get(definition.get("class"), ()) if isinstance(definition, dict) else ():
                 value = definition.get(arg)
-                if isinstance(value, str) and value and not os.path.isabs(value):
-                    definition[arg] = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+                if isinstance(value, list):  # one path per member of an ensemble
+                    definition[arg] = [_relative_to(base, v) for v in value]
+                elif isinstance(value, str):
+                    definition[arg] = _relative_to(base, value)
     return sched
+
+
+def _relative_to(base, value):
+    """A schedule's relative path VALUE as a path from the schedule file's folder BASE (anything else as it is)."""
+    if isinstance(value, str) and value and not os.path.isabs(value):
+        return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+    return value
 
 
 def _check_training(path, training):

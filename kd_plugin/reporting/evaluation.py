@@ -16,7 +16,7 @@ from ..export.formats import check_formats, format_rows
 from ..export.identity import model_identity
 from ..models import create_model, resolve_arch
 from ..util.errors import KDPluginError
-from ..util.fileio import ensure_writable_dir, write_json, write_text
+from ..util.fileio import ensure_writable_dir, require_file, write_json, write_text
 from ..util.normalization import normalization_of, parse_normalization, set_normalization
 from .summaries import parameter_count, total_macs, weights_mib
 
@@ -180,6 +180,7 @@ def evaluate_target(target, data, arch=None, out_dir="reports", device="cpu", re
     test = load_split(data, "test")
     train = load_split(data, "train") if train_accuracy else None
     if os.path.exists(target):
+        require_file(target, "checkpoint file")
         model, checkpoint = load_model(target, arch, normalization)
         arch, source, how = checkpoint.arch or resolve_arch(arch), target, checkpoint.normalization_note
     else:

@@ -14,10 +14,13 @@ import sys
 import torch
 
 from ..checkpoint import load_model, normalization_line
-from ..data import load_split
+from ..data import TensorLoader, load_split
+from ..distill.teacher import as_list, load_teacher
+from ..engine.loop import evaluate_loader
 from ..export.formats import check_formats
 from ..util.errors import KDPluginError
-from ..util.fileio import ensure_writable_dir, write_text
+from ..util.fileio import ensure_writable_dir, read_json_record, require_file, write_text
+from ..util.normalization import add_normalization_arg
 from .evaluation import add_format_rows, model_card, parse_formats, timed_evaluation, write_card
 from .plots import per_class_bars, plot_or_warn
 from .tables import columns_of, markdown_table
@@ -53,6 +56,35 @@ def card_for_checkpoint(path, test_set, train_set=None, arch=None, devices=("cpu
     return report_card(model, checkpoint.arch or arch, test_set, train_set, devices, repeats, path)
 
 
+def distilled_from(path: str) -> tuple | None:
+    """The teacher the run that wrote checkpoint PATH distilled from, as its summary.json beside PATH records it:
+    (archs, checkpoints, member weights or None, combine or None), or None (no KD, no summary, teacher files gone)."""
+    summary_path = os.path.join(os.path.dirname(os.path.abspath(path)), "summary.json")
+    if not os.path.isfile(summary_path):
+        return None
+    summary = read_json_record(summary_path, "the summary of the run that wrote it",
+                               "move it away to report the checkpoint without its teacher")
+    kd = (summary.get("distillation") or [None])[0]
+    if not kd or not kd.get("teacher_checkpoint"):
+        return None
+    config = kd.get("teacher_config") or {}
+    archs = config.get("member_archs") or [kd["teacher_arch"]]
+    checkpoints = as_list(kd["teacher_checkpoint"])
+    if not all(isinstance(c, str) and os.path.isfile(c) for c in checkpoints):
+        return None
+    return tuple(archs), tuple(checkpoints), config.get("member_weights"), config.get("combine")
+
+
+def teacher_accuracy(teacher: tuple, test_set: object, measured: dict) -> float:
+    """Test top-1 of TEACHER (a distilled_from value) on TEST_SET, each teacher measured once (MEASURED: a dict)."""
+    key = (teacher[0], teacher[1], tuple(teacher[2] or ()), teacher[3])
+    if key not in measured:
+        archs, checkpoints, weights, combine = teacher
+        network = load_teacher(list(archs), list(checkpoints), weights=weights, combine=combine)
+        measured[key] = evaluate_loader(network, TensorLoader(test_set, 1024, "n"))["top1"]
+    return measured[key]
+
+
 def write_report_card(card, out_dir, stem, warn=print):
     """JSON + Markdown (+ PNG when matplotlib is there); returns the written paths."""
     png = plot_or_warn(per_class_bars, {card["arch"]: card["test_per_class"]},
@@ -81,7 +113,7 @@ def comparison_rows(cards_by_label):
     for label, card in cards_by_label.items():
         row = {"model": label, "arch": card["arch"], "parameters": card["parameters"],
                "size_mib": card["size_mib"], "macs": card["macs"], "train_top1": card.get("train_top1"),
-               "test_top1": card["test_top1"]}
+               "test_top1": card["test_top1"], "teacher_test_top1": card.get("teacher_test_top1")}
         for kind, lat in card.get("latency", {}).items():
             row.update({f"{kind}_batched_s_per_image": lat["batched_s_per_image"],
                         f"{kind}_batch1_median_s": lat["batch1_median_s"], f"{kind}_batch1_p90_s": lat["batch1_p90_s"]})
@@ -114,9 +146,7 @@ def add_report_args(p):
     p.add_argument("-o", "--out-dir", default="reports", help="where cards and the comparison go")
     p.add_argument("--device", default="auto", help="auto (GPU when present, and CPU), cpu or cuda")
     p.add_argument("--repeats", type=int, default=50, help="batch-1 latency repeats")
-    p.add_argument("--normalization", default=None, metavar="NAME|MEAN,STD",
-                   help="input normalization the networks expect (default: each checkpoint's record, else the "
-                        "assumption for its kind; see kd_plugin.util.normalization)")
+    add_normalization_arg(p, "the networks expect")
     p.add_argument("--no-train-accuracy", dest="train_accuracy", action="store_false",
                    help="skip the (slow) training-split evaluation")
     add_export_format_args(p)
@@ -132,19 +162,21 @@ def cmd_report(args):
     if args.repeats < 1:
         raise KDPluginError(f"--repeats must be >= 1, got {args.repeats}")
     for path in args.checkpoints:
-        if not os.path.isfile(path):
-            raise KDPluginError(f"{path}: checkpoint file not found")
+        require_file(path, "checkpoint file")
     devices = latency_devices(args.device)
     formats = check_formats(parse_formats(args.export_formats), True)
     ensure_writable_dir(args.out_dir)
     test = load_split(args.data, "test")
     train = load_split(args.data, "train") if args.train_accuracy else None
     warn = _stderr_warning
-    cards = {}
+    cards, teachers = {}, {}
     for path, stem in unique_stems(args.checkpoints).items():
         model, checkpoint = load_model(path, args.arch, getattr(args, "normalization", None))
         print(normalization_line(model, checkpoint.normalization_note))
         card = report_card(model, checkpoint.arch or args.arch, test, train, devices, args.repeats, path)
+        teacher = distilled_from(path)
+        if teacher is not None:  # a KD student: its teacher's top-1 on the same test split, beside its own
+            card["teacher_test_top1"] = teacher_accuracy(teacher, test, teachers)
         add_format_rows(card, model, test, formats, args.out_dir, stem, args.calib_data or args.data, args.repeats)
         written = write_report_card(card, args.out_dir, stem, warn)
         cards[stem] = card

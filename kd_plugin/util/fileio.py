@@ -16,8 +16,17 @@ def _fsync_dir(directory):
             os.close(fd)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write, mode="wb"):
     """Call ``write(fh)`` on a temp file and move it over ``path`` only once it is completely on disk.
+
+    The file gets the permissions ``open()`` would give a new file (0666 less the umask): mkstemp's temp
+    file is 0600, which would make every checkpoint, summary and export private whatever the umask says.
 
     On any failure (disk full included: torch reports it as RuntimeError) the temp file is removed, the
     previous ``path`` is left as it was, and a KDPluginError names the file.
@@ -28,6 +37,7 @@ def atomic_write(path, write, mode="wb"):
     except OSError as err:
         raise KDPluginError(f"{path}: cannot write ({err.strerror})") from None
     try:
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
@@ -51,6 +61,17 @@ def write_text(path, text):
 
 def write_json(path, obj):
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def require_file(path: str, what: str) -> str:
+    """PATH if it is a file; else one line saying WHAT was expected and what is there instead."""
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(path):
+        raise KDPluginError(f"{path}: is a directory, not a {what}")
+    if os.path.exists(path):
+        raise KDPluginError(f"{path}: is not a regular file (a {what} was expected)")
+    raise KDPluginError(f"{path}: {what} not found")
 
 
 def ensure_writable_dir(path):

@@ -43,6 +43,15 @@ DISTILLER = register_normalization("distiller", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 DEFAULT = CIFAR
 
 
+def add_normalization_arg(parser, what="the network expects"):
+    """``--normalization`` for every command that loads a model; the precedence it feeds is the flag, then the
+    checkpoint's record, then the documented assumption for the checkpoint's kind (``Checkpoint.normalization``)."""
+    parser.add_argument("--normalization", default=None, metavar="NAME|MEAN,STD",
+                        help=f"input normalization {what} ({', '.join(list_normalizations())}, or mean,std numbers: "
+                             f"2 or 6); default: the checkpoint's record, else the assumption for its kind")
+    return parser
+
+
 def list_normalizations():
     return sorted(_normalizations)
 

@@ -8,6 +8,7 @@ from yaml.constructor import ConstructorError
 from yaml.events import AliasEvent
 
 from .errors import KDPluginError
+from .fileio import require_file
 
 MAX_YAML_BYTES = 1 * 2**20
 
@@ -53,8 +54,9 @@ StrictSafeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, lis
 
 def load_yaml(path):
     """Parse a YAML file into plain dicts/lists/scalars, or raise KDPluginError naming the file."""
-    if not isinstance(path, str) or not os.path.isfile(path):
-        raise KDPluginError(f"{path}: YAML file not found")
+    if not isinstance(path, str):
+        raise KDPluginError(f"{path!r}: YAML file not found")
+    require_file(path, "YAML file")
     size = os.path.getsize(path)
     if size > MAX_YAML_BYTES:
         raise KDPluginError(f"{path}: {size} bytes exceeds the {MAX_YAML_BYTES} byte limit for a schedule")

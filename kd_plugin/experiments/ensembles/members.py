@@ -1,4 +1,5 @@
-"""An ensemble from its member checkpoints (a ResNet18 and a VGG16), and saving it as a checkpoint.
+"""An ensemble from its member checkpoints (AvNet/JointNet: a ResNet18 and a VGG16; ``ensemble_cifar``: any
+networks, ``--member ARCH=CHECKPOINT[@WEIGHT]``), and saving it as a checkpoint.
 
 Member checkpoints may be ours, Distiller's or plain state_dicts (the original's ``.pt`` files). They come
 from ``--resnet18-ckpt`` / ``--vgg16-ckpt`` or, failing that, the KD_RESNET18_CKPT / KD_VGG16_CKPT
@@ -8,15 +9,19 @@ import math
 import os
 from dataclasses import dataclass
 
+import torch
+
 from ...checkpoint import load_model, save_checkpoint
 from ...data import install_input_adapter
+from ...distill.teacher import load_ensemble
 from ...models import create_model, resolve_arch
-from ...models.ensembles import DEFAULT_RESNET_WEIGHT, DEFAULT_VGG_WEIGHT
+from ...models.ensembles import DEFAULT_RESNET_WEIGHT, DEFAULT_VGG_WEIGHT, check_member_weights
 from ...util.errors import KDPluginError
 from ...util.fileio import ensure_writable_dir
 from ...util.normalization import normalization_of
 
-ENSEMBLE_ARCHS = ("avnet_cifar", "jointnet_cifar")
+ENSEMBLE_ARCHS = ("avnet_cifar", "jointnet_cifar")  # built from a ResNet18 and a VGG16 (Members)
+WEIGHTED_ENSEMBLE = "ensemble_cifar"  # any networks (--member)
 # member: (its architecture, command-line flag, environment variable)
 MEMBER_SOURCES = {"resnet": ("resnet18_cifar", "--resnet18-ckpt", "KD_RESNET18_CKPT"),
                   "vgg": ("vgg16_bn_cifar", "--vgg16-ckpt", "KD_VGG16_CKPT")}
@@ -72,6 +77,41 @@ def build_ensemble(arch, members):
     install_input_adapter(vgg, own)
     return create_model(arch, resnet=resnet, vgg=vgg, resnet_weight=members.resnet_weight,
                         vgg_weight=members.vgg_weight, normalization=own)
+
+
+def parse_members(spec: str, flag: str) -> list[tuple[str, str, float | None]]:
+    """[(arch, checkpoint, weight or None)] of a FLAG value: ARCH=CHECKPOINT, or an ensemble of members
+    joined by commas, each ARCH=CHECKPOINT[@WEIGHT] (weights on all members or on none)."""
+    members = []
+    for part in spec.split(","):
+        arch, sep, rest = part.strip().partition("=")
+        checkpoint, at, weight = rest.rpartition("@") if "@" in rest else (rest, "", "")
+        if not sep or not checkpoint:
+            raise KDPluginError(f"{flag} {spec!r}: expected ARCH=CHECKPOINT, or ARCH=CHECKPOINT[@WEIGHT],... for "
+                                f"an ensemble")
+        try:
+            members.append((resolve_arch(arch), checkpoint, float(weight) if at else None))
+        except ValueError:
+            raise KDPluginError(f"{flag} {spec!r}: weight {weight!r} is not a number") from None
+    member_weights(members, f"{flag} {spec!r}")
+    return members
+
+
+def member_weights(members: list[tuple[str, str, float | None]], where: str) -> list[float] | None:
+    """The weights of MEMBERS [(arch, checkpoint, weight or None)], checked: None when no member has one."""
+    weights = [w for _, _, w in members]
+    if None in weights and any(w is not None for w in weights):
+        raise KDPluginError(f"{where}: give a @WEIGHT to every ensemble member or to none")
+    if weights[0] is None:
+        return None
+    check_member_weights(weights, len(members), where)
+    return weights
+
+
+def build_weighted_ensemble(specs: list[str], combine: str = "logits", flag: str = "--member") -> torch.nn.Module:
+    """An ``ensemble_cifar`` from --member values (each ARCH=CHECKPOINT[@WEIGHT], or several joined by commas)."""
+    members = [member for spec in specs for member in parse_members(spec, flag)]
+    return load_ensemble([(a, c) for a, c, _ in members], member_weights(members, flag), combine, where=flag)
 
 
 def save_model_checkpoint(model, arch, path, epoch=0):

@@ -56,6 +56,12 @@ def read_state(path):
             and isinstance(state.get("profile"), str) and state["profile"] in PROFILES):
         raise KDPluginError(f"{path}: the reproduce state file is malformed (profile, stages, invocations); "
                             f"{STATE_ADVICE}")
+    for name, stage in state.get("stages", {}).items():
+        seconds = stage.get("seconds") if isinstance(stage, dict) else None
+        if not (isinstance(stage, dict) and isinstance(stage.get("status"), str)
+                and (seconds is None or isinstance(seconds, (int, float)) and not isinstance(seconds, bool))):
+            raise KDPluginError(f"{path}: the reproduce state file is malformed (stage {name!r} must be an object "
+                                f"with a status and seconds); {STATE_ADVICE}")
     state.setdefault("stages", {})
     state.setdefault("invocations", [])
     return state

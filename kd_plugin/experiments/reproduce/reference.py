@@ -1,4 +1,4 @@
-"""The original's published numbers (DESIGN.md §4: full CIFAR-10, 10,000 test images), as data."""
+"""The original's published numbers (docs/DESIGN.md §4: full CIFAR-10, 10,000 test images), as data."""
 
 CLASS_ORDER = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 

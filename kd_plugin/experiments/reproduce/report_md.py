@@ -1,4 +1,4 @@
-"""REPORT.md: every table of the original (DESIGN.md §4) with its number, ours and the difference."""
+"""REPORT.md: every table of the original (docs/DESIGN.md §4) with its number, ours and the difference."""
 import os
 
 from ...reporting.tables import markdown_lines
@@ -122,22 +122,24 @@ def models_table(cards, results):
 
 
 def kd_table(kd_results, baselines):
-    header = ["teacher → student", "alpha", "T", "original", "ours", "Δ", "ours − our student baseline"]
+    header = ["teacher → student", "our teacher", "alpha", "T", "original", "ours", "Δ",
+              "ours − our student baseline"]
     rows = []
     for student in STUDENTS:
-        rows.append([f"(no teacher) {display_name(student)}", "—", "—", _num(MODELS[student]["test_top1"]),
+        rows.append([f"(no teacher) {display_name(student)}", "—", "—", "—", _num(MODELS[student]["test_top1"]),
                      _num(baselines.get(student)), _diff(baselines.get(student), MODELS[student]["test_top1"]), "—"])
     for (teacher, student, alpha, temperature), original in KD_ROWS.items():
-        ours = next((r["test_top1"] for r in kd_results if (r["teacher"], r["student"], r["alpha"],
-                                                              r["temperature"]) == (teacher, student, alpha,
-                                                                                    temperature)), None)
-        base = baselines.get(student)
-        rows.append([f"{display_name(teacher)} → {display_name(student)}", f"{alpha:g}", f"{temperature:g}",
-                     _num(original), _num(ours), _diff(ours, original),
+        run = next((r for r in kd_results if (r["teacher"], r["student"], r["alpha"], r["temperature"]) ==
+                    (teacher, student, alpha, temperature)), {})
+        ours, base = run.get("test_top1"), baselines.get(student)
+        rows.append([f"{display_name(teacher)} → {display_name(student)}", _num(run.get("teacher_top1")),
+                     f"{alpha:g}", f"{temperature:g}", _num(original), _num(ours), _diff(ours, original),
                      _diff(ours, base) if ours is not None and base is not None else "—"])
     return ["## Knowledge distillation (student test top-1, %)", "",
             "alpha weights the distillation term: loss = (1-alpha)·CE + alpha·T²·KL (Distiller's --kd-dw alpha "
-            "--kd-sw 1-alpha), without the original's extra T² factor.", "", *markdown_lines(header, rows), ""]
+            "--kd-sw 1-alpha), without the original's extra T² factor. \"our teacher\": the teacher's test top-1 "
+            "as the KD run recorded it, on the same test split as the student's.", "",
+            *markdown_lines(header, rows), ""]
 
 
 def per_class_table(cards):

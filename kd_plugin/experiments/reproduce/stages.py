@@ -12,6 +12,7 @@ import os
 from ...protocol.config import read_schedule
 from ...protocol.shipped import require_schedules_dir
 from ...util.errors import KDPluginError
+from ...util.fileio import require_file
 from ..grid import cell_result
 from ..jobs import Job, run_summary
 from ..naming import short
@@ -35,9 +36,7 @@ class Pipeline:
     # --- schedules ------------------------------------------------------------------------------------------
     def _source(self, stem):
         path = os.path.join(self.schedules_dir, f"{stem}.yaml")
-        if not os.path.isfile(path):
-            raise KDPluginError(f"{path}: schedule missing")
-        return path
+        return require_file(path, "schedule file")
 
     def schedule(self, stem, arch):
         """The schedule scaled to the profile's epochs for ``arch``, written under OUT/schedules."""
