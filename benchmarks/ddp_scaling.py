@@ -7,6 +7,7 @@ all CPU threads, then ``torchrun --nproc_per_node=N`` with ``-b BATCH/N`` per ra
 ranks (gloo on CPU; NCCL with one GPU per rank when GPUs are present and --device cuda). The timed figure is the
 training part of the last epoch as the run's training.csv records it (``seconds``; no start-up, no validation).
 Data: --data, else ../shared/data/cifar10-subset from the repository root when present, else generated images.
+--smoke: 200 generated images, cnn5_cifar, global batch 16, 2 gloo processes on the CPU (a check that it runs).
 """
 import argparse
 import csv
@@ -22,7 +23,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
-def default_data(tmp):
+def default_data(tmp, smoke=False):
+    if smoke:
+        from kd_plugin.data import write_synthetic_cifar
+
+        return write_synthetic_cifar(os.path.join(tmp, "data"), train_images=200, test_images=20, seed=0), \
+            "generated images (smoke)"
     subset = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "cifar10-subset"))
     if os.path.isdir(subset):
         return subset, "cifar10-subset (real CIFAR-10 images)"
@@ -64,11 +70,14 @@ def main():
     p.add_argument("--batch", type=int, default=128, help="global batch (each of N ranks gets BATCH/N)")
     p.add_argument("--epochs", type=int, default=1, help="the last epoch is the timed one")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--smoke", action="store_true", help="generated images, cnn5_cifar, batch 16, 2 CPU processes")
     args = p.parse_args()
+    if args.smoke:
+        args.data, args.arch, args.batch, args.nproc, args.epochs, args.device = None, "cnn5_cifar", 16, 2, 1, "cpu"
     if args.batch % args.nproc:
         sys.exit(f"--batch {args.batch} must be divisible by --nproc {args.nproc}")
     with tempfile.TemporaryDirectory() as tmp:
-        data, what = (args.data, args.data) if args.data else default_data(tmp)
+        data, what = (args.data, args.data) if args.data else default_data(tmp, args.smoke)
         load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
         print(f"{args.arch}, global batch {args.batch}, {what}; {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} CPUs, load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

@@ -7,6 +7,7 @@ and its checks stay the same size) of the training split a run uses after its 10
 batch 512 (kept under --cache, reused on the next call), then times
 ``open_cache`` on it --repeats times, and its parts: the cache key (hashes teacher weights and images), reading
 the file with its checks (CRCs, digest) and the re-check of up to 64 rows with the live teacher.
+--smoke: generated images (100), 2 views, 1 repeat, a temporary cache folder (seconds).
 """
 import argparse
 import json
@@ -41,7 +42,19 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--views", type=int, default=162, help="fill only the first N views (the file has the same size "
                                                           "and the same checks run; only the fill is shorter)")
+    p.add_argument("--smoke", action="store_true", help="generated images, 2 views, 1 repeat, temporary cache")
     args = p.parse_args()
+    if args.smoke:
+        from kd_plugin.data import write_synthetic_cifar
+
+        with tempfile.TemporaryDirectory(prefix="teacher_cache_open_") as scratch:
+            args.data = write_synthetic_cifar(os.path.join(scratch, "data"), train_images=100, test_images=10, seed=0)
+            args.cache, args.views, args.repeats = os.path.join(scratch, "cache"), 2, 1
+            return measure(args)
+    return measure(args)
+
+
+def measure(args):
     torch.manual_seed(0)
     teacher = create_model(args.teacher)
     train, _ = validation_split(load_split(args.data, "train"), 0.1, seed=0)
@@ -68,7 +81,8 @@ def main():
         times["read with CRCs + digest"].append(spent)
         times["re-check 64 rows"].append(seconds(lambda c=opened, p=payload: c.check_rows(p))[0])
     print(json.dumps({"teacher": args.teacher, "images": len(train), "views filled": args.views,
-                      "rows": opened.cache.size, "rows filled": opened.cache.num_filled, "file bytes": os.path.getsize(path), "fill seconds": round(fill, 1),
+                      "rows": opened.cache.size, "rows filled": opened.cache.num_filled,
+                      "file bytes": os.path.getsize(path), "fill seconds": round(fill, 1),
                       "threads": torch.get_num_threads(), "load average": os.getloadavg(),
                       "seconds (min of repeats)": {k: round(min(v), 3) for k, v in times.items()},
                       "seconds (all)": {k: [round(x, 3) for x in v] for k, v in times.items()}}, indent=2))
