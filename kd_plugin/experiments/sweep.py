@@ -373,7 +373,9 @@ def cmd_sweep(args):
     given = dict(baseline_accuracy(path, test_set) for path in args.baseline or [])
     jobs = sweep_jobs(plan)
     with exclusive_directory(plan.out, "sweep") as lock_fd:
-        write_json(os.path.join(plan.out, "sweep.json"), asdict(plan))
+        record = os.path.join(plan.out, "sweep.json")
+        if not os.path.exists(record):  # a rerun keeps the last table's record until it has a new table
+            write_json(record, asdict(plan))
         print(f"sweep: {len(jobs)} runs ({len(plan.teachers)} teacher(s) x {len(plan.students)} student(s) x "
               f"{len(plan.losses)} loss(es) x {len(plan.alphas)} alpha x {len(plan.temperatures)} T x "
               f"{len(plan.seeds)} seed(s)"
