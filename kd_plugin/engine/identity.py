@@ -95,5 +95,19 @@ def check_resume_identity(path, recorded, now, accept):
     return changes
 
 
+def check_resume(path, plugin_state, identity, run_checks, accept):
+    """The changes a resume of checkpoint PATH accepts (see check_resume_identity). A checkpoint that records no
+    identity (written before it existed) is compared on the run entries it holds (RUN_CHECKS: seed, batch size,
+    data ...), each a refusal."""
+    if "identity" in plugin_state:
+        return check_resume_identity(path, plugin_state["identity"], identity, accept)
+    recorded = plugin_state.get("run", {})
+    for key, now in run_checks.items():
+        if key in recorded and recorded[key] != now:
+            raise KDPluginError(f"{path}: checkpoint was trained with {key}={recorded[key]}, this run has "
+                                f"{key}={now}; resume with the same settings or pass --reset-optimizer")
+    return []
+
+
 def _show(value):
     return "none" if value is None else str(value)

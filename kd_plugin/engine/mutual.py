@@ -50,7 +50,7 @@ from .rng import capture_rng, restore_rng, seed_everything
 from .run_data import load_run_data, run_loaders
 from .rundir import CsvLog, close_logger, copy_configs, create_run_dir, make_logger
 from .guards import load_optimizer_state
-from .identity import check_resume_identity, experiment_identity
+from .identity import check_resume, experiment_identity
 from .trainer import (
     build_optimizer,
     build_schedule,
@@ -159,7 +159,7 @@ class MutualRun:
         self.start_epoch, self.start_batch = 0, 0
         self.identity, self.accepted_changes = self.experiment_identity(), []
         if resume is not None:
-            self._resume(resume, run_state)
+            self._resume(resume)
         self.name = s.name or "mutual"
         self.run_dir = create_run_dir(s.out_dir, self.name)
         self.logger = make_logger(self.run_dir, self.name, s.verbose)
@@ -178,7 +178,7 @@ class MutualRun:
                                 f"{' '.join(self.archs)}")
         return resume
 
-    def _resume(self, resume, run_state):
+    def _resume(self, resume):
         s, states = self.s, resume.plugin_state["mutual"]["states"]
         for peer in self.peers:
             prefix = f"{peer.index}."
@@ -186,14 +186,9 @@ class MutualRun:
             load_weights(peer.model, Checkpoint(resume.path, weights, peer.arch))
         if s.reset_optimizer:
             return
-        if "identity" in resume.plugin_state:
-            self.accepted_changes = check_resume_identity(s.resume_from, resume.plugin_state["identity"],
-                                                          self.identity, s.resume_accept_changes)
-        identity = {**self.run_identity(), "temperature": self.temperature}
-        for key, now in identity.items():
-            if "identity" not in resume.plugin_state and key in run_state and run_state[key] != now:
-                raise KDPluginError(f"{s.resume_from}: checkpoint was trained with {key}={run_state[key]}, this run "
-                                    f"has {key}={now}; resume with the same settings or pass --reset-optimizer")
+        self.accepted_changes = check_resume(s.resume_from, resume.plugin_state, self.identity,
+                                             {**self.run_identity(), "temperature": self.temperature},
+                                             s.resume_accept_changes)
         for peer, state in zip(self.peers, states):
             load_optimizer_state(peer.optimizer, state["optimizer_state_dict"], s.resume_from, f" of {peer.label}")
             peer.scheduler.load_state_dict(state["compression_sched"])

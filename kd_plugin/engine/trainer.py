@@ -37,7 +37,7 @@ from .guards import (
     load_optimizer_state,
     move_distillation_start,
 )
-from .identity import check_resume_identity, experiment_identity
+from .identity import check_resume, experiment_identity
 from .loop import evaluate_loader, per_class_accuracy, train_epoch
 from .loss_parts import prepare_loss_parts
 from .meters import EpochMeter
@@ -210,13 +210,8 @@ class TrainingRun:
             raise KDPluginError(f"{s.resume_from}: checkpoint was trained with world_size={recorded_world}, this run "
                                 f"has world_size={self.dist.world_size}; resume with the same number of processes "
                                 f"or pass --reset-optimizer")
-        if "identity" in resume.plugin_state:
-            self.accepted_changes = check_resume_identity(s.resume_from, resume.plugin_state["identity"],
-                                                          self.identity, s.resume_accept_changes)
-        for key, now in self.run_identity().items():
-            if "identity" not in resume.plugin_state and key in run_state and run_state[key] != now:
-                raise KDPluginError(f"{s.resume_from}: checkpoint was trained with {key}={run_state[key]}, this run "
-                                    f"has {key}={now}; resume with the same settings or pass --reset-optimizer")
+        self.accepted_changes = check_resume(s.resume_from, resume.plugin_state, self.identity, self.run_identity(),
+                                             s.resume_accept_changes)
         check_optimizer_type(resume, self.optimizer)
         if "optimizer_state_dict" in resume.content:
             load_optimizer_state(self.optimizer, resume.content["optimizer_state_dict"], s.resume_from)
