@@ -32,6 +32,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loss_comparison import cosine_schedule, recipe_text, stats, table  # noqa: E402
 
+from kd_plugin.cli.training_args import RunArgs  # noqa: E402
 from kd_plugin.data import write_synthetic_cifar  # noqa: E402
 from kd_plugin.engine.settings import check_device  # noqa: E402
 from kd_plugin.experiments.jobs import Job, JobRunner, exclusive_directory  # noqa: E402
@@ -241,7 +242,7 @@ def main(argv=None):
         members = list(run_jobs(runner, member_jobs(args, out, data), "teacher members").values())
         ensemble = run_jobs(runner, [ensemble_job(args, out, data, members)], "ensemble")["ensemble"]
         grid, recipes = student_plans(args, out, data, ensemble["checkpoint"])
-        grid_jobs, recipe_jobs = sweep_jobs(grid), sweep_jobs(recipes)
+        grid_jobs, recipe_jobs = sweep_jobs(grid, RunArgs), sweep_jobs(recipes, RunArgs)
         results = run_jobs(runner, recipe_jobs + grid_jobs, "students")  # the long KD runs first, baselines last
     grid_results = [results[job.name] for job in grid_jobs]
     recipe_results = [results[job.name] for job in recipe_jobs]

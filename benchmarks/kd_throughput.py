@@ -167,12 +167,12 @@ def distiller_loop(args, device):
 
 
 def engine_run(args, device, kd=True, cache="off", arch=STUDENT):
-    from kd_plugin.engine.settings import RunSettings
+    from kd_plugin.spec import RunSpec
     from kd_plugin.engine.trainer import TrainingRun
 
     teaching = dict(kd_teacher=TEACHER, kd_resume=args.teacher, kd_temperature=TEMPERATURE,
                     kd_distill_wt=WEIGHTS[0], kd_student_wt=WEIGHTS[1]) if kd else {}
-    settings = RunSettings(data=args.data, arch=arch, batch_size=args.batch, lr=0.01, weight_decay=5e-4, seed=SEED,
+    settings = RunSpec.from_flags(data=args.data, arch=arch, batch_size=args.batch, lr=0.01, weight_decay=5e-4, seed=SEED,
                            augment=args.augment, out_dir=args.out, device=str(device), progress=False, verbose=False,
                            teacher_cache=cache, channels_last=args.channels_last, amp=args.amp,
                            threads=args.threads, **teaching)

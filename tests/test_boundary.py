@@ -14,7 +14,7 @@ from kd_plugin.data import Normalizer, Renormalizer, TensorLoader, apply_views, 
 from kd_plugin.distill.policy import KnowledgeDistillationPolicy
 from kd_plugin.distill.teacher_cache import cache_key
 from kd_plugin.engine.loop import evaluate_loader
-from kd_plugin.engine.settings import RunSettings
+from kd_plugin.spec import RunSpec
 from kd_plugin.engine.trainer import run_training
 from kd_plugin.models import create_model, default_cfg
 from kd_plugin.protocol.config import ScheduleError, read_schedule
@@ -110,7 +110,7 @@ def test_teacher_normalized_otherwise_gets_its_own_view(micro):
 
 def test_training_with_normalization_records_it_and_kd_teacher_keeps_its_own(micro, tmp_path):
     teacher = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), dir=str(tmp_path), name="teacher")
-    summary = run_training(RunSettings(data=micro, arch="cnn5", epochs=1, batch_size=20, seed=0,
+    summary = run_training(RunSpec.from_flags(data=micro, arch="cnn5", epochs=1, batch_size=20, seed=0,
                                        out_dir=str(tmp_path / "runs"), normalization="distiller",
                                        kd_teacher="cnn5", kd_resume=teacher, progress=False, verbose=False,
                                        backend="builtin"))

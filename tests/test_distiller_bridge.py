@@ -22,7 +22,7 @@ from kd_plugin.compress_classifier import main as compress_classifier
 from kd_plugin.data import write_synthetic_cifar
 from kd_plugin.distill.backend import BUILTIN
 from kd_plugin.distill.policy import DistillationMixin, KnowledgeDistillationPolicy
-from kd_plugin.engine.settings import RunSettings
+from kd_plugin.spec import RunSpec
 from kd_plugin.engine.trainer import TrainingRun, run_training
 from kd_plugin.protocol.config import read_schedule
 from kd_plugin.protocol.runtime import select_runtime
@@ -59,7 +59,7 @@ def settings(data, out, **overrides):
     values = dict(data=data, arch="cnn5", epochs=1, batch_size=50, lr=0.05, seed=7, out_dir=out, progress=False,
                   verbose=False, validation_split=0.2)
     values.update(overrides)
-    return RunSettings(**values)
+    return RunSpec.from_flags(**values)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from kd_plugin.data import TensorLoader, load_split, write_synthetic_cifar
 from kd_plugin.distill.losses import DistillationLossWeights
 from kd_plugin.distill.policy import KnowledgeDistillationPolicy
 from kd_plugin.engine.loop import evaluate_loader
-from kd_plugin.engine.settings import RunSettings
+from kd_plugin.spec import RunSpec
 from kd_plugin.engine.trainer import TrainingRun, run_training
 from kd_plugin.protocol.config import read_schedule
 from kd_plugin.protocol.policy import ScheduledTrainingPolicy
@@ -77,7 +77,7 @@ def test_callback_order_is_distillers(tmp_path, one_thread):
     data = write_synthetic_cifar(str(tmp_path / "data"), train_images=10, test_images=4)
     epochs = len(fixture["events_per_epoch"])
     with tiny_arch_registered():
-        run = TrainingRun(RunSettings(data=data, arch=TINY_ARCH, epochs=epochs, batch_size=4, lr=0.1, seed=0,
+        run = TrainingRun(RunSpec.from_flags(data=data, arch=TINY_ARCH, epochs=epochs, batch_size=4, lr=0.1, seed=0,
                                       validation_split=0.2, out_dir=str(tmp_path / "out"), compress=str(path),
                                       teacher_cache="off", augment="n", progress=False, verbose=False,
                                       backend="builtin")).setup()
@@ -190,7 +190,7 @@ def test_checkpoint_layout_is_distillers(tmp_path, one_thread):
     own keys), for the network Distiller's recorded checkpoint holds."""
     data = write_synthetic_cifar(str(tmp_path / "data"), train_images=20, test_images=10)
     with tiny_arch_registered():
-        summary = run_training(RunSettings(data=data, arch=TINY_ARCH, epochs=1, batch_size=10, lr=0.05, seed=0,
+        summary = run_training(RunSpec.from_flags(data=data, arch=TINY_ARCH, epochs=1, batch_size=10, lr=0.05, seed=0,
                                            weight_decay=5e-4, validation_split=0.2, out_dir=str(tmp_path / "out"),
                                            name="tiny", progress=False, verbose=False, backend="builtin"))
     run_dir = os.path.dirname(summary["checkpoint"])

@@ -17,7 +17,7 @@ from kd_plugin.cli.kd_plugin import main as kd_plugin
 from kd_plugin.data import TensorLoader, load_split
 from kd_plugin.distill.teacher import build_teacher
 from kd_plugin.engine.loop import evaluate_loader
-from kd_plugin.engine.settings import RunSettings
+from kd_plugin.spec import RunSpec
 from kd_plugin.engine.trainer import run_training
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,7 +39,7 @@ def settings(data, out, members, **overrides):
                   kd_teacher=[a for a, _ in members], kd_resume=[p for _, p in members], kd_teacher_weights=[1, 3],
                   progress=False, verbose=False, validation_split=0.1, teacher_cache="off")
     values.update(overrides)
-    return RunSettings(**values)
+    return RunSpec.from_flags(**values)
 
 
 def hand_average(members, weights, images, probabilities=False):

@@ -16,7 +16,7 @@ from kd_plugin.data import TensorLoader, load_split
 from kd_plugin.distill.policy import KnowledgeDistillationPolicy
 from kd_plugin.distill.teacher import build_teacher
 from kd_plugin.engine.loop import train_epoch
-from kd_plugin.engine.settings import RunSettings
+from kd_plugin.spec import RunSpec
 from kd_plugin.engine.trainer import build_optimizer
 from kd_plugin.protocol.config import ScheduleError, dict_config
 from kd_plugin.protocol.scheduler import CompressionScheduler
@@ -81,7 +81,7 @@ def test_jointnet_trainable_parameters_are_exactly_the_named_layers():
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == JOINTNET_TRAINABLE
     assert model.freeze_for_joint_training() == sorted(JOINTNET_TRAINABLE)
-    optimizer = build_optimizer(model, RunSettings(data="unused", arch="jn"))
+    optimizer = build_optimizer(model, RunSpec.from_flags(data="unused", arch="jn"))
     assert {id(p) for g in optimizer.param_groups for p in g["params"]} == \
         {id(p) for n, p in model.named_parameters() if n in JOINTNET_TRAINABLE}
     assert sum(p.numel() for p in model.parameters()) == 25_902_558
@@ -137,7 +137,7 @@ def test_joint_loss_weights_are_checked(definition, message):
 def test_jointnet_training_steps_keep_frozen_weights_and_bn_stats(micro):
     model = create_model("jn")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = build_optimizer(model, RunSettings(data="unused", arch="jn", lr=0.05, weight_decay=5e-4))
+    optimizer = build_optimizer(model, RunSpec.from_flags(data="unused", arch="jn", lr=0.05, weight_decay=5e-4))
     loader = TensorLoader(load_split(micro, "train").subset(slice(0, 8)), 4, "y", shuffle=True)
     train_epoch(model, loader, model.training_criterion(), optimizer, CompressionScheduler(model), 0, progress=False)
     after = model.state_dict()

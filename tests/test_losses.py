@@ -18,7 +18,7 @@ from kd_plugin.checkpoint import save_checkpoint
 from kd_plugin.cli.compress_classifier import main as compress_classifier
 from kd_plugin.distill.losses import create_loss, list_losses, loss_class, parse_loss_spec
 from kd_plugin.distill.policy import DistillationLossWeights, KnowledgeDistillationPolicy
-from kd_plugin.engine.settings import RunSettings
+from kd_plugin.spec import RunSpec
 from kd_plugin.engine.trainer import run_training
 from kd_plugin.util.errors import KDPluginError
 
@@ -256,7 +256,7 @@ def loss_columns(summary):
 def test_losses_through_the_teacher_cache_equal_the_live_teacher(tiny_data, teacher_checkpoint, tmp_path, loss,
                                                                  extra):
     def run(name, cache):
-        return run_training(RunSettings(
+        return run_training(RunSpec.from_flags(
             data=tiny_data, arch="cnn5", epochs=1, batch_size=60, lr=0.01, seed=4, out_dir=str(tmp_path), name=name,
             kd_teacher="cnn5", kd_resume=teacher_checkpoint, kd_loss=loss, teacher_cache=cache, progress=False,
             verbose=False, **extra))
@@ -312,9 +312,8 @@ def test_sweep_has_a_loss_axis_and_shows_it(tiny_data, teacher_checkpoint, tmp_p
     a column of sweep.md/sweep.csv; a bad spec is one line before anything runs."""
     import argparse
 
-    from kd_plugin.cli.compress_classifier import build_parser
     from kd_plugin.cli.kd_plugin import main as kd_plugin
-    from kd_plugin.cli.training_args import settings_from_args
+    from kd_plugin.cli.training_args import RunArgs
     from kd_plugin.experiments.sweep import add_sweep_args, plan_from_args, sweep_jobs, table_rows, write_tables
 
     parser = argparse.ArgumentParser()
@@ -322,11 +321,11 @@ def test_sweep_has_a_loss_axis_and_shows_it(tiny_data, teacher_checkpoint, tmp_p
     plan = plan_from_args(parser.parse_args([
         "--data", tiny_data, "--teacher", f"cnn5={teacher_checkpoint}", "--student", "cnn5", "--kd-loss", "kd",
         "dkd+ls:beta=4,warmup=0", "--alpha", "0.5", "--temperature", "2", "-o", str(tmp_path / "sweep")]))
-    jobs = sweep_jobs(plan)
+    jobs = sweep_jobs(plan, RunArgs)
     assert [job.name for job in jobs] == ["cnn5-to-cnn5_kd_a0.5_T2_s0",
                                           "cnn5-to-cnn5_dkd+ls-beta=4-warmup=0_a0.5_T2_s0"]
-    settings = [settings_from_args(build_parser().parse_args(job.argv)) for job in jobs]
-    assert [(s.kd_loss, s.kd_loss_args, s.kd_logit_standardize, s.kd_temperature) for s in settings] == [
+    kd = [job.spec.distillation for job in jobs]
+    assert [(k.loss, k.loss_args, k.logit_standardize, k.temperature) for k in kd] == [
         ("kd", None, None, 2.0), ("dkd", {"beta": 4, "warmup": 0}, True, 2.0)]
     results = [{**job.meta, "test_top1": top1} for job, top1 in zip(jobs, (40.0, 45.0))]
     md, csv_path = write_tables(table_rows(results, {"cnn5_cifar": 41.0}), str(tmp_path))

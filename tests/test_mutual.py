@@ -283,14 +283,14 @@ def test_each_peer_best_checkpoint_loads_alone_and_evaluates_to_the_summary(inpu
 # --- the YAML form and refusals --------------------------------------------------------------------------------
 def test_yaml_form_builds_the_same_settings_as_the_flags(inputs, tmp_path):
     from_flags, from_yaml = settings(argv(inputs, tmp_path)), settings(argv(inputs, tmp_path, form="yaml"))
-    assert from_yaml.mutual == ["cnn5_cifar", "vgg6as_bn_cifar"] and from_flags.mutual == ["cnn5", "vgg6as"]
-    assert from_yaml.mutual_temperature == 1.0 and from_flags.mutual_temperature is None
+    assert from_yaml.mutual.peers == ["cnn5_cifar", "vgg6as_bn_cifar"] and from_flags.mutual.peers == ["cnn5", "vgg6as"]
+    assert from_yaml.mutual.temperature == 1.0 and from_flags.mutual.temperature is None
     overridden = settings(argv(inputs, tmp_path, "--mutual", "cnn5", "cnn5", "--mutual-temp", "3", form="yaml"))
-    assert overridden.mutual == ["cnn5", "cnn5"] and overridden.mutual_temperature == 3.0
+    assert overridden.mutual.peers == ["cnn5", "cnn5"] and overridden.mutual.temperature == 3.0
     with_arch = tmp_path / "with_arch.yaml"
     with_arch.write_text("training: {arch: cnn5, epochs: 7}\n" + MUTUAL_SCHEDULE)
     from_file = settings([inputs["data"], "--compress", str(with_arch)])
-    assert from_file.arch is None and from_file.epochs == 7 and from_file.mutual == from_yaml.mutual
+    assert from_file.model.arch is None and from_file.schedule.epochs == 7 and from_file.mutual == from_yaml.mutual
 
 
 @pytest.mark.parametrize("schedule,message", [
@@ -312,7 +312,7 @@ def test_a_single_model_run_refuses_the_mutual_extension(inputs, tmp_path):
     from kd_plugin.engine.trainer import run_training
 
     s = settings_from_args(build_parser().parse_args([inputs["data"], "-a", "cnn5", "-o", str(tmp_path)]))
-    s.compress = inputs["mutual"]
+    s.schedule.file = inputs["mutual"]
     with pytest.raises(KDPluginError, match="MutualLearning trains several peers together"):
         run_training(s)
 

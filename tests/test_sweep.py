@@ -96,7 +96,10 @@ def test_killed_sweep_resumes_with_only_the_missing_runs(tiny_data, kd_schedule,
     assert derived["training"]["epochs"] == 2 and derived["lr_schedulers"]["original_steps"]["milestones"] == [1]
     result = json.loads(after["cnn5-to-cnn5_a0.3_T2_s0"][1])
     assert result["alpha"] == 0.3 and result["temperature"] == 2.0 and 0 <= result["test_top1"] <= 100
-    assert "--kd-sw" in result["command"] and result["command"][result["command"].index("--kd-sw") + 1] == "0.7"
+    kd = result["spec"]["distillation"]
+    assert (kd["distill_weight"], kd["student_weight"], kd["temperature"]) == (0.3, 0.7, 2.0)
+    assert result["command"] == ["kd_plugin.compress_classifier", "--spec",
+                                 "{root}/runs/cnn5-to-cnn5_a0.3_T2_s0/spec.json"]
     table = open(os.path.join(out, "sweep.md")).read()
     assert f"| 5-CNN → 5-CNN | {result['teacher_top1']:.2f} | kd | 0.3 | 0.7 | 2 | 1 |" in table
     assert open(os.path.join(out, "sweep.csv")).read().count("\n") == 4

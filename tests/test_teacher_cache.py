@@ -12,7 +12,7 @@ from kd_plugin.cli.compress_classifier import main as compress_classifier
 from kd_plugin.data import NUM_VIEWS, TensorLoader, load_split
 from kd_plugin.distill.teacher import TeacherRunner
 from kd_plugin.distill.teacher_cache import FP16_RELATIVE_ERROR, CacheFile, open_cache, precompute
-from kd_plugin.engine.settings import RunSettings
+from kd_plugin.spec import RunSpec
 from kd_plugin.engine.trainer import run_training
 
 # A cached row is the teacher's fp32 logit rounded to fp16: |error| <= 2**-11 * |logit| (plus 2**-24 absolute
@@ -30,7 +30,7 @@ def settings(data, out, **overrides):
     values = dict(data=data, arch="cnn5", epochs=2, batch_size=50, lr=0.05, seed=4, augment="y", out_dir=out,
                   kd_teacher="cnn5", kd_random_teacher=True, progress=False, verbose=False, validation_split=0.1)
     values.update(overrides)
-    return RunSettings(**values)
+    return RunSpec.from_flags(**values)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,4 @@
-"""Issue 12, items 4-6: sweep cells named and de-duplicated exactly, --extra-args cannot override the grid,
+"""Sweep cells named and de-duplicated exactly, --extra-args cannot set a spec field the sweep sets,
 tables from what each run used; --kd-start-epoch over a schedule's KD; explicit random teachers; CIFAR labels;
 a last batch of one; corrupt sweep/reproduce state files refused without losing anything."""
 import glob
@@ -15,11 +15,12 @@ from kd_plugin.checkpoint import save_checkpoint
 from kd_plugin.cli.kd_plugin import build_parser
 from kd_plugin.cli.kd_plugin import main as kd_plugin
 from kd_plugin.data import TensorLoader, load_split, write_synthetic_cifar
-from kd_plugin.engine.settings import RunSettings
+from kd_plugin.spec import RunSpec
 from kd_plugin.engine.trainer import build_optimizer, build_schedule, distillation_policies
-from kd_plugin.experiments.grid import SWEEP_GRID_FLAGS, cell_result, exact, refuse_grid_flags
+from kd_plugin.cli.training_args import RunArgs
+from kd_plugin.experiments.grid import cell_result, exact
 from kd_plugin.experiments.jobs import Job
-from kd_plugin.experiments.sweep import plan_from_args, sweep_jobs, table_rows
+from kd_plugin.experiments.sweep import check_extra_args, plan_from_args, sweep_jobs, table_rows
 from kd_plugin.protocol.config import read_schedule
 from kd_plugin.util.errors import KDPluginError
 
@@ -55,29 +56,40 @@ def test_values_that_print_alike_get_distinct_cells_and_repeats_run_once(small_d
     assert len(plan.teachers) == 1
     printed = capsys.readouterr().out
     assert "--seeds 0 given more than once" in printed and "--temperature 2.0 given more than once" in printed
-    jobs = sweep_jobs(plan)
+    jobs = sweep_jobs(plan, RunArgs)
     names = sorted(job.name for job in jobs)
     assert names == ["cnn5-to-cnn5_a0.5_T2.0000001_s0", "cnn5-to-cnn5_a0.5_T2.0000001_s1",
                      "cnn5-to-cnn5_a0.5_T2_s0", "cnn5-to-cnn5_a0.5_T2_s1"]
     assert len({job.directory for job in jobs}) == 4
-    temps = {job.name: job.argv[job.argv.index("--kd-temp") + 1] for job in jobs}
-    assert temps["cnn5-to-cnn5_a0.5_T2.0000001_s0"] == "2.0000001" and temps["cnn5-to-cnn5_a0.5_T2_s0"] == "2"
+    temps = {job.name: job.spec.distillation.temperature for job in jobs}
+    assert temps["cnn5-to-cnn5_a0.5_T2.0000001_s0"] == 2.0000001 and temps["cnn5-to-cnn5_a0.5_T2_s0"] == 2
 
 
 @pytest.mark.parametrize("extra, flag", [
-    ("--kd-temp 4", "--kd-temp"), ("--seed=9", "--seed"), ("--kd-tempe 4", "--kd-tempe"), ("-avgg7_bn_cifar", "-avgg7_bn_cifar"),
-    ("--lr 0.01 -n other", "-n"), ("--compress x.yaml", "--compress"), ("--kd-teacher vgg7", "--kd-teacher"),
-    ("--kd-dw 0.9", "--kd-dw"), ("--kd-resume t.pth.tar", "--kd-resume"), ("--out-dir elsewhere", "--out-dir"),
+    ("--kd-temp 4", "--kd-temperature"), ("--seed=9", "--seed"), ("--kd-tempe 4", "--kd-temperature"),
+    ("-avgg7_bn_cifar", "--arch"), ("--lr 0.01 -n other", "--name"), ("--compress x.yaml", "--compress"),
+    ("--kd-teacher vgg7", "--kd-teacher"), ("--kd-dw 0.9", "--kd-distill-wt"), ("--kd-sw 0.1", "--kd-student-wt"),
+    ("--kd-resume t.pth.tar", "--kd-resume"), ("--out-dir elsewhere", "--out-dir"), ("--epochs 9", "--epochs"),
+    ("--kd-loss dkd", "--kd-loss"), ("--kd-logit-standardize", "--kd-logit-standardize"),
+    ("--kd-loss-arg beta=2", "--kd-loss-arg"), ("--resume-from x", "--resume-from"),
 ])
 def test_extra_args_cannot_set_what_the_grid_sets(extra, flag, small_data, teacher, workdir, capsys):
+    axes = ["--alpha", "0.5", "--temperature", "2", "--kd-loss", "kd", "dkd", "--epochs", "1"]
     assert_one_line_error(["sweep", "--data", small_data, "--teacher", f"cnn5={teacher}", "--student", "cnn5",
-                           "-o", "sw", f"--extra-args={extra}"], f"--extra-args may not set {flag}", capsys)
+                           "-o", "sw", *axes, f"--extra-args={extra}"], f"--extra-args may not set {flag}: ", capsys)
     assert not os.path.exists("sw")
 
 
-def test_extra_args_that_the_grid_does_not_set_pass():
-    extra = ["--lr", "0.01", "--momentum", "0.8", "--wd", "5e-4", "--augment", "n", "--vs", "0.2", "--lr", "-1"]
-    assert refuse_grid_flags(extra, SWEEP_GRID_FLAGS) == extra
+def test_extra_args_may_set_what_the_grid_leaves_alone_and_the_table_shows_it(small_data, teacher, tmp_path):
+    extra = "--lr 0.01 --momentum 0.8 --wd 5e-4 --augment n --vs 0.2 --kd-temp 3 --kd-loss dkd --kd-dw 0.7"
+    plan = sweep_plan(small_data, teacher, tmp_path / "sw", f"--extra-args={extra}")
+    check_extra_args(plan, RunArgs)
+    (job,) = sweep_jobs(plan, RunArgs)
+    spec = job.spec
+    assert (spec.optimizer.lr, spec.optimizer.momentum, spec.data.augment, spec.data.validation_split) == \
+        (0.01, 0.8, "n", 0.2)
+    assert (spec.distillation.temperature, spec.distillation.loss, spec.distillation.distill_weight) == \
+        (3.0, "dkd", 0.7)
 
 
 def _finished_cell(tmp_path, name, meta, summary):
@@ -121,7 +133,7 @@ policies:
 def _schedule(tmp_path, extra, **settings):
     path = tmp_path / "kd.yaml"
     path.write_text(KD_YAML.format(extra=extra))
-    s = RunSettings(data="unused", arch="cnn5", epochs=4, compress=str(path), **settings)
+    s = RunSpec.from_flags(data="unused", arch="cnn5", epochs=4, compress=str(path), **settings)
     model = create_model("cnn5")
     return build_schedule(model, build_optimizer(model, s), s, read_schedule(str(path)))
 
@@ -145,11 +157,11 @@ def test_a_teacher_without_weights_must_be_asked_for(tmp_path, capsys):
     for extra, flag in (("random_teacher: true", False), ("temperature: 2", True)):
         _, policy = _kd_epochs(_schedule(tmp_path, extra, kd_random_teacher=flag))
         assert policy.used_settings()["teacher_checkpoint"] is None
-    s = RunSettings(data="unused", arch="cnn5", kd_teacher="cnn5")
+    s = RunSpec.from_flags(data="unused", arch="cnn5", kd_teacher="cnn5")
     model = create_model("cnn5")
     with pytest.raises(KDPluginError, match="--kd-teacher cnn5: no teacher weights"):
         build_schedule(model, build_optimizer(model, s), s)
-    s.kd_random_teacher = True
+    s.distillation.random_teacher = True
     (policy,) = distillation_policies(build_schedule(model, build_optimizer(model, s), s))
     assert policy.used_settings()["teacher_checkpoint"] is None
 

@@ -14,14 +14,15 @@ from ..engine.run_data import run_dataset
 from ..engine.trainer import run_training
 from ..models import create_model
 from ..reporting.summaries import SUMMARY_CHOICES, render_summary
+from ..spec import RunSpec
 from ..util.errors import KDPluginError
 from ..util.normalization import normalization_of, parse_normalization, set_normalization
 from .args import OneLineParser, cli_entry
 from .training_args import add_training_args, settings_from_args
 
 
-def build_parser():
-    p = OneLineParser(prog="compress_classifier",
+def build_parser(prog="compress_classifier"):
+    p = OneLineParser(prog=prog,
                       description="Train/evaluate CIFAR-10 classifiers with Distiller-style schedules and KD.")
     add_training_args(p)
     p.add_argument("-e", "--evaluate", action="store_true", help="evaluate on the test split and exit")
@@ -34,9 +35,9 @@ def evaluate_only(settings, confusion):
     from ..data import TensorLoader
     from ..engine.loop import evaluate_loader, per_class_accuracy
 
-    test = load_split(settings.data, "test", run_dataset(settings))
+    test = load_split(settings.data.path, "test", run_dataset(settings))
     model = model_to_inspect(settings, test.classes)
-    results = evaluate_loader(model.to(settings.device), TensorLoader(test, 1024, "n", device=settings.device,
+    results = evaluate_loader(model.to(settings.runtime.device), TensorLoader(test, 1024, "n", device=settings.runtime.device,
                                                                           normalization=normalization_of(model)))
     print(f"==> Top1: {results['top1']:.3f}    Top5: {results['top5']:.3f}    Loss: {results['Loss']:.3f} "
           f"({len(test)} test images)")
@@ -50,25 +51,47 @@ def evaluate_only(settings, confusion):
 def model_to_inspect(settings, classes=None):
     """The network -e/--summary look at: the checkpoint's (with its normalization) or a fresh one (with
     CLASSES, the data's, when given); prints which normalization it expects and why."""
-    weights = settings.resume_from or settings.load_weights_from
+    weights = settings.resume.checkpoint or settings.model.load_weights_from
     if weights:
-        model, checkpoint = load_model(weights, settings.arch, settings.normalization, classes)
+        model, checkpoint = load_model(weights, settings.model.arch, settings.data.normalization, classes)
         how = checkpoint.normalization_note
     else:
-        model, how = create_model(settings.arch, classes=classes), f"the default of {settings.arch}"
-        if settings.normalization is not None:
-            model, how = set_normalization(model, parse_normalization(settings.normalization)), "--normalization"
+        model, how = create_model(settings.model.arch, classes=classes), f"the default of {settings.model.arch}"
+        if settings.data.normalization is not None:
+            model, how = set_normalization(model, parse_normalization(settings.data.normalization)), "--normalization"
     print(normalization_line(model, how))
     return model
+
+
+def build_spec_parser():
+    """``compress_classifier --spec FILE``: a run a sweep or reproduce wrote down; flags only say how it runs."""
+    p = OneLineParser(prog="compress_classifier --spec",
+                      description="Run the training run a spec file (spec.json) describes.")
+    p.add_argument("--spec", required=True, metavar="FILE", help="the run spec (JSON), e.g. a sweep cell's")
+    p.add_argument("--resume-from", dest="resume_from", metavar="PATH", help="checkpoint to resume from")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    return p
+
+
+def spec_from_file_args(argv):
+    args = build_spec_parser().parse_args(argv)
+    given = {k: v for k, v in (("resume_from", args.resume_from), ("threads", args.threads),
+                               ("progress", args.progress)) if v is not None}
+    return RunSpec.read(args.spec).changed(**given)
 
 
 @cli_entry("compress_classifier")
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--spec"] or argv[:1] and argv[0].startswith("--spec="):
+        settings = spec_from_file_args(argv)
+        settings.command = ["compress_classifier", *argv]
+        return train(settings)
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     settings.command = ["compress_classifier", *argv]
-    if settings.mutual and (args.summary or args.evaluate):
+    if settings.mutual.peers and (args.summary or args.evaluate):
         raise KDPluginError("-e/--summary look at one model; with --mutual, evaluate a peer's best checkpoint")
     if args.summary:
         model = model_to_inspect(settings)
@@ -77,7 +100,11 @@ def main(argv=None):
         return 0
     if args.evaluate:
         return evaluate_only(settings, args.confusion)
-    summary = (run_mutual_learning if settings.mutual else run_training)(settings)
+    return train(settings)
+
+
+def train(spec):
+    summary = (run_mutual_learning if spec.mutual.peers else run_training)(spec)
     print(f"Log directory: {summary['run_dir']}")
     return 0
 

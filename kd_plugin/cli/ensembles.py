@@ -93,15 +93,15 @@ def cmd_train(args):
         training = (read_schedule(run_args.compress).get("training") or {}) if run_args.compress else {}
         run_args.arch = training.get("arch", JOINTNET)
     settings = settings_from_args(run_args)
-    if resolve_arch(settings.arch) != JOINTNET:
-        raise KDPluginError(f"train-jointnet trains {JOINTNET}, not {resolve_arch(settings.arch)}")
-    if settings.load_weights_from or settings.resume_from:
+    if resolve_arch(settings.model.arch) != JOINTNET:
+        raise KDPluginError(f"train-jointnet trains {JOINTNET}, not {resolve_arch(settings.model.arch)}")
+    if settings.model.load_weights_from or settings.resume.checkpoint:
         summary = train_jointnet(settings)
     else:
         members = members_from_args(args)
-        with tempfile.TemporaryDirectory(prefix=".jointnet-init-", dir=ensure_writable_dir(settings.out_dir)) as tmp:
+        with tempfile.TemporaryDirectory(prefix=".jointnet-init-", dir=ensure_writable_dir(settings.runtime.out_dir)) as tmp:
             init = start_from_members(JOINTNET, members, tmp)
-            summary = train_jointnet(dataclasses.replace(settings, load_weights_from=init),
+            summary = train_jointnet(settings.changed(load_weights_from=init),
                                      origin=dataclasses.asdict(members))
     print(f"Log directory: {summary['run_dir']}")
     return 0

@@ -1,4 +1,5 @@
 """``kd-plugin``: the project's own command with subcommands (evaluate, make-data, models, ...)."""
+import functools
 import sys
 
 from ..data import DEFAULT_DATASET, add_dataset_arg, detect_datasets, get_dataset, list_datasets, write_synthetic
@@ -16,6 +17,7 @@ from ..util.fileio import ensure_writable_dir
 from ..util.normalization import add_normalization_arg
 from .args import OneLineParser, cli_entry
 from .ensembles import COMMANDS as ENSEMBLE_COMMANDS
+from .training_args import RunArgs
 
 SUBCOMMANDS = {}
 
@@ -90,9 +92,9 @@ ARG_BUILDERS = {"evaluate": add_evaluate_args, "make-data": add_make_data_args, 
 for _name, _command, _help, _arg_builder in (
         ("report", cmd_report, "model report cards (JSON + Markdown + per-class PNG) for checkpoints, and a "
                                "comparison table", add_report_args),
-        ("sweep", cmd_sweep, "run a resumable alpha x T (x teacher x student x seed) grid of KD runs in parallel; "
+        ("sweep", functools.partial(cmd_sweep, run_args=RunArgs), "run a resumable alpha x T (x teacher x student x seed) grid of KD runs in parallel; "
                              "writes the table and accuracy-vs-T PNGs", add_sweep_args),
-        ("reproduce", cmd_reproduce, "the original experiment end to end (teachers, AvNet, JointNet, students, every "
+        ("reproduce", functools.partial(cmd_reproduce, run_args=RunArgs), "the original experiment end to end (teachers, AvNet, JointNet, students, every "
                                      "KD row, cards) with REPORT.md beside the original's numbers; resumable",
          add_reproduce_args),
         ("plot", cmd_plot, "training curves (losses, top-1, lr per epoch) as PNG from run directories",

@@ -1,6 +1,6 @@
 """``main_KD_CIFAR10``: the original experiment's positional command line, run by kd-plugin's engine.
 
-How each form maps onto the engine (``RunSettings`` + ``run_training``; no second training loop):
+How each form maps onto the engine (a ``RunSpec`` + ``run_training``; no second training loop):
 
 - CHECKPOINT files hold plain state_dicts, like the original's ``.pt``; kd-plugin and Distiller checkpoints are
   read too. Training starts from CHECKPOINT when it exists (else from a fresh network; jn from its members) and
@@ -33,7 +33,7 @@ from ..checkpoint import load_checkpoint_file, load_model
 from ..data import load_split
 from ..distill.losses.base import TEMPERATURE
 from ..engine.distributed import is_main_process
-from ..engine.settings import RunSettings, pick_device
+from ..engine.settings import pick_device
 from ..engine.trainer import run_training
 from ..experiments.ensembles.branches import branch_accuracy, branch_table
 from ..experiments.ensembles.members import ENSEMBLE_ARCHS, add_member_args, build_ensemble, members_from_args
@@ -41,6 +41,7 @@ from ..experiments.ensembles.training import JOINTNET, start_from_members, train
 from ..models import create_model, resolve_arch
 from ..protocol.config import TRAINING_KEYS
 from ..reporting.evaluation import evaluate_target
+from ..spec import RunSpec
 from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write, ensure_writable_dir
 from ..util.normalization import add_normalization_arg
@@ -206,12 +207,13 @@ def original_lr(scheme, begin):
 
 def generated_schedule(settings, milestones, loss_weights):
     """A schedule file's content describing this run (a ``training:`` section, LR steps, JointNet loss weights)."""
-    training = {key: getattr(settings, key) for key in TRAINING_KEYS if getattr(settings, key) is not None}
+    flat = settings.flat()
+    training = {key: flat[key] for key in TRAINING_KEYS if flat[key] is not None}
     sched, policies = {"training": training}, []
     if milestones:
         sched["lr_schedulers"] = {"original_steps": {"class": "MultiStepLR", "milestones": milestones, "gamma": 0.1}}
         policies.append({"lr_scheduler": {"instance_name": "original_steps"}, "starting_epoch": 0,
-                         "ending_epoch": settings.epochs, "frequency": 1})
+                         "ending_epoch": settings.schedule.epochs, "frequency": 1})
     if loss_weights:
         sched["extensions"] = {"joint_loss": {"class": "JointNetLossWeights", **loss_weights}}
     sched["policies"] = policies
@@ -267,14 +269,14 @@ def train(job, opts, device, argv):
         start = job.checkpoint if exists else None
         if start is None and job.arch == JOINTNET:
             start = start_from_members(JOINTNET, members_from_args(opts), tmp)
-        settings = RunSettings(
+        settings = RunSpec.from_flags(
             data=job.data, arch=job.arch, epochs=job.total - job.begin, batch_size=job.batch, lr=lr, momentum=0.9,
             weight_decay=5e-4, optimizer=job.scheme, augment=job.augment, seed=opts.seed,
             validation_split=opts.validation_split, out_dir=opts.out_dir, name=opts.name,
             compress=os.path.join(tmp, "main_kd_cifar10_schedule.yaml"), device=device, progress=opts.progress,
             command=argv, **({"resume_from": opts.resume_from} if opts.resume_from else {"load_weights_from": start}),
             **kd)
-        write_schedule(settings.compress, generated_schedule(settings, milestones, job.loss_weights), argv)
+        write_schedule(settings.schedule.file, generated_schedule(settings, milestones, job.loss_weights), argv)
         summary = train_jointnet(settings) if job.arch == JOINTNET else run_training(settings)
     if is_main_process():  # under torchrun, rank 0 alone writes files
         save_state_dict(load_checkpoint_file(summary["checkpoint"]).state_dict, job.checkpoint)

@@ -1,17 +1,18 @@
 """The training-run flags of Distiller's ``compress_classifier``, shared by every command that starts a run
-(``compress_classifier``, ``kd-plugin train-jointnet``), and how they become RunSettings.
+(``compress_classifier``, ``kd-plugin train-jointnet``), and how they become a RunSpec (kd_plugin.spec).
 
 Flags override a schedule's ``training:`` section, which overrides Distiller's defaults.
 """
 from ..data import add_dataset_arg
 from ..distill.losses import list_losses, parse_loss_arg
 from ..distill.mutual import mutual_spec
-from ..engine.settings import RunSettings, pick_device
+from ..engine.settings import pick_device
 from ..models import list_aliases, list_models
 from ..models.ensembles import COMBINE_MODES
 from ..protocol.config import read_schedule
 from ..protocol.runtime import BACKENDS, DEFAULT_BACKEND, uses_distiller_components
 from ..protocol.shipped import resolve_schedule
+from ..spec import FLAG_FIELDS, RunSpec, flag_of
 from ..util.errors import KDPluginError
 from ..util.normalization import add_normalization_arg
 from .args import str2bool_yn
@@ -131,12 +132,12 @@ def mutual_settings(args, schedule):
         (spec.temperature if spec is not None else None)
     return peers, temperature
 def one_or_list(values: list | None) -> str | list | None:
-    """An nargs='+' flag's values as RunSettings keeps them: None, one name, or a list of several."""
+    """An nargs='+' flag's values as the spec keeps them: None, one name, or a list of several."""
     return values[0] if values is not None and len(values) == 1 else values
 
 
-def settings_from_args(args):
-    """Merge flags over the schedule's training section over Distiller's defaults."""
+def settings_from_args(args) -> RunSpec:
+    """The run spec: flags over the schedule's training section over Distiller's defaults."""
     args.compress = resolve_schedule(args.compress)
     schedule = read_schedule(args.compress, uses_distiller_components(args.backend)) if args.compress else {}
     training = schedule.get("training") or {}
@@ -153,7 +154,7 @@ def settings_from_args(args):
         raise KDPluginError("no architecture: pass -a/--arch or set training.arch in the schedule")
     if args.kd_pretrained:
         raise KDPluginError("--kd-pretrained: no pretrained weights ship offline; use --kd-resume CHECKPOINT")
-    return RunSettings(
+    return RunSpec.from_flags(
         data=args.data, device=pick_device(args.cpu, args.gpus), seed=args.seed, deterministic=args.deterministic,
         out_dir=args.out_dir, name=args.name, compress=args.compress, resume_from=args.resume_from,
         load_weights_from=args.load_weights_from, reset_optimizer=args.reset_optimizer,
@@ -168,3 +169,33 @@ def settings_from_args(args):
         amp=args.amp, mutual=mutual, mutual_temperature=mutual_temperature,
         channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
         download=args.download, sync_bn=args.sync_bn, normalization=args.normalization, **values)
+
+
+class RunArgs:
+    """compress_classifier's flags as sweeps and reproduce use them (passed down, so the experiments layer never
+    parses a command line itself): which spec fields some flags set, and the spec a whole command line asks for."""
+
+    PLACEHOLDER = "DATASET_DIR"
+
+    @staticmethod
+    def _parse(argv):
+        from .compress_classifier import build_parser
+
+        return build_parser(prog="--extra-args").parse_args(argv)
+
+    @classmethod
+    def fields_set(cls, argv: list[str]) -> dict[str, str]:
+        """{spec field's flag destination: the flag} of every field ARGV (options only) sets; KDPluginError for
+        anything compress_classifier would not accept."""
+        given, bare = vars(cls._parse([cls.PLACEHOLDER, *argv])), vars(cls._parse([cls.PLACEHOLDER]))
+        changed = {dest for dest in given if given[dest] != bare[dest]}
+        if "cpu" in changed or "gpus" in changed:
+            changed.add("device")
+        return {dest: flag_of(*FLAG_FIELDS[dest]) for dest in sorted(changed) if dest in FLAG_FIELDS}
+
+    @classmethod
+    def spec(cls, argv: list[str]) -> RunSpec:
+        """The spec of the compress_classifier command line ARGV (flags over its schedule's training section)."""
+        from .compress_classifier import build_parser
+
+        return settings_from_args(build_parser().parse_args(argv))

@@ -117,7 +117,9 @@ class DistillationMixin:
                 "teacher_checkpoint": getattr(self, "teacher_checkpoint", None),
                 **({"teacher_config": config()} if config is not None else {}), "temperature": self.temperature,
                 "distill_weight": self.loss_wts.distill, "student_weight": self.loss_wts.student,
-                "teacher_weight": self.loss_wts.teacher}
+                "teacher_weight": self.loss_wts.teacher, "loss": self.distillation_loss.label(),
+                "loss_args": dict(self.distillation_loss.args),
+                "logit_standardize": bool(self.distillation_loss.logit_standardize)}
 
     def epoch_counters(self):
         """Counters of the teacher-output source for the epoch's log row (a teacher cache's hits and misses)."""

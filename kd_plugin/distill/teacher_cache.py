@@ -255,7 +255,7 @@ def open_cache(runner, image_set, normalizer, augment, directory=None, device="c
 
 
 def resumed_cache_directory(setting, out_dir, recorded):
-    """(directory or None, a note for the run log or None) for RunSettings.teacher_cache SETTING.
+    """(directory or None, a note for the run log or None) for RunSpec.distillation.cache SETTING.
 
     With 'auto', a resumed run keeps the cache its checkpoint's run used (RECORDED), so it sees the very rows
     the interrupted run saw (a fresh cache recomputes rows in other batches, a few fp16 ulps apart) -- but only
@@ -279,7 +279,7 @@ def _inside(path, directory):
 def install_teacher_caches(policies, train_loader, setting, out_dir):
     """Serve each KD policy's teacher outputs from a cache for ``train_loader``'s split; returns the caches.
 
-    ``setting`` is RunSettings.teacher_cache. Only policies whose teacher runs through a TeacherRunner
+    ``setting`` is RunSpec.distillation.cache. Only policies whose teacher runs through a TeacherRunner
     (frozen, eval mode: exact) get one.
     """
     if setting == "off":

@@ -7,9 +7,11 @@ difference in one line (``T: 1.5 -> 4.0, lr: 0.1 -> 0.05``); ``--resume-accept-c
 """
 import hashlib
 import json
+import os
 
 from ..distill.teacher import weights_digest
-from ..util.errors import KDPluginError
+from ..spec import RunSpec
+from ..util.errors import KDPluginError, one_line
 
 ACCEPT_FLAG = "--resume-accept-changes"
 # Hyper-parameters of torch optimizers worth naming (as configured: the optimizer's defaults, not its current
@@ -43,10 +45,11 @@ def policy_identity(policy, starting_epoch):
             "teacher weight": weights.teacher, "loss": loss_kind(policy), "KD start epoch": starting_epoch}
 
 
-def experiment_identity(run_checks, optimizer, policies, sched_dict):
-    """RUN_CHECKS (seed, batch size, augment, data hash ...) plus optimizer, schedule and distillation policies
-    (a list of (policy, starting_epoch)); the second policy's entries are prefixed 'KD 2 ', and so on."""
-    identity = dict(run_checks)
+def experiment_identity(run_checks, optimizer, policies, sched_dict, spec=None):
+    """RUN_CHECKS (seed, batch size, augment, data hash ...), the SPEC's fields compared by value (named by their
+    flags), plus what is built from the rest: optimizer, schedule and distillation policies (a list of (policy,
+    starting_epoch)); the second policy's entries are prefixed 'KD 2 ', and so on."""
+    identity = {**run_checks, **(spec.compared() if spec is not None else {})}
     identity["optimizer"] = type(optimizer).__name__
     for name in OPTIMIZER_FIELDS:
         if name in optimizer.defaults:
@@ -107,6 +110,31 @@ def check_resume(path, plugin_state, identity, run_checks, accept):
             raise KDPluginError(f"{path}: checkpoint was trained with {key}={recorded[key]}, this run has "
                                 f"{key}={now}; resume with the same settings or pass --reset-optimizer")
     return []
+
+
+def check_recorded_spec(path, plugin_state):
+    """The run spec checkpoint PATH records (a RunSpec), None where it records none (Distiller's own checkpoint, or
+    an older kd-plugin's); an empty or malformed record is refused, never read as "nothing to compare"."""
+    if "spec" not in plugin_state:
+        return None
+    record = plugin_state["spec"]
+    if not isinstance(record, dict) or not record:
+        raise KDPluginError(f"{path}: the recorded run spec is empty or not a mapping, so this resume cannot be "
+                            f"checked; pass --reset-optimizer to take only the weights")
+    try:
+        return RunSpec.from_record(record, os.path.dirname(os.path.abspath(path)))
+    except KDPluginError as err:
+        raise KDPluginError(f"{path}: the recorded run spec is malformed ({one_line(err)}); pass --reset-optimizer "
+                            f"to take only the weights") from None
+
+
+def uncompared_note(plugin_state):
+    """A line for the run log naming what a resume from a checkpoint without a spec record could not compare."""
+    if "spec" in plugin_state:
+        return None
+    fields = ", ".join(flag for flag in RunSpec.compared_flags())
+    return (f"the checkpoint records no run spec (Distiller's own, or an older kd-plugin's): {fields} could not be "
+            f"compared with it")
 
 
 def _show(value):

@@ -50,7 +50,7 @@ from .rng import capture_rng, restore_rng, seed_everything
 from .run_data import load_run_data, run_loaders
 from .rundir import CsvLog, close_logger, copy_configs, create_run_dir, make_logger
 from .guards import load_optimizer_state
-from .identity import check_resume, experiment_identity
+from .identity import check_recorded_spec, check_resume, experiment_identity, uncompared_note
 from .trainer import (
     build_optimizer,
     build_schedule,
@@ -122,26 +122,27 @@ def train_mutual_epoch(peers, loader, epoch, temperature, start_batch=0, stop=No
 class MutualRun:
     def __init__(self, settings, batch_hook_factory=None):
         self.s = settings
-        self.device = torch.device(settings.device)
+        self.device = torch.device(settings.runtime.device)
         self.batch_hook_factory = batch_hook_factory
         self.logger = None
 
     # --- set-up -------------------------------------------------------------------------------------------
     def setup(self):
         s = self.s
-        temperature = DEFAULT_MUTUAL_TEMPERATURE if s.mutual_temperature is None else s.mutual_temperature
-        self.archs, self.temperature = check_peers(s.mutual, temperature)
-        ensure_writable_dir(s.out_dir)
-        runtime = select_runtime(s.backend)
-        _, sched_dict = mutual_spec(runtime.read_schedule(s.compress) if s.compress else None)
+        temperature = DEFAULT_MUTUAL_TEMPERATURE if s.mutual.temperature is None else s.mutual.temperature
+        self.archs, self.temperature = check_peers(s.mutual.peers, temperature)
+        ensure_writable_dir(s.runtime.out_dir)
+        runtime = select_runtime(s.runtime.backend)
+        _, sched_dict = mutual_spec(runtime.read_schedule(s.schedule.file) if s.schedule.file else None)
         self.sched_dict = sched_dict
-        resume = self._check_resume(load_checkpoint_file(s.resume_from)) if s.resume_from else None
+        resume = self._check_resume(load_checkpoint_file(s.resume.checkpoint)) if s.resume.checkpoint else None
         run_state = resume.plugin_state.get("run", {}) if resume is not None else {}
-        self.seed = s.seed if s.seed is not None else run_state.get("seed", random.randrange(2**31))
-        seed_everything(self.seed, s.deterministic)
-        set_cpu_threads(s.threads)
+        self.seed = s.data.seed if s.data.seed is not None else run_state.get("seed", random.randrange(2**31))
+        seed_everything(self.seed, s.runtime.deterministic)
+        set_cpu_threads(s.runtime.threads)
         data = load_run_data(s, self.seed)
         self.test_set, self.classes, self.train_hash = data.test, data.classes, data.train_hash
+        self.dataset = data.dataset
         self.normalization, self.normalization_note = group_normalization(s, self.archs, resume, data)
         self.train_loader, self.valid_loader = run_loaders(s, data, self.seed, self.device, self.normalization)
         models = [create_model(arch, dataset=data.dataset, classes=data.classes, normalization=self.normalization)
@@ -150,20 +151,20 @@ class MutualRun:
         for index, (arch, label, model) in enumerate(zip(self.archs, peer_labels(self.archs), models)):
             if hasattr(model, "training_criterion"):
                 raise KDPluginError(f"{arch} trains with its own multi-branch loss; it cannot be a mutual-learning peer")
-            accelerate_model(model, self.device, s.channels_last, s.amp, s.compile)
+            accelerate_model(model, self.device, s.runtime.channels_last, s.runtime.amp, s.runtime.compile)
             optimizer = build_optimizer(model, s)
             scheduler = build_schedule(model, optimizer, s, sched_dict, runtime)
             if distillation_policies(scheduler):
-                raise KDPluginError(f"{s.compress}: mutual learning does not combine with a KD teacher extension")
-            self.peers.append(Peer(index, label, arch, model, optimizer, scheduler, grad_scaler(s.amp, self.device)))
+                raise KDPluginError(f"{s.schedule.file}: mutual learning does not combine with a KD teacher extension")
+            self.peers.append(Peer(index, label, arch, model, optimizer, scheduler, grad_scaler(s.runtime.amp, self.device)))
         self.start_epoch, self.start_batch = 0, 0
-        self.identity, self.accepted_changes = self.experiment_identity(), []
+        self.identity, self.accepted_changes, self.resume_note = self.experiment_identity(), [], None
         if resume is not None:
             self._resume(resume)
-        self.name = s.name or "mutual"
-        self.run_dir = create_run_dir(s.out_dir, self.name)
-        self.logger = make_logger(self.run_dir, self.name, s.verbose)
-        copy_configs(self.run_dir, [s.compress])
+        self.name = s.runtime.name or "mutual"
+        self.run_dir = create_run_dir(s.runtime.out_dir, self.name)
+        self.logger = make_logger(self.run_dir, self.name, s.runtime.verbose)
+        copy_configs(self.run_dir, [s.schedule.file])
         self.csv = CsvLog(os.path.join(self.run_dir, "training.csv"))
         self.tensorboard = tensorboard_writer(self.run_dir)
         return self
@@ -184,13 +185,15 @@ class MutualRun:
             prefix = f"{peer.index}."
             weights = {k[len(prefix):]: v for k, v in resume.state_dict.items() if k.startswith(prefix)}
             load_weights(peer.model, Checkpoint(resume.path, weights, peer.arch))
-        if s.reset_optimizer:
+        if s.resume.reset_optimizer:
             return
-        self.accepted_changes = check_resume(s.resume_from, resume.plugin_state, self.identity,
+        check_recorded_spec(s.resume.checkpoint, resume.plugin_state)
+        self.resume_note = uncompared_note(resume.plugin_state)
+        self.accepted_changes = check_resume(s.resume.checkpoint, resume.plugin_state, self.identity,
                                              {**self.run_identity(), "temperature": self.temperature},
-                                             s.resume_accept_changes)
+                                             s.resume.accept_changes)
         for peer, state in zip(self.peers, states):
-            load_optimizer_state(peer.optimizer, state["optimizer_state_dict"], s.resume_from, f" of {peer.label}")
+            load_optimizer_state(peer.optimizer, state["optimizer_state_dict"], s.resume.checkpoint, f" of {peer.label}")
             peer.scheduler.load_state_dict(state["compression_sched"])
             if state["best_top1"] is not None:
                 peer.best = {"top1": float(state["best_top1"]), "epoch": int(state["best_epoch"])}
@@ -207,14 +210,14 @@ class MutualRun:
     # --- checkpoints --------------------------------------------------------------------------------------
     def run_identity(self):
         """What a resumed run must share with the checkpoint's to continue it exactly (data order included)."""
-        return {"seed": self.seed, "batch_size": self.s.batch_size, "augment": self.s.augment,
+        return {"seed": self.seed, "batch_size": self.s.data.batch_size, "augment": self.s.data.augment,
                 "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash,
-                "normalization": self.normalization.describe()}
+                "normalization": self.normalization.describe(), "dataset": self.dataset}
 
     def experiment_identity(self):
         """The group's identity, compared on resume as a single-model run's is: every peer has the same optimizer
         settings and schedule, so the first peer's stand for all."""
-        return {**experiment_identity(self.run_identity(), self.peers[0].optimizer, [], self.sched_dict),
+        return {**experiment_identity(self.run_identity(), self.peers[0].optimizer, [], self.sched_dict, self.s),
                 "peers": " ".join(self.archs), "temperature": self.temperature}
 
     def save(self, epoch, resume_batch=None):
@@ -227,8 +230,8 @@ class MutualRun:
                 raise NonFiniteLoss(f"weights of {peer.label} {bad} became NaN or Inf in epoch {epoch}; stopped "
                                     f"without saving (the last good and best checkpoints are untouched)")
         state = {"run": {**self.run_identity(), "temperature": self.temperature, "data": self.test_set.source,
-                         "epochs": self.s.epochs}, "identity": self.identity,
-                 "rng": capture_rng(), "resume_batch": resume_batch,
+                         "epochs": self.s.schedule.epochs}, "identity": self.identity,
+                 "spec": self.s.record(self.run_dir), "rng": capture_rng(), "resume_batch": resume_batch,
                  "mutual": {"peers": self.archs, "temperature": self.temperature,
                             "states": [peer.state() for peer in self.peers]}}
         group = set_normalization(torch.nn.ModuleList([peer.model for peer in self.peers]), self.normalization)
@@ -252,16 +255,18 @@ class MutualRun:
         log.info("Mutual learning of %s (T=%g) on %d images (validation %d, test %d), epochs %d..%d, batch %d, "
                  "%s lr %g, seed %d", ", ".join(p.label for p in self.peers), self.temperature,
                  self.train_loader.num_images, self.valid_loader.num_images if self.valid_loader else 0,
-                 len(self.test_set), self.start_epoch, s.epochs - 1, s.batch_size, s.optimizer,
+                 len(self.test_set), self.start_epoch, s.schedule.epochs - 1, s.data.batch_size, s.optimizer.name,
                  self.peers[0].optimizer.param_groups[0]["lr"], self.seed)
         log.info("Input normalization: %s, %s", self.normalization.describe(), self.normalization_note)
         log.info("Teacher-output cache: off (mutual learning: every peer trains, so its outputs change every step)")
+        if self.resume_note:
+            log.info("Resumed: %s", self.resume_note)
         if self.accepted_changes:
             log.info("Resumed with changes accepted by --resume-accept-changes: %s", ", ".join(self.accepted_changes))
         batch_hook = self.batch_hook_factory(self) if self.batch_hook_factory else None
         stop = StopRequest()
         with stop_on_signals(stop):
-            for epoch in range(self.start_epoch, s.epochs):
+            for epoch in range(self.start_epoch, s.schedule.epochs):
                 path = self._run_epoch(epoch, stop, batch_hook)
                 if stop:  # the signal came after the epoch's last step: its checkpoint is the resumable one
                     raise interruption(stop, f"the end of epoch {epoch}", path, s.command)
@@ -274,8 +279,8 @@ class MutualRun:
             peer.scheduler.on_epoch_begin(epoch, peer.optimizer)
         next_batch, seconds = train_mutual_epoch(
             self.peers, self.train_loader, epoch, self.temperature, start_batch=self.start_batch, stop=stop,
-            batch_hook=batch_hook, progress=s.progress, check_every=1 if self.device.type == "cpu" else 50)
-        images = (next_batch - self.start_batch) * s.batch_size
+            batch_hook=batch_hook, progress=s.runtime.progress, check_every=1 if self.device.type == "cpu" else 50)
+        images = (next_batch - self.start_batch) * s.data.batch_size
         self.start_batch = 0
         if next_batch < len(self.train_loader):
             path = self.save(epoch, resume_batch=next_batch)
@@ -323,7 +328,7 @@ class MutualRun:
         summary = {"mutual": {"peers": self.archs, "temperature": self.temperature}, "run_dir": self.run_dir,
                    "checkpoint": checkpoint_paths(self.run_dir, self.name)[0], "peers": results,
                    "best_chosen_on": best_chosen_on(self.valid_loader), "test_images": len(self.test_set),
-                   "rows": self.csv.rows, "seed": self.seed}
+                   "rows": self.csv.rows, "seed": self.seed, "spec": self.s.record(self.run_dir)}
         write_json(os.path.join(self.run_dir, "summary.json"), summary)
         close_logger(self.logger)
         return summary
@@ -342,7 +347,7 @@ def group_normalization(settings, archs, resume=None, data=None):
     """(Normalization, why) every peer is fed: as a single-model run resolves it (``trainer.run_normalization``),
     with the peers' registered defaults required to agree when nothing else decides."""
     defaults = {default_cfg(arch)["normalization"] for arch in archs}
-    if settings.normalization is None and resume is None and len(defaults) > 1:
+    if settings.data.normalization is None and resume is None and len(defaults) > 1:
         raise KDPluginError(f"the peers {' '.join(archs)} expect different input normalizations; choose one for the "
                             f"group with --normalization")
     return run_normalization(settings, archs[0], resume, data)

@@ -31,29 +31,29 @@ def load_run_data(settings, seed):
     """SETTINGS' training split (less the seeded validation split), validation split and test split, of the dataset
     --dataset names or the folder and the architecture imply (kd_plugin.data.resolve_dataset)."""
     name = run_dataset(settings)
-    if settings.download:
-        download_dataset(settings.data, name)
+    if settings.data.download:
+        download_dataset(settings.data.path, name)
     dataset = get_dataset(name)
-    train = dataset.load(settings.data, "train")
-    test = dataset.load(settings.data, "test")
+    train = dataset.load(settings.data.path, "train")
+    test = dataset.load(settings.data.path, "test")
     if tuple(test.classes) != tuple(train.classes):
-        raise KDPluginError(f"{settings.data}: the test split's classes differ from the training split's")
-    trained, valid = validation_split(train, settings.validation_split, seed=seed)
+        raise KDPluginError(f"{settings.data.path}: the test split's classes differ from the training split's")
+    trained, valid = validation_split(train, settings.data.validation_split, seed=seed)
     return RunData(trained, valid, test, train.classes, data_fingerprint(trained), name, dataset.default_normalization)
 
 
 def run_dataset(settings):
     """The name of the dataset a run trains on (--dataset, else inferred from the folder and the network)."""
-    return resolve_dataset(settings.data, settings.dataset, dataset_of((settings.mutual or [settings.arch])[0]))
+    return resolve_dataset(settings.data.path, settings.data.dataset, dataset_of((settings.mutual.peers or [settings.model.arch])[0]))
 
 
 def run_loaders(settings, data, seed, device, normalization=None):
     """(training loader, validation loader or None). The training order and augmentation derive from (SEED, epoch);
     a last training batch of one image is dropped (BatchNorm cannot train on it)."""
-    train_loader = TensorLoader(data.train, settings.batch_size, settings.augment, shuffle=True, seed=seed,
-                                device=device, channels_last=settings.channels_last, drop_single_last=True,
+    train_loader = TensorLoader(data.train, settings.data.batch_size, settings.data.augment, shuffle=True, seed=seed,
+                                device=device, channels_last=settings.runtime.channels_last, drop_single_last=True,
                                 normalization=normalization)
-    check_trainable(train_loader, settings.validation_split)
-    valid_loader = TensorLoader(data.valid, 1024, "n", device=device, channels_last=settings.channels_last,
+    check_trainable(train_loader, settings.data.validation_split)
+    valid_loader = TensorLoader(data.valid, 1024, "n", device=device, channels_last=settings.runtime.channels_last,
                                 normalization=normalization) if data.valid is not None else None
     return train_loader, valid_loader

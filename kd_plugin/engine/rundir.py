@@ -7,16 +7,7 @@ import time
 
 from ..util.errors import KDPluginError
 from ..util.fileio import atomic_write, ensure_writable_dir
-
-
-def check_run_name(name):
-    """Refuse a run name that is not a plain name: a run's files never leave its run directory under -o."""
-    if not isinstance(name, str) or not name.strip():
-        raise KDPluginError(f"-n/--name must be a non-empty name, got {name!r}")
-    separators = {"/", "\\", os.sep, os.altsep} - {None}
-    if os.path.isabs(name) or any(sep in name for sep in separators) or ".." in name or "\0" in name:
-        raise KDPluginError(f"-n/--name must be a name, not a path: {name!r} (the run directory is created under -o)")
-    return name
+from ..util.rundir_names import check_run_name
 
 
 def create_run_dir(out_dir, name):

@@ -37,61 +37,60 @@ from .guards import (
     load_optimizer_state,
     move_distillation_start,
 )
-from .identity import check_resume, experiment_identity
+from .identity import check_recorded_spec, check_resume, experiment_identity, uncompared_note
 from .loop import evaluate_loader, per_class_accuracy, train_epoch
 from .loss_parts import prepare_loss_parts
 from .meters import EpochMeter
 from .rng import capture_rng, restore_rng, seed_everything
 from .run_data import load_run_data, run_loaders
 from .rundir import close_logger, copy_configs, create_run_dir, make_logger
-from .settings import kd_flags_given
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
-KD_OVERRIDES = {"kd_temperature": "temperature", "kd_distill_wt": "distill_weight",
-                "kd_student_wt": "student_weight", "kd_teacher_wt": "teacher_weight",
-                "kd_teacher": "teacher_arch", "kd_resume": "teacher_checkpoint",
-                "kd_logit_standardize": "logit_standardize", "kd_teacher_weights": "teacher_weights",
-                "kd_teacher_combine": "teacher_combine"}  # --kd-loss/--kd-loss-arg: with_loss_flags
+# The distillation fields a schedule's KD extension takes as arguments of the same name (the flags win);
+# loss and loss_args go through with_loss_flags, start_epoch moves the policy.
+EXTENSION_OVERRIDES = ("teacher_arch", "teacher_checkpoint", "teacher_weights", "teacher_combine", "temperature",
+                       "distill_weight", "student_weight", "teacher_weight", "logit_standardize")
 
 
-def build_optimizer(model, settings):
+def build_optimizer(model, spec):
     params = [p for p in model.parameters() if p.requires_grad]
-    if settings.optimizer == "adam":
-        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    opt = spec.optimizer
+    if opt.name == "adam":
+        return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
 
 
 def distillation_policies(scheduler):
     return [p for p in scheduler.sched_metadata if isinstance(p, DistillationMixin)]
 
 
-def build_schedule(model, optimizer, settings, sched_dict=None, runtime=None):
-    """The CompressionScheduler: YAML policies (flags overriding their KD arguments) plus flag-declared KD,
-    built from RUNTIME's classes (kd-plugin's own by default, or Distiller's: ``kd_plugin.protocol.runtime``)."""
+def build_schedule(model, optimizer, spec, sched_dict=None, runtime=None):
+    """The CompressionScheduler: YAML policies (the spec's distillation fields overriding their KD arguments) plus
+    flag-declared KD, built from RUNTIME's classes (kd-plugin's own by default, or Distiller's:
+    ``kd_plugin.protocol.runtime``)."""
     runtime = runtime or select_runtime("builtin")
     scheduler = runtime.CompressionScheduler(model)
-    overrides = {"extensions": {arg: getattr(settings, flag) for flag, arg in KD_OVERRIDES.items()}}
-    overrides["extensions"]["random_teacher"] = True if settings.kd_random_teacher else None
+    kd = spec.distillation
+    overrides = {"extensions": {arg: getattr(kd, arg) for arg in EXTENSION_OVERRIDES}}
+    overrides["extensions"]["random_teacher"] = True if kd.random_teacher else None
     if sched_dict:
-        sched_dict = with_loss_flags(sched_dict, settings.kd_loss, settings.kd_loss_args)
-        runtime.dict_config(model, optimizer, sched_dict, scheduler, overrides=overrides, source=settings.compress)
-        if settings.kd_start_epoch is not None:
-            move_distillation_start(scheduler, distillation_policies(scheduler), settings.kd_start_epoch)
-    if settings.kd_teacher and not distillation_policies(scheduler):
-        teacher = build_teacher(model, settings.kd_teacher, settings.kd_resume, settings.kd_random_teacher,
-                                weights=settings.kd_teacher_weights, combine=settings.kd_teacher_combine)
-        weights = DistillationLossWeights(settings.kd_distill_wt, settings.kd_student_wt, settings.kd_teacher_wt)
-        policy = runtime.KnowledgeDistillationPolicy(model, teacher, settings.kd_temperature, weights,
-                                                     settings.kd_loss or DEFAULT_LOSS, settings.kd_loss_args,
-                                                     bool(settings.kd_logit_standardize))
-        policy.teacher_checkpoint = settings.kd_resume
-        scheduler.add_policy(policy, starting_epoch=settings.kd_start_epoch or 0, ending_epoch=settings.epochs,
+        sched_dict = with_loss_flags(sched_dict, kd.loss, kd.loss_args)
+        runtime.dict_config(model, optimizer, sched_dict, scheduler, overrides=overrides, source=spec.schedule.file)
+        if kd.start_epoch is not None:
+            move_distillation_start(scheduler, distillation_policies(scheduler), kd.start_epoch)
+    if kd.teacher_arch and not distillation_policies(scheduler):
+        teacher = build_teacher(model, kd.teacher_arch, kd.teacher_checkpoint, kd.random_teacher,
+                                weights=kd.teacher_weights, combine=kd.teacher_combine)
+        weights = DistillationLossWeights(kd.distill_weight, kd.student_weight, kd.teacher_weight)
+        policy = runtime.KnowledgeDistillationPolicy(model, teacher, kd.temperature, weights, kd.loss or DEFAULT_LOSS,
+                                                     kd.loss_args, bool(kd.logit_standardize))
+        policy.teacher_checkpoint = kd.teacher_checkpoint
+        scheduler.add_policy(policy, starting_epoch=kd.start_epoch or 0, ending_epoch=spec.schedule.epochs,
                              frequency=1)
-    elif not distillation_policies(scheduler) and (given := kd_flags_given(settings)):
+    elif not distillation_policies(scheduler) and (given := kd.declared()):
         raise KDPluginError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --kd-teacher (or a KD "
                             f"extension in the schedule): without a teacher the run would train a plain student")
     return scheduler
-
 
 
 @contextlib.contextmanager
@@ -136,7 +135,7 @@ def interruption(stop, where, path, command):
 class TrainingRun:
     def __init__(self, settings, batch_hook_factory=None):
         self.s = settings
-        self.dist = from_environment(settings.device)  # torchrun: this process's rank (distributed.py)
+        self.dist = from_environment(settings.runtime.device)  # torchrun: this process's rank (distributed.py)
         self.device = self.dist.device
         self.batch_hook_factory = batch_hook_factory
         self.logger = None
@@ -144,16 +143,16 @@ class TrainingRun:
     # --- set-up -------------------------------------------------------------------------------------------
     def setup(self):
         s = self.s
-        self.arch = resolve_arch(s.arch)
-        ensure_writable_dir(s.out_dir)
-        self.runtime = select_runtime(s.backend)
-        self.sched_dict = self.runtime.read_schedule(s.compress) if s.compress else None
-        resume = check_arch(load_checkpoint_file(s.resume_from), self.arch) if s.resume_from else None
+        self.arch = resolve_arch(s.model.arch)
+        ensure_writable_dir(s.runtime.out_dir)
+        self.runtime = select_runtime(s.runtime.backend)
+        self.sched_dict = self.runtime.read_schedule(s.schedule.file) if s.schedule.file else None
+        resume = check_arch(load_checkpoint_file(s.resume.checkpoint), self.arch) if s.resume.checkpoint else None
         run_state = resume.plugin_state.get("run", {}) if resume is not None else {}
-        seed = s.seed if s.seed is not None else run_state.get("seed", random.randrange(2**31))
+        seed = s.data.seed if s.data.seed is not None else run_state.get("seed", random.randrange(2**31))
         self.seed = self.dist.on_main(lambda: seed)  # a drawn seed is rank 0's on every rank
-        seed_everything(self.seed, s.deterministic)
-        set_cpu_threads(s.threads)
+        seed_everything(self.seed, s.runtime.deterministic)
+        set_cpu_threads(s.runtime.threads)
         data = load_run_data(s, self.seed)
         self.test_set, self.classes, self.train_hash = data.test, data.classes, data.train_hash
         self.dataset = data.dataset
@@ -164,38 +163,38 @@ class TrainingRun:
         self.train_loader = self.dist.shard(train_loader)
         self.model = create_model(self.arch, dataset=self.dataset, normalization=self.normalization,
                                   classes=self.classes).to(self.device)
-        if s.load_weights_from:
-            load_model_into(self.model, s.load_weights_from, self.arch, self.classes)
-        accelerate_model(self.model, self.device, s.channels_last, s.amp, s.compile)
+        if s.model.load_weights_from:
+            load_model_into(self.model, s.model.load_weights_from, self.arch, self.classes)
+        accelerate_model(self.model, self.device, s.runtime.channels_last, s.runtime.amp, s.runtime.compile)
         self.optimizer = build_optimizer(self.model, s)
         self.scheduler = build_schedule(self.model, self.optimizer, s, self.sched_dict, self.runtime)
-        check_distillation_window(self.scheduler, distillation_policies(self.scheduler), s.epochs,
-                                  s.compress or "--kd-teacher")
+        check_distillation_window(self.scheduler, distillation_policies(self.scheduler), s.schedule.epochs,
+                                  s.schedule.file or "--kd-teacher")
         self.loss_notes = prepare_loss_parts(distillation_policies(self.scheduler), self.scheduler, self.optimizer,
                                              data.train, self.device, self.dist.distributed)
-        accelerate_teachers(distillation_policies(self.scheduler), s.channels_last, s.amp)
-        self.grad_scaler = grad_scaler(s.amp, self.device)
+        accelerate_teachers(distillation_policies(self.scheduler), s.runtime.channels_last, s.runtime.amp)
+        self.grad_scaler = grad_scaler(s.runtime.amp, self.device)
         self.teacher_cache_dir, self.teacher_cache_note = teacher_cache_dir(s, resume)
         check_teacher_cache_dir(self.teacher_cache_dir, distillation_policies(self.scheduler))
         self.teacher_caches = install_teacher_caches(distillation_policies(self.scheduler), self.train_loader,
-                                                     self.teacher_cache_dir or "off", s.out_dir)
+                                                     self.teacher_cache_dir or "off", s.runtime.out_dir)
         # A model may define its own training loss (JointNet's multi-branch CE); evaluation always uses plain CE.
         self.criterion = self.model.training_criterion() if hasattr(self.model, "training_criterion") \
             else torch.nn.CrossEntropyLoss()
         self.start_epoch, self.start_batch, self.meter = 0, 0, EpochMeter()
         self.best = {"top1": float("-inf"), "epoch": -1}
-        self.identity, self.accepted_changes = self.experiment_identity(), []
-        self.train_model = self.dist.wrap(self.model, s.sync_bn)
+        self.identity, self.accepted_changes, self.resume_note = self.experiment_identity(), [], None
+        self.train_model = self.dist.wrap(self.model, s.runtime.sync_bn)
         if resume is not None:
             self._resume(resume, run_state)
-        self.run_dir = self.dist.on_main(create_run_dir, s.out_dir, s.name or self.arch)
-        self.name = s.name or self.arch
-        self.logger = make_logger(self.run_dir, self.name, s.verbose) if self.dist.is_main \
+        self.run_dir = self.dist.on_main(create_run_dir, s.runtime.out_dir, s.runtime.name or self.arch)
+        self.name = s.runtime.name or self.arch
+        self.logger = make_logger(self.run_dir, self.name, s.runtime.verbose) if self.dist.is_main \
             else main_only_logger(self.run_dir, self.dist.rank)
         if self.dist.is_main:
             if resume is not None:  # until an epoch beats it, the resumed run's best checkpoint is this run's too
                 carry_best_forward(resume, self.best, self.run_dir, self.name)
-            copy_configs(self.run_dir, [s.compress])
+            copy_configs(self.run_dir, [s.schedule.file])
         self.csv = MainOnlyCsv(os.path.join(self.run_dir, "training.csv"), self.dist.is_main)
         self.tensorboard = tensorboard_writer(self.run_dir) if self.dist.is_main else None
         return self
@@ -203,18 +202,20 @@ class TrainingRun:
     def _resume(self, resume, run_state):
         s = self.s
         load_weights(self.model, resume)
-        if s.reset_optimizer:
+        if s.resume.reset_optimizer:
             return
         recorded_world = run_state.get("world_size", 1)
         if recorded_world != self.dist.world_size:  # each rank's RNG and data position: never acceptable
-            raise KDPluginError(f"{s.resume_from}: checkpoint was trained with world_size={recorded_world}, this run "
+            raise KDPluginError(f"{s.resume.checkpoint}: checkpoint was trained with world_size={recorded_world}, this run "
                                 f"has world_size={self.dist.world_size}; resume with the same number of processes "
                                 f"or pass --reset-optimizer")
-        self.accepted_changes = check_resume(s.resume_from, resume.plugin_state, self.identity, self.run_identity(),
-                                             s.resume_accept_changes)
+        check_recorded_spec(s.resume.checkpoint, resume.plugin_state)
+        self.resume_note = uncompared_note(resume.plugin_state)
+        self.accepted_changes = check_resume(s.resume.checkpoint, resume.plugin_state, self.identity, self.run_identity(),
+                                             s.resume.accept_changes)
         check_optimizer_type(resume, self.optimizer)
         if "optimizer_state_dict" in resume.content:
-            load_optimizer_state(self.optimizer, resume.content["optimizer_state_dict"], s.resume_from)
+            load_optimizer_state(self.optimizer, resume.content["optimizer_state_dict"], s.resume.checkpoint)
         if "compression_sched" in resume.content and "policy_states" in resume.content["compression_sched"]:
             self.scheduler.load_state_dict(resume.content["compression_sched"])
         state = resume.plugin_state
@@ -234,21 +235,21 @@ class TrainingRun:
     # --- checkpoints --------------------------------------------------------------------------------------
     def run_identity(self):
         """What a resumed run must share with the checkpoint's to continue it exactly (data order included)."""
-        identity = {"seed": self.seed, "batch_size": self.s.batch_size, "augment": self.s.augment,
+        identity = {"seed": self.seed, "batch_size": self.s.data.batch_size, "augment": self.s.data.augment,
                     "num_train": len(self.train_loader.image_set), "train_data_hash": self.train_hash,
-                    "normalization": self.normalization.describe()}
+                    "normalization": self.normalization.describe(), "dataset": self.dataset}
         identity["world_size"] = self.dist.world_size  # each rank's share of a global batch is part of the order
         return identity
 
     def experiment_identity(self):
         policies = [(p, self.scheduler.sched_metadata[p]["starting_epoch"])
                     for p in distillation_policies(self.scheduler)]
-        return experiment_identity(self.run_identity(), self.optimizer, policies, self.sched_dict)
+        return experiment_identity(self.run_identity(), self.optimizer, policies, self.sched_dict, self.s)
 
     def plugin_state(self, resume_batch=None):
         state = {"run": {**self.run_identity(), "arch": self.arch, "data": self.test_set.source,
-                         "epochs": self.s.epochs}, "identity": self.identity,
-                 "rng": capture_rng(), "resume_batch": resume_batch, "teacher_cache_dir": self.teacher_cache_dir}
+                         "epochs": self.s.schedule.epochs}, "identity": self.identity,
+                 "spec": self.s.record(self.run_dir), "rng": capture_rng(), "resume_batch": resume_batch, "teacher_cache_dir": self.teacher_cache_dir}
         if resume_batch is not None:
             state["meter"] = self.meter.state_dict()
         if self.dist.distributed:
@@ -276,7 +277,7 @@ class TrainingRun:
         log.info("Training %s on %d images (validation %d, test %d), epochs %d..%d, batch %d, %s lr %g, seed %d",
                  self.arch, self.train_loader.num_images,
                  self.valid_loader.num_images if self.valid_loader else 0, len(self.test_set), self.start_epoch,
-                 s.epochs - 1, s.batch_size, s.optimizer, self.optimizer.param_groups[0]["lr"], self.seed)
+                 s.schedule.epochs - 1, s.data.batch_size, s.optimizer.name, self.optimizer.param_groups[0]["lr"], self.seed)
         log.info("Input normalization: %s, %s", self.normalization.describe(), self.normalization_note)
         for policy in distillation_policies(self.scheduler):
             describe = getattr(policy.teacher, "describe", None)  # an ensemble names its members and weights
@@ -286,14 +287,16 @@ class TrainingRun:
                      policy.loss_wts.distill, policy.loss_wts.student,
                      self.scheduler.sched_metadata[policy]["starting_epoch"],
                      self.scheduler.sched_metadata[policy]["ending_epoch"] - 1, policy.distillation_loss.describe())
-            inside, beyond = distillation_epochs(self.scheduler, policy, s.epochs)
+            inside, beyond = distillation_epochs(self.scheduler, policy, s.schedule.epochs)
             if beyond:
                 log.warning("Distillation: the policy is also scheduled for epochs %d..%d, beyond this run's last "
-                            "epoch %d: it distills in %d of the run's %d epochs", beyond[0], beyond[-1], s.epochs - 1,
-                            len(inside), s.epochs)
+                            "epoch %d: it distills in %d of the run's %d epochs", beyond[0], beyond[-1], s.schedule.epochs - 1,
+                            len(inside), s.schedule.epochs)
             if not policy.used_settings()["teacher_checkpoint"]:
                 log.warning("Distillation: the teacher %s has random weights (--kd-random-teacher)",
                             policy.used_settings()["teacher_arch"])
+        if self.resume_note:
+            log.info("Resumed: %s", self.resume_note)
         if self.accepted_changes:
             log.info("Resumed with changes accepted by --resume-accept-changes: %s", ", ".join(self.accepted_changes))
         if self.teacher_cache_note:
@@ -312,7 +315,7 @@ class TrainingRun:
         batch_hook = (lambda batch: [hook(batch) for hook in hooks]) if hooks else None
         stop = self.dist.stop_request()
         with stop_on_signals(stop):
-            for epoch in range(self.start_epoch, s.epochs):
+            for epoch in range(self.start_epoch, s.schedule.epochs):
                 path = self._run_epoch(epoch, stop, batch_hook)
                 if stop.settle():  # the signal came after the epoch's last step: its checkpoint is the resumable one
                     raise self._interrupted(stop, f"the end of epoch {epoch}", path)
@@ -328,8 +331,8 @@ class TrainingRun:
         meter, next_batch, seconds = train_epoch(
             self.train_model, self.train_loader, self.criterion, self.optimizer, self.scheduler, epoch,
             start_batch=self.start_batch, meter=self.meter, stop=stop, batch_hook=batch_hook,
-            progress=s.progress, check_every=1 if self.device.type == "cpu" else 50, grad_scaler=self.grad_scaler)
-        images = (next_batch - self.start_batch) * s.batch_size * self.dist.world_size
+            progress=s.runtime.progress, check_every=1 if self.device.type == "cpu" else 50, grad_scaler=self.grad_scaler)
+        images = (next_batch - self.start_batch) * s.data.batch_size * self.dist.world_size
         self.dist.sync_buffers(self.model)
         self.start_batch, self.meter = 0, EpochMeter()
         if next_batch < len(self.train_loader):
@@ -389,7 +392,7 @@ class TrainingRun:
                    "test_images": len(self.test_set), "dataset": self.dataset,
                    "test_per_class": per_class_accuracy(test["confusion"], self.classes),
                    "rows": self.csv.rows, "seed": self.seed,
-                   "distillation": self._distillation_record(test_loader)}
+                   "distillation": self._distillation_record(test_loader), "spec": self.s.record(self.run_dir)}
         write_json(os.path.join(self.run_dir, "summary.json"), summary)
         self.logger.info("Test (%s): top1 %.2f top5 %.2f loss %.4f on %d images", os.path.basename(chosen),
                          test["top1"], test["top5"], test["Loss"], len(self.test_set))
@@ -400,12 +403,12 @@ def run_normalization(settings, arch, resume=None, data=None):
     """(Normalization, why) of the student: --normalization, else the resumed or weight-source checkpoint's
     (record or documented assumption), else the architecture's registered default on the dataset it is named
     for (cifar10 for ``_cifar`` networks), else the DATA's dataset default (a ``_cifar`` network on CIFAR-100)."""
-    if settings.normalization is not None:
-        return parse_normalization(settings.normalization), "--normalization"
+    if settings.data.normalization is not None:
+        return parse_normalization(settings.data.normalization), "--normalization"
     if resume is not None:
         return resume.normalization()
-    if settings.load_weights_from:
-        return load_checkpoint_file(settings.load_weights_from).normalization()
+    if settings.model.load_weights_from:
+        return load_checkpoint_file(settings.model.load_weights_from).normalization()
     if data is not None and data.dataset not in (dataset_of(arch), None) and data.normalization is not None:
         return data.normalization, f"the default of {data.dataset}"
     return default_cfg(arch)["normalization"], f"the default of {arch}"
@@ -414,7 +417,7 @@ def run_normalization(settings, arch, resume=None, data=None):
 def teacher_cache_dir(settings, resume=None):
     """(teacher-output cache directory or None, note for the run log or None): see resumed_cache_directory."""
     recorded = resume.plugin_state.get("teacher_cache_dir") if resume is not None else None
-    return resumed_cache_directory(settings.teacher_cache, settings.out_dir, recorded if isinstance(recorded, str)
+    return resumed_cache_directory(settings.distillation.cache, settings.runtime.out_dir, recorded if isinstance(recorded, str)
                                    else None)
 
 

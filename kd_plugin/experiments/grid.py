@@ -1,18 +1,11 @@
-"""Grid integrity for sweeps and reproduce (issue 12): exact cell names, one cell per value, no --extra-args
-that silently override what the grid sets, and each cell's values as its run actually used them."""
+"""Grid integrity for sweeps and reproduce: exact cell names, one cell per value, no --extra-args that set a spec
+field the grid sets, and each cell's values as its run actually used them."""
 from ..util.errors import KDPluginError
 from .jobs import run_summary
 
-# What a sweep cell sets for every run; --extra-args may not set them again (the last one would win silently
-# while the table still showed the planned value). Long options also match their argparse abbreviations.
-SWEEP_GRID_FLAGS = ("--kd-distill-wt", "--kd-dw", "--kd-student-wt", "--kd-sw", "--kd-teacher-wt", "--kd-tw",
-                    "--kd-temperature", "--kd-temp", "--seed", "-a", "--arch", "--kd-teacher", "--kd-resume",
-                    "--kd-teacher-weights",
-                    "--kd-random-teacher", "--kd-start-epoch", "-n", "--name", "-o", "--out-dir", "--compress",
-                    "--resume-from", "--epochs", "-b", "--batch-size")
-# What reproduce sets per stage.
-REPRODUCE_FLAGS = ("--seed", "-a", "--arch", "--kd-teacher", "--kd-resume", "--kd-random-teacher", "-n", "--name",
-                   "-o", "--out-dir", "--compress", "--resume-from")
+# What reproduce sets per stage (flag destinations); --extra-args may not set them.
+REPRODUCE_FIELDS = ("seed", "arch", "kd_teacher", "kd_resume", "kd_random_teacher", "name", "out_dir", "compress",
+                    "resume_from")
 
 
 def exact(value):
@@ -33,21 +26,11 @@ def unique(values, flag, say=print):
     return kept
 
 
-def refuse_grid_flags(extra, flags, what="--extra-args"):
-    """Refuse any token of EXTRA that is (or abbreviates, or attaches a value to) one of FLAGS."""
-    for token in extra:
-        if not token.startswith("-") or token == "-" or token[1:2].isdigit() or token[1:2] == ".":
-            continue
-        if token.startswith("--"):
-            name = token.split("=", 1)[0]
-            hits = [f for f in flags if f.startswith("--") and (f == name or (len(name) > 3 and f.startswith(name)))]
-        else:
-            hits = [f for f in flags if not f.startswith("--") and token[:2] == f]
-        if hits:
-            hits.sort(key=lambda flag: flag != token.split("=", 1)[0])  # the flag itself before longer ones
-            raise KDPluginError(f"{what} may not set {token.split('=', 1)[0]}: {hits[0]} is set by the "
-                                f"{'sweep grid' if flags is SWEEP_GRID_FLAGS else 'pipeline'} for every run "
-                                f"(use the command's own option instead)")
+def refuse_owned_fields(extra, owned, run_args):
+    """Refuse --extra-args EXTRA that set a spec field in OWNED ({flag destination: who sets it})."""
+    for dest, flag in run_args.fields_set(extra).items():
+        if dest in owned:
+            raise KDPluginError(f"--extra-args may not set {flag}: {owned[dest]} sets it (use that option instead)")
     return list(extra)
 
 
@@ -58,7 +41,8 @@ def used_values(summary):
     kd = (summary.get("distillation") or [None])[0] or {}
     return {"student": summary.get("arch"), "seed": summary.get("seed"), "teacher": kd.get("teacher_arch"),
             "alpha": kd.get("distill_weight"), "student_weight": kd.get("student_weight"),
-            "temperature": kd.get("temperature"), "teacher_top1": kd.get("teacher_test_top1")}
+            "temperature": kd.get("temperature"), "teacher_top1": kd.get("teacher_test_top1"),
+            **({"loss": kd["loss"]} if "loss" in kd else {})}
 
 
 def cell_result(job):

@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from ..spec import RunSpec
 from ..util.errors import KDPluginError
 from ..util.fileio import read_json_record, write_json
 
@@ -61,11 +62,23 @@ class Job:
     collect: object = run_summary  # job -> result dict (None if the command left no result)
     leftovers: list = None  # globs removed before a fresh attempt; default: the run directories
     root: str = None  # the sweep/reproduce directory its paths are recorded relative to (default: ../..)
+    spec: RunSpec = None  # a training run given as a spec (``compress_classifier --spec FILE``), not argv
 
     @classmethod
     def training_run(cls, name, directory, argv, entry="compress_classifier", **kwargs):
         """A compress_classifier-style run named NAME in DIRECTORY (``-n``/``-o`` appended)."""
         return cls(name, directory, [*argv, "-n", name, "-o", directory, "--no-progress"], entry, **kwargs)
+
+    @classmethod
+    def spec_run(cls, name: str, directory: str, spec: RunSpec, **kwargs) -> "Job":
+        """The training run SPEC named NAME in DIRECTORY: its child gets the spec file DIRECTORY/spec.json."""
+        spec = spec.changed(name=name, out_dir=directory, progress=False)
+        return cls(name, directory, ["--spec", os.path.join(directory, "spec.json")], spec=spec, **kwargs)
+
+    def spec_record(self):
+        """What the done check compares for a spec run: the spec's fields that define the run, paths relative to
+        the root (threads, device, progress and output are free to differ)."""
+        return self.spec.defining_record(self.root_dir) if self.spec is not None else None
 
     @property
     def result_path(self):
@@ -100,6 +113,8 @@ class Job:
                   for a in self.argv)]
 
     def same_command(self, result):
+        if self.spec is not None and result.get("spec") != self.spec_record():
+            return False
         return result.get("command") in (self.portable_command(), self.command()[2:])  # the latter: older sweeps
 
     def resumable_checkpoint(self):
@@ -114,6 +129,8 @@ class Job:
         """The argv of a new attempt: resuming from an interrupted attempt's checkpoint when there is one (its
         run directory is kept), else from scratch with every leftover removed."""
         os.makedirs(self.directory, exist_ok=True)
+        if self.spec is not None:
+            write_json(self.argv[1], self.spec.record(self.directory))
         checkpoint = self.resumable_checkpoint()
         patterns = self.leftovers or [os.path.join(self.directory, f"{glob.escape(self.name)}___*")]
         for path in (p for pattern in patterns for p in glob.glob(pattern)):
@@ -129,7 +146,8 @@ class Job:
         result = self.collect(self)
         if result is None:
             raise JobsFailed(f"{self.name}: the command succeeded but left no result (see {self.log_path})")
-        result = {**self.meta, **result, "seconds": round(seconds, 2), "command": self.portable_command()}
+        result = {**self.meta, **result, "seconds": round(seconds, 2), "command": self.portable_command(),
+                  **({"spec": self.spec_record()} if self.spec is not None else {})}
         write_json(self.result_path, result)
         return result
 

@@ -1,8 +1,10 @@
 """``kd-plugin sweep``: a grid of KD runs (teacher x student x loss x alpha x T x seed) from one base schedule.
 
-Each cell is ``compress_classifier DATA [--compress BASE] -a STUDENT --kd-teacher T --kd-resume CKPT
---kd-dw alpha --kd-sw 1-alpha --kd-temp T --seed S`` (alpha and T only when the sweep sets them) run as its own
-process (up to --jobs at once) in OUT/runs/NAME, resumable through jobs.Job's done markers. The results become the
+Each cell is a run spec (``compress_classifier DATA [--compress BASE] -a STUDENT`` with the sweep's options and
+--extra-args, then the cell's teacher, alpha, T, loss and seed set as spec fields), written to OUT/runs/NAME/spec.json
+and run as ``compress_classifier --spec`` in its own process (up to --jobs at once), resumable through jobs.Job's
+done markers. --extra-args may set any field but those the sweep sets; the tables show what each run recorded.
+The results become the
 original's table (teacher -> student, loss, alpha, CE weight, T, accuracy; mean ± std over seeds) as Markdown and
 CSV, plus one PNG per teacher/student pair of accuracy against T per alpha with the student's baseline as a
 horizontal line.
@@ -30,7 +32,7 @@ from ..reporting.tables import markdown_table
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir, require_file, write_json, write_text
 from .ensembles.members import parse_members
-from .grid import SWEEP_GRID_FLAGS, cell_result, check_unique_cells, exact, refuse_grid_flags, unique
+from .grid import cell_result, check_unique_cells, exact, refuse_owned_fields, unique
 from .jobs import Job, exclusive_directory
 from .launchers import add_launcher_args, make_runner
 from .naming import display_name, short
@@ -46,13 +48,13 @@ class Teacher:
     checkpoint: str
     members: tuple = ()
 
-    def argv(self) -> list[str]:
-        """compress_classifier's teacher flags for this value."""
+    def fields(self) -> dict[str, object]:
+        """The spec's teacher fields (by flag destination) for this value."""
         if not self.members:
-            return ["--kd-teacher", self.arch, "--kd-resume", self.checkpoint]
+            return {"kd_teacher": self.arch, "kd_resume": self.checkpoint, "kd_teacher_weights": None}
         weights = [w for _, _, w in self.members]
-        return ["--kd-teacher", *(a for a, _, _ in self.members), "--kd-resume", *(c for _, c, _ in self.members),
-                *(["--kd-teacher-weights", *map(exact, weights)] if weights[0] is not None else [])]
+        return {"kd_teacher": [a for a, _, _ in self.members], "kd_resume": [c for _, c, _ in self.members],
+                "kd_teacher_weights": weights if weights[0] is not None else None}
 
     def display(self) -> str:
         if not self.members:
@@ -72,52 +74,88 @@ class SweepPlan:
     kd_schedule: str = None
     baseline_schedule: str = None
     train_baseline: bool = False
-    run_args: list = field(default_factory=list)  # --epochs, -b and --extra-args, for every cell
+    run_args: list = field(default_factory=list)  # the sweep's own --epochs, --dataset, -b, for every cell
     losses: list = field(default_factory=lambda: [None])  # --kd-loss specs; None: the schedule's loss (or kd)
     default_loss: str = "kd"  # what None means, for the tables
+    extra_args: list = field(default_factory=list)  # --extra-args, for every cell (never a field the sweep sets)
 
 
-def loss_argv(spec):
-    """compress_classifier flags for a --kd-loss spec ``NAME[+ls][:ARG=VALUE,...]`` (None: none)."""
+# The fields every cell sets (its student, teacher, seed, output), by flag destination.
+CELL_FIELDS = ("data", "arch", "compress", "seed", "kd_teacher", "kd_resume", "kd_teacher_weights", "name",
+               "out_dir", "resume_from")
+AXIS_FIELDS = {"alphas": ("--alpha", ("kd_distill_wt", "kd_student_wt")),
+               "temperatures": ("--temperature", ("kd_temperature",)),
+               "losses": ("--kd-loss", ("kd_loss", "kd_loss_args", "kd_logit_standardize"))}
+
+
+def loss_fields(spec):
+    """The spec's loss fields for a --kd-loss value ``NAME[+ls][:ARG=VALUE,...]`` (None: the schedule's)."""
     if spec is None:
-        return []
+        return {}
     name, args, standardize = parse_loss_spec(spec)
-    return ["--kd-loss", name, *(f for k, v in args.items() for f in ("--kd-loss-arg", f"{k}={v}")),
-            *(["--kd-logit-standardize"] if standardize else [])]
+    return {"kd_loss": name, "kd_loss_args": args or None, "kd_logit_standardize": True if standardize else None}
 
 
-def kd_job(plan, teacher, student, alpha, temperature, seed, loss=None):
+def owned_fields(axes, own_args, run_args):
+    """{flag destination: who sets it} of the fields the sweep sets itself: every cell's, those of the AXES it
+    sweeps ({'alphas': [...], ...}), and those its own options OWN_ARGS set."""
+    owned = {dest: "each sweep cell" for dest in CELL_FIELDS}
+    for axis, (option, dests) in AXIS_FIELDS.items():
+        if axes[axis] != [None]:
+            owned.update({dest: f"the sweep's {option} axis" for dest in dests})
+    owned.update({dest: f"the sweep's own {flag}" for dest, flag in run_args.fields_set(own_args).items()})
+    return owned
+
+
+def check_extra_args(plan, run_args):
+    """Refuse --extra-args that set a field the sweep sets (so no cell runs other than its row says)."""
+    axes = {axis: getattr(plan, axis) for axis in AXIS_FIELDS}
+    refuse_owned_fields(plan.extra_args, owned_fields(axes, plan.run_args, run_args), run_args)
+
+
+def cell_spec(plan, run_args, student, schedule, fields):
+    """The spec of one cell: the student under SCHEDULE with the sweep's options and --extra-args, FIELDS (the
+    cell's values, by flag destination) set on top."""
+    argv = [plan.data, *(["--compress", schedule] if schedule else []), "-a", student, *plan.run_args,
+            *plan.extra_args]
+    base = run_args.spec(argv)
+    if "teacher_cache" not in run_args.fields_set(plan.extra_args) and "kd_teacher" in fields:
+        fields = {**fields, "teacher_cache": os.path.join(plan.out, "teacher_cache")}
+    return base.changed(**fields)
+
+
+def kd_job(plan, run_args, teacher, student, alpha, temperature, seed, loss=None):
     """One KD cell. ALPHA or TEMPERATURE None: not set here, so the run uses the schedule's value, else the loss's
     own recipe (its distill/CE weights, its T); the tables show what the run used either way."""
     tag = "" if loss is None else "_" + re.sub(r"[^A-Za-z0-9+=.-]", "-", loss)
     grid = "".join(f"_{key}{exact(value)}" for key, value in (("a", alpha), ("T", temperature)) if value is not None)
     name = f"{teacher.label}-to-{short(student)}{tag}{grid}_s{seed}"
-    weights = [] if alpha is None else ["--kd-dw", exact(alpha), "--kd-sw", exact(1 - alpha)]
-    argv = [plan.data, *(["--compress", plan.kd_schedule] if plan.kd_schedule else []), "-a", student,
-            *teacher.argv(), *weights,
-            *([] if temperature is None else ["--kd-temp", exact(temperature)]), "--seed", str(seed),
-            "--teacher-cache", os.path.join(plan.out, "teacher_cache"), *loss_argv(loss), *plan.run_args]
+    fields = {**teacher.fields(), "seed": seed, **loss_fields(loss),
+              **({} if alpha is None else {"kd_distill_wt": alpha, "kd_student_wt": 1 - alpha}),
+              **({} if temperature is None else {"kd_temperature": temperature})}
     meta = {"teacher": teacher.arch, "teacher_label": teacher.label, "teacher_name": teacher.display(),
             "teacher_checkpoint": teacher.checkpoint or [c for _, c, _ in teacher.members],
             "student": student, "alpha": alpha, "student_weight": None if alpha is None else 1 - alpha,
             "temperature": temperature, "seed": seed, "loss": plan.default_loss if loss is None else loss}
-    return Job.training_run(name, os.path.join(plan.out, "runs", name), argv, meta=meta, collect=cell_result)
+    return Job.spec_run(name, os.path.join(plan.out, "runs", name),
+                        cell_spec(plan, run_args, student, plan.kd_schedule, fields), meta=meta, collect=cell_result)
 
 
-def baseline_job(plan, student, seed):
+def baseline_job(plan, run_args, student, seed):
     name = f"baseline-{short(student)}_s{seed}"
-    argv = [plan.data, *(["--compress", plan.baseline_schedule] if plan.baseline_schedule else []), "-a", student,
-            "--seed", str(seed), *plan.run_args]
+    spec = cell_spec(plan, run_args, student, plan.baseline_schedule, {"seed": seed}).without_distillation()
     meta = {"teacher": None, "student": student, "alpha": None, "student_weight": None, "temperature": None,
             "seed": seed}
-    return Job.training_run(name, os.path.join(plan.out, "runs", name), argv, meta=meta, collect=cell_result)
+    return Job.spec_run(name, os.path.join(plan.out, "runs", name), spec, meta=meta, collect=cell_result)
 
 
-def sweep_jobs(plan):
-    jobs = [kd_job(plan, t, s, a, temp, seed, loss) for t in plan.teachers for s in plan.students
+def sweep_jobs(plan, run_args):
+    """Every cell's job; RUN_ARGS reads compress_classifier's flags (cli.training_args.RunArgs)."""
+    check_extra_args(plan, run_args)
+    jobs = [kd_job(plan, run_args, t, s, a, temp, seed, loss) for t in plan.teachers for s in plan.students
             for loss in plan.losses for a in plan.alphas for temp in plan.temperatures for seed in plan.seeds]
     if plan.train_baseline:
-        jobs += [baseline_job(plan, s, seed) for s in plan.students for seed in plan.seeds]
+        jobs += [baseline_job(plan, run_args, s, seed) for s in plan.students for seed in plan.seeds]
     return check_unique_cells(jobs)
 
 
@@ -300,7 +338,9 @@ def _check_grid(args):
         raise KDPluginError("give either --baseline or --train-baseline, not both")
 
 
-def plan_from_args(args):
+def plan_from_args(args, run_args=None):
+    """The sweep's plan; with RUN_ARGS (cli.training_args.RunArgs), --extra-args that set a field the sweep sets
+    are refused before anything is written."""
     _check_grid(args)
     schedule = read_schedule(args.schedule) if args.schedule else None
     students = unique([resolve_arch(s) for s in args.student or []], "--student")
@@ -313,7 +353,14 @@ def plan_from_args(args):
         extra = shlex.split(args.extra_args or "")
     except ValueError as err:
         raise KDPluginError(f"--extra-args: {err}") from None
-    refuse_grid_flags(extra, SWEEP_GRID_FLAGS)
+    own_args = [*(["--epochs", str(args.epochs)] if args.epochs else []),
+                *(["--dataset", args.dataset] if args.dataset else []),
+                *(["-b", str(args.batch_size)] if args.batch_size else [])]
+    axes = {"alphas": unique(args.alpha or [None], "--alpha"),
+            "temperatures": unique(args.temperature or [None], "--temperature"),
+            "losses": unique(args.kd_loss, "--kd-loss") if args.kd_loss else [None]}
+    if run_args is not None:
+        refuse_owned_fields(extra, owned_fields(axes, own_args, run_args), run_args)
     out = os.path.abspath(ensure_writable_dir(args.out_dir))
     kd_schedule = baseline_schedule = None
     if schedule is not None:
@@ -323,13 +370,9 @@ def plan_from_args(args):
         kd_schedule = write_schedule(base, os.path.join(out, "schedule.yaml"), note)
         baseline_schedule = write_schedule(strip_distillation(base), os.path.join(out, "baseline_schedule.yaml"),
                                            note + ", without distillation")
-    run_args = [*(["--epochs", str(args.epochs)] if args.epochs else []),
-                *(["--dataset", args.dataset] if args.dataset else []),
-                *(["-b", str(args.batch_size)] if args.batch_size else []), *extra]
-    return SweepPlan(os.path.abspath(args.data), out, students, teachers, unique(args.alpha or [None], "--alpha"),
-                     unique(args.temperature or [None], "--temperature"), unique(args.seeds, "--seeds"),
-                     kd_schedule, baseline_schedule, args.train_baseline, run_args,
-                     unique(args.kd_loss, "--kd-loss") if args.kd_loss else [None], schedule_loss(schedule))
+    return SweepPlan(os.path.abspath(args.data), out, students, teachers, axes["alphas"], axes["temperatures"],
+                     unique(args.seeds, "--seeds"), kd_schedule, baseline_schedule, args.train_baseline, own_args,
+                     axes["losses"], schedule_loss(schedule), extra)
 
 
 def schedule_loss(schedule):
@@ -366,12 +409,13 @@ def add_sweep_args(p):
     add_launcher_args(p)
 
 
-def cmd_sweep(args):
+def cmd_sweep(args, run_args):
+    """``kd-plugin sweep``; RUN_ARGS reads compress_classifier's flags (cli.training_args.RunArgs)."""
     runner = make_runner(args, parallel=args.jobs)
-    plan = plan_from_args(args)
+    plan = plan_from_args(args, run_args)
     test_set = load_split(plan.data, "test", args.dataset)  # fails early, with one line, on a bad --data
     given = dict(baseline_accuracy(path, test_set) for path in args.baseline or [])
-    jobs = sweep_jobs(plan)
+    jobs = sweep_jobs(plan, run_args)
     with exclusive_directory(plan.out, "sweep") as lock_fd:
         record = os.path.join(plan.out, "sweep.json")
         if not os.path.exists(record):  # a rerun keeps the last table's record until it has a new table

@@ -26,7 +26,7 @@ COMPONENT_CHECKS = {}  # class name -> check(arguments) raising KDPluginError, f
 COMPONENT_CLASSES = {"lr_schedulers": LR_SCHEDULERS, "extensions": EXTENSIONS}
 UNSUPPORTED_SECTIONS = ("pruners", "regularizers", "quantizers")
 KNOWN_SECTIONS = {"version", "policies", "training", *COMPONENT_CLASSES, *UNSUPPORTED_SECTIONS}
-MAX_POLICY_EPOCH = 100_000  # engine.settings.MAX_EPOCHS: a policy's epochs are materialised per epoch
+MAX_POLICY_EPOCH = 100_000  # spec.run.MAX_EPOCHS: a policy's epochs are materialised per epoch
 # kd-plugin's addition to Distiller's schema: run defaults, so a schedule file alone describes an experiment.
 # Command-line flags override them; the Distiller backend strips the section before handing the file over.
 TRAINING_KEYS = {

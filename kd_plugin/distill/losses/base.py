@@ -92,6 +92,17 @@ class DistillationLoss:
     def terms(self, student, teacher, labels, epoch):
         raise NotImplementedError
 
+    def changed_args(self):
+        """{argument: value} of the arguments that differ from the loss's defaults."""
+        return {k: v for k, v in self.args.items() if v != self.arguments[k][0]}
+
+    def label(self):
+        """The loss as a --kd-loss spec, ``NAME[+ls][:ARG=VALUE,...]`` (only arguments off their defaults), so a
+        table names exactly the loss that ran."""
+        args = ",".join(f"{k}={v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k}={v}"
+                        for k, v in self.changed_args().items())
+        return self.name + ("+ls" if self.logit_standardize else "") + (f":{args}" if args else "")
+
     def describe(self):
         """The loss and its arguments, for the run's log (the temperature is logged beside it)."""
         args = ", ".join(f"{k}={v:g}" for k, v in self.args.items())

@@ -63,6 +63,9 @@ class CombinedLoss(DistillationLoss):
             terms += part(student_logits, teacher_logits, labels, epoch=epoch, **extra)
         return terms
 
+    def changed_args(self):
+        return {k: v for p in self.parts for k, v in p.changed_args().items()}
+
     def describe(self):
         return " + ".join(p.describe() for p in self.parts)
 

@@ -19,22 +19,22 @@ def start_from_members(arch, members, folder):
 
 
 def train_jointnet(settings, origin=None):
-    """Train a JointNet from ``settings.load_weights_from`` (or ``resume_from``) with the engine.
+    """Train a JointNet from ``settings.model.load_weights_from`` (or ``resume_from``) with the engine.
 
     The model the engine creates is already frozen for joint training and trains with JointNet's own
     criterion. Writes ``branch_accuracy.json`` (vgg, resnet, mix and head test top-1, before and after)
     into the run directory and returns the run's summary with that report added.
     """
-    start = settings.resume_from or settings.load_weights_from
-    if resolve_arch(settings.arch) != JOINTNET:
-        raise KDPluginError(f"train_jointnet trains {JOINTNET}, not {settings.arch}")
+    start = settings.resume.checkpoint or settings.model.load_weights_from
+    if resolve_arch(settings.model.arch) != JOINTNET:
+        raise KDPluginError(f"train_jointnet trains {JOINTNET}, not {settings.model.arch}")
     if not start:
         raise KDPluginError("JointNet training starts from pretrained members: give an initial checkpoint")
-    test = load_split(settings.data, "test")
-    before = branch_accuracy(load_model(start, JOINTNET)[0].to(settings.device), test, settings.device)
+    test = load_split(settings.data.path, "test")
+    before = branch_accuracy(load_model(start, JOINTNET)[0].to(settings.runtime.device), test, settings.runtime.device)
     summary = run_training(settings)
-    trained = load_model(summary["checkpoint"], JOINTNET)[0].to(settings.device)
-    after = branch_accuracy(trained, test, settings.device)
+    trained = load_model(summary["checkpoint"], JOINTNET)[0].to(settings.runtime.device)
+    after = branch_accuracy(trained, test, settings.runtime.device)
     summary["branch_accuracy"] = {"before": before, "after": after}
     if is_main_process():
         report_branches(os.path.join(summary["run_dir"], "branch_accuracy.json"), summary["branch_accuracy"],

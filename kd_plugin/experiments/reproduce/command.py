@@ -18,7 +18,7 @@ from ...reporting.plots import per_class_bars, plot_or_warn, training_curves
 from ...reporting.report import latency_devices, report_card, write_report_card
 from ...util.errors import KDPluginError
 from ...util.fileio import ensure_writable_dir, read_json_record, write_json
-from ..grid import REPRODUCE_FLAGS, refuse_grid_flags
+from ..grid import REPRODUCE_FIELDS, refuse_owned_fields
 from ..jobs import exclusive_directory
 from ..launchers import add_launcher_args, make_runner
 from ..naming import display_name, short
@@ -215,7 +215,8 @@ def _commit():
         return None
 
 
-def cmd_reproduce(args):
+def cmd_reproduce(args, run_args):
+    """``kd-plugin reproduce``; RUN_ARGS reads compress_classifier's flags (cli.training_args.RunArgs)."""
     if args.report_only:
         return report_only(args)
     profile = PROFILES[args.profile or ("subset" if args.data else "smoke")]
@@ -228,12 +229,12 @@ def cmd_reproduce(args):
         extra = shlex.split(args.extra_args or "")
     except ValueError as err:
         raise KDPluginError(f"--extra-args: {err}") from None
-    refuse_grid_flags(extra, REPRODUCE_FLAGS)
+    refuse_owned_fields(extra, dict.fromkeys(REPRODUCE_FIELDS, "reproduce (for every stage)"), run_args)
     with exclusive_directory(out_dir, "reproduce") as lock_fd:
         data, generated = _dataset(args, profile, out_dir, say)
         state = State(out_dir, profile.name, data, args.seed, generated)
         state.save()
-        pipeline = PIPELINES[profile.pipeline](out_dir, data, profile, args.seed, args.schedules, extra)
+        pipeline = PIPELINES[profile.pipeline](out_dir, data, profile, args.seed, args.schedules, extra, run_args)
         say(f"reproduce --profile {profile.name}: {len(load_split(data, 'train')):,} training / "
             f"{len(load_split(data, 'test')):,} test images from {data}; output in {out_dir}")
         runner.keep_fds = (lock_fd,)

@@ -25,8 +25,9 @@ JOINTNET_SCHEDULE = "jointnet_cifar"
 
 
 class Pipeline:
-    def __init__(self, out_dir, data, profile, seed=0, schedules_dir=None, extra_args=()):
+    def __init__(self, out_dir, data, profile, seed=0, schedules_dir=None, extra_args=(), run_args=None):
         self.out = out_dir
+        self.run_args = run_args  # reads compress_classifier's flags (cli.training_args.RunArgs): stages as specs
         self.data = data
         self.profile = profile
         self.seed = seed
@@ -63,8 +64,11 @@ class Pipeline:
                 *(["--lr", f"{p.lr:g}"] if p.lr else []), *self.extra_args]
 
     def _training(self, name, arch, argv, entry="compress_classifier", **meta):
-        return Job.training_run(name, os.path.join(self.out, "runs", name), argv, entry,
-                                meta={"stage": name, "arch": arch, "epochs": self.profile.epochs.get(arch), **meta})
+        directory, meta = os.path.join(self.out, "runs", name), {"stage": name, "arch": arch,
+                                                                 "epochs": self.profile.epochs.get(arch), **meta}
+        if entry == "compress_classifier" and self.run_args is not None:
+            return Job.spec_run(name, directory, self.run_args.spec(argv), meta=meta)
+        return Job.training_run(name, directory, argv, entry, meta=meta)
 
     def plain_jobs(self):
         return [self._training(short(arch), arch, [self.data, "--compress", self.schedule(f"baseline_{arch}", arch),
