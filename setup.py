@@ -11,7 +11,7 @@ setup(
     package_dir={"kd_plugin.schedules": "schedules"},
     package_data={"kd_plugin.schedules": ["*.yaml"]},
     python_requires=">=3.9",
-    install_requires=["torch>=2.1", "torchvision", "pyyaml>=5.4", "numpy", "tqdm"],
+    install_requires=["torch>=2.1", "torchvision", "pyyaml>=5.4", "numpy", "tqdm", "pydantic>=2"],
     extras_require={
         "plots": ["matplotlib"],
         "dev": ["pytest", "pytest-xdist", "matplotlib"],

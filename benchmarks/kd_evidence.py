@@ -85,7 +85,8 @@ def ensemble_job(args, out, data, members):
             branches = json.load(fh)["test_top1"]
         return {"checkpoint": path, "test_top1": branches["mix"], "branches": branches}
 
-    return Job("ensemble", directory, argv, entry="kd-plugin", collect=collect, leftovers=[path, report], root=out)
+    return Job("ensemble", directory, argv, entry="kd-plugin", collect=collect, leftovers=[path, report], root=out,
+               result_keys=())
 
 
 def student_plans(args, out, data, teacher):

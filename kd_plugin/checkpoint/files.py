@@ -24,9 +24,9 @@ from ..util.normalization import (
     DISTILLER,
     from_record,
     normalization_of,
-    parse_normalization,
     set_normalization,
 )
+from .normalization import resolve_normalization
 from .schema import check_resume_sections
 
 # What a checkpoint without a normalization record was trained on, by who wrote it (README "Checkpoints across
@@ -87,10 +87,12 @@ class Checkpoint:
         return self.content.get("kd_plugin") or {}
 
     def normalization(self, override=None):
-        """(Normalization, where it came from): OVERRIDE (a name or mean,std text), the checkpoint's record, or
-        the documented assumption for its kind (ASSUMED_NORMALIZATION)."""
-        if override is not None:
-            return parse_normalization(override), "--normalization"
+        """(Normalization, where it came from) of this network: resolve_normalization with this checkpoint."""
+        return resolve_normalization(override, self)
+
+    def recorded_normalization(self):
+        """(Normalization, where it came from): the checkpoint's record, or the documented assumption for its kind
+        (ASSUMED_NORMALIZATION)."""
         record = self.content.get("normalization")
         if record is not None:
             return from_record(record, self.path), "recorded in the checkpoint"
@@ -342,3 +344,13 @@ def load_model(path, arch=None, normalization=None, classes=None, **model_kwargs
     model = set_normalization(create_model(name, **{**model_config(checkpoint), **model_kwargs}), used)
     checkpoint.normalization_note = how
     return load_weights(model, checkpoint), checkpoint
+
+
+def network_to_inspect(weights, arch=None, normalization=None, classes=None, dataset=None):
+    """(model, why its normalization): the checkpoint WEIGHTS' network (its classes checked against CLASSES), or
+    a fresh ARCH with CLASSES; either fed as resolve_normalization says (the NORMALIZATION flag first)."""
+    if weights:
+        model, checkpoint = load_model(weights, arch, normalization, classes)
+        return model, checkpoint.normalization_note
+    used, how = resolve_normalization(normalization, None, arch, dataset)
+    return set_normalization(create_model(arch, dataset=dataset, classes=classes), used), how

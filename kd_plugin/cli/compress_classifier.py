@@ -7,16 +7,16 @@ defaults. Example: ``compress_classifier DATA -a vgg7_bn_cifar --kd-teacher resn
 """
 import sys
 
-from ..checkpoint import load_model, normalization_line
+from ..checkpoint import normalization_line
+from ..checkpoint.files import network_to_inspect
 from ..data import load_split
 from ..engine.mutual import run_mutual_learning
 from ..engine.run_data import run_dataset
 from ..engine.trainer import run_training
-from ..models import create_model
 from ..reporting.summaries import SUMMARY_CHOICES, render_summary
 from ..spec import RunSpec
 from ..util.errors import KDPluginError
-from ..util.normalization import normalization_of, parse_normalization, set_normalization
+from ..util.normalization import normalization_of
 from .args import OneLineParser, cli_entry
 from .training_args import add_training_args, settings_from_args
 
@@ -51,14 +51,8 @@ def evaluate_only(settings, confusion):
 def model_to_inspect(settings, classes=None):
     """The network -e/--summary look at: the checkpoint's (with its normalization) or a fresh one (with
     CLASSES, the data's, when given); prints which normalization it expects and why."""
-    weights = settings.resume.checkpoint or settings.model.load_weights_from
-    if weights:
-        model, checkpoint = load_model(weights, settings.model.arch, settings.data.normalization, classes)
-        how = checkpoint.normalization_note
-    else:
-        model, how = create_model(settings.model.arch, classes=classes), f"the default of {settings.model.arch}"
-        if settings.data.normalization is not None:
-            model, how = set_normalization(model, parse_normalization(settings.data.normalization)), "--normalization"
+    model, how = network_to_inspect(settings.resume.checkpoint or settings.model.load_weights_from,
+                                    settings.model.arch, settings.data.normalization, classes)
     print(normalization_line(model, how))
     return model
 

@@ -154,21 +154,12 @@ def settings_from_args(args) -> RunSpec:
         raise KDPluginError("no architecture: pass -a/--arch or set training.arch in the schedule")
     if args.kd_pretrained:
         raise KDPluginError("--kd-pretrained: no pretrained weights ship offline; use --kd-resume CHECKPOINT")
-    return RunSpec.from_flags(
-        data=args.data, device=pick_device(args.cpu, args.gpus), seed=args.seed, deterministic=args.deterministic,
-        out_dir=args.out_dir, name=args.name, compress=args.compress, resume_from=args.resume_from,
-        load_weights_from=args.load_weights_from, reset_optimizer=args.reset_optimizer,
-        resume_accept_changes=args.resume_accept_changes, print_freq=args.print_freq,
-        kd_teacher=one_or_list(args.kd_teacher), kd_resume=one_or_list(args.kd_resume),
-        kd_teacher_weights=args.kd_teacher_weights, kd_teacher_combine=args.kd_teacher_combine,
-        kd_temperature=args.kd_temperature,
-        kd_distill_wt=args.kd_distill_wt, kd_student_wt=args.kd_student_wt, kd_teacher_wt=args.kd_teacher_wt,
-        kd_start_epoch=args.kd_start_epoch, kd_loss=args.kd_loss, kd_logit_standardize=args.kd_logit_standardize,
-        kd_loss_args=dict(parse_loss_arg(a, "--kd-loss-arg") for a in args.kd_loss_args) if args.kd_loss_args
-        else None, kd_random_teacher=args.kd_random_teacher, backend=args.backend, teacher_cache=args.teacher_cache,
-        amp=args.amp, mutual=mutual, mutual_temperature=mutual_temperature,
-        channels_last=args.channels_last, compile=args.compile, threads=args.threads, progress=args.progress,
-        download=args.download, sync_bn=args.sync_bn, normalization=args.normalization, **values)
+    flags = {dest: getattr(args, dest) for dest in FLAG_FIELDS if hasattr(args, dest)}  # a flag per spec field
+    flags.update(values, device=pick_device(args.cpu, args.gpus), mutual=mutual, mutual_temperature=mutual_temperature,
+                 kd_teacher=one_or_list(args.kd_teacher), kd_resume=one_or_list(args.kd_resume),
+                 kd_loss_args=dict(parse_loss_arg(a, "--kd-loss-arg") for a in args.kd_loss_args)
+                 if args.kd_loss_args else None)
+    return RunSpec.from_flags(**flags)
 
 
 class RunArgs:

@@ -15,16 +15,16 @@ import torch
 
 from .. import bridge, distill  # noqa: F401  (register the backends select_runtime picks from)
 from ..checkpoint import check_arch, check_classes, load_checkpoint_file, load_weights, save_checkpoint
+from ..checkpoint.normalization import resolve_normalization
 from ..data import TensorLoader
 from ..distill.extension import with_loss_flags
 from ..distill.policy import DEFAULT_LOSS, DistillationLossWeights, DistillationMixin
 from ..distill.teacher import build_teacher
 from ..distill.teacher_cache import install_teacher_caches, resumed_cache_directory
-from ..models import create_model, dataset_of, default_cfg, resolve_arch
+from ..models import create_model, resolve_arch
 from ..protocol.runtime import select_runtime
 from ..util.errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..util.fileio import ensure_writable_dir, write_json
-from ..util.normalization import parse_normalization
 from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
 from .best_checkpoint import best_chosen_on, carry_best_forward, tested_checkpoint
 from .distributed import MainOnlyCsv, from_environment, main_only_logger, relaunch_command
@@ -399,19 +399,13 @@ class TrainingRun:
         return summary
 
 
-def run_normalization(settings, arch, resume=None, data=None):
-    """(Normalization, why) of the student: --normalization, else the resumed or weight-source checkpoint's
-    (record or documented assumption), else the architecture's registered default on the dataset it is named
-    for (cifar10 for ``_cifar`` networks), else the DATA's dataset default (a ``_cifar`` network on CIFAR-100)."""
-    if settings.data.normalization is not None:
-        return parse_normalization(settings.data.normalization), "--normalization"
-    if resume is not None:
-        return resume.normalization()
-    if settings.model.load_weights_from:
-        return load_checkpoint_file(settings.model.load_weights_from).normalization()
-    if data is not None and data.dataset not in (dataset_of(arch), None) and data.normalization is not None:
-        return data.normalization, f"the default of {data.dataset}"
-    return default_cfg(arch)["normalization"], f"the default of {arch}"
+def run_normalization(spec, arch, resume=None, data=None):
+    """(Normalization, why) of the student: resolve_normalization with the resumed or weight-source checkpoint and
+    the DATA's dataset."""
+    source = resume
+    if source is None and spec.model.load_weights_from:
+        source = load_checkpoint_file(spec.model.load_weights_from)
+    return resolve_normalization(spec.data.normalization, source, arch, data.dataset if data is not None else None)
 
 
 def teacher_cache_dir(settings, resume=None):

@@ -37,7 +37,7 @@ class JobsFailed(KDPluginError):
 
 def run_summary(job):
     """The summary.json of the job's newest run directory ({directory}/{name}___*), or None."""
-    runs = sorted(glob.glob(os.path.join(job.directory, f"{glob.escape(job.name)}___*", "summary.json")),
+    runs = sorted(glob.glob(os.path.join(glob.escape(job.directory), f"{glob.escape(job.name)}___*", "summary.json")),
                   key=os.path.getmtime)
     if not runs:
         return None
@@ -62,6 +62,7 @@ class Job:
     collect: object = run_summary  # job -> result dict (None if the command left no result)
     leftovers: list = None  # globs removed before a fresh attempt; default: the run directories
     root: str = None  # the sweep/reproduce directory its paths are recorded relative to (default: ../..)
+    result_keys: tuple = ("test_top1",)  # numbers a finished job's result.json must hold (a training run's)
     spec: RunSpec = None  # a training run given as a spec (``compress_classifier --spec FILE``), not argv
 
     @classmethod
@@ -93,9 +94,11 @@ class Job:
             return None
         result = read_json_record(self.result_path, f"the done marker of {self.name}",
                                   f"move it away to run {self.name} again (its run directory is then replaced)")
-        if not isinstance(result.get("command"), list) or not _number(result.get("test_top1", 0)):
+        bad = [key for key in self.result_keys if not _number(result.get(key))]
+        if not isinstance(result.get("command"), list) or bad:
+            needs = "".join(f", '{key}' a number" for key in self.result_keys)
             raise KDPluginError(f"{self.result_path}: the done marker of {self.name} is malformed ('command' must "
-                                f"be a list, 'test_top1' a number); move it away to run {self.name} again")
+                                f"be a list{needs}); move it away to run {self.name} again")
         return result
 
     def command(self, argv=None):
@@ -121,7 +124,7 @@ class Job:
         """The newest checkpoint an interrupted attempt of this training run left, or None."""
         if self.leftovers is not None:
             return None
-        found = glob.glob(os.path.join(self.directory, f"{glob.escape(self.name)}___*",
+        found = glob.glob(os.path.join(glob.escape(self.directory), f"{glob.escape(self.name)}___*",
                                        f"{glob.escape(self.name)}_checkpoint.pth.tar"))
         return max(found, key=os.path.getmtime) if found else None
 
@@ -132,7 +135,8 @@ class Job:
         if self.spec is not None:
             write_json(self.argv[1], self.spec.record(self.directory))
         checkpoint = self.resumable_checkpoint()
-        patterns = self.leftovers or [os.path.join(self.directory, f"{glob.escape(self.name)}___*")]
+        patterns = [glob.escape(path) for path in self.leftovers] if self.leftovers else \
+            [os.path.join(glob.escape(self.directory), f"{glob.escape(self.name)}___*")]
         for path in (p for pattern in patterns for p in glob.glob(pattern)):
             if checkpoint is not None and os.path.dirname(checkpoint) == path:
                 continue

@@ -10,14 +10,15 @@ import time
 import torch
 
 from ..checkpoint import load_model, normalization_line
+from ..checkpoint.files import network_to_inspect
 from ..data import TensorLoader, load_split, resolve_dataset
 from ..engine.loop import evaluate_loader, per_class_accuracy
 from ..export.formats import check_formats, format_rows
 from ..export.identity import model_identity
-from ..models import create_model, dataset_of, resolve_arch
+from ..models import dataset_of, resolve_arch
 from ..util.errors import KDPluginError
 from ..util.fileio import ensure_writable_dir, require_file, write_json, write_text
-from ..util.normalization import normalization_of, parse_normalization, set_normalization
+from ..util.normalization import normalization_of
 from .summaries import parameter_count, total_macs, weights_mib
 from .tables import per_class_lines
 
@@ -84,6 +85,13 @@ def model_card(model, arch, test_set, device="cpu", train_set=None, repeats=50, 
                                                     normalization=normalization_of(model)))
         card.update({"train_images": len(train_set), "train_top1": train["top1"]})
     return card
+
+
+def training_record(checkpoint):
+    """What a card says of how the network was trained: the run spec its checkpoint records (paths relative to the
+    run directory, as written) and the experiment identity (teacher and data digests), where it records them."""
+    state = checkpoint.plugin_state
+    return {key: state[key] for key in ("spec", "identity") if isinstance(state.get(key), dict)}
 
 
 def _device_name(device):
@@ -187,11 +195,11 @@ def evaluate_target(target, data, arch=None, out_dir="reports", device="cpu", re
         if target.endswith((".pth.tar", ".pt", ".pth", ".tar")):
             raise KDPluginError(f"{target}: checkpoint file not found")
         arch, source = resolve_arch(target), None
-        model, how = create_model(arch, dataset=dataset, classes=test.classes), f"the default of {arch}"
-        if normalization is not None:
-            model, how = set_normalization(model, parse_normalization(normalization)), "--normalization"
+        model, how = network_to_inspect(None, arch, normalization, test.classes, dataset)
     print(normalization_line(model, how))
     card = model_card(model, arch, test, device, train, repeats, source)
+    if source is not None:
+        card.update(training_record(checkpoint))
     stem = os.path.basename(source or arch).split(".")[0]
     add_format_rows(card, model, test, export_formats, out_dir, stem, calib_data or data, repeats, dataset)
     json_path, md_path = write_card(card, out_dir, stem)

@@ -169,7 +169,7 @@ def _figures(results, kd_results, baselines, cards, plots_dir, say):
 def finished_results(out_dir):
     """{stage: result} of every finished run under OUT/runs, in pipeline order (networks, ensembles, KD)."""
     results = []
-    for path in glob.glob(os.path.join(out_dir, "runs", "*", "result.json")):
+    for path in glob.glob(os.path.join(glob.escape(out_dir), "runs", "*", "result.json")):
         result = read_json_record(path, "a done marker", "move it away to run that stage again")
         arch, stage = result.get("arch"), result.get("stage") or os.path.basename(os.path.dirname(path))
         group = 2 if result.get("teacher") else 1 if arch in ENSEMBLES else 0

@@ -52,7 +52,7 @@ class Pipeline:
 
     def kd_schedule_stems(self):
         stems = sorted(os.path.basename(p)[:-len(".yaml")]
-                       for p in glob.glob(os.path.join(self.schedules_dir, "kd_*.yaml")))
+                       for p in glob.glob(os.path.join(glob.escape(self.schedules_dir), "kd_*.yaml")))
         if not stems:
             raise KDPluginError(f"{self.schedules_dir}: no kd_*.yaml schedules")
         return stems
@@ -82,7 +82,8 @@ class Pipeline:
         branches = os.path.join(directory, "avnet_cifar_branches.json")
         avnet = Job("avnet", directory, ["create-ensemble", "avg", "-o", output, *members, "--data", self.data],
                     "kd-plugin", meta={"stage": "avnet", "arch": "avnet_cifar", "epochs": None},
-                    collect=lambda job: _ensemble_result(output, branches), leftovers=[output, branches])
+                    collect=lambda job: _ensemble_result(output, branches), leftovers=[output, branches],
+                    result_keys=())
         jointnet = self._training("jointnet", "jointnet_cifar",
                                   ["train-jointnet", *members, self.data, "--compress",
                                    self.schedule(JOINTNET_SCHEDULE, "jointnet_cifar"), *self._run_args()],

@@ -1,4 +1,4 @@
-"""Issue 12, items 1-3: a teacher cache is verified before use, run names stay names, a resume continues the
+"""A teacher cache is verified before use, run names stay names, a resume continues the
 same experiment (or says what it changes), and summary.json describes the checkpoint that was tested."""
 import contextlib
 import glob

@@ -261,3 +261,23 @@ def test_fault_corrupt_sweep_and_reproduce_state_is_refused_and_nothing_is_lost(
         assert_one_line_error(["reproduce", "--report-only", "-o", str(repro)],
                               f"{repro / 'state.json'}: the reproduce state file", capsys)
         assert (repro / "state.json").read_text() == text
+
+
+def test_a_done_marker_without_test_top1_is_refused_in_one_line(tmp_path):
+    job = Job.training_run("cell", str(tmp_path / "cell"), [])
+    os.makedirs(job.directory)
+    with open(job.result_path, "w") as fh:
+        json.dump({"command": job.portable_command()}, fh)
+    with pytest.raises(KDPluginError, match="done marker of cell is malformed .*'test_top1' a number"):
+        job.result()
+
+
+def test_glob_characters_in_a_sweep_directory_are_plain_characters(tmp_path):
+    directory = tmp_path / "sw[1]*?" / "runs" / "cell"
+    run_dir = directory / "cell___2026.01.01-000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps({"arch": "cnn5_cifar", "test_top1": 50.0}))
+    (run_dir / "cell_checkpoint.pth.tar").write_bytes(b"")
+    job = Job.training_run("cell", str(directory), [])
+    assert job.collect(job)["test_top1"] == 50.0
+    assert job.resumable_checkpoint() == str(run_dir / "cell_checkpoint.pth.tar")
