@@ -10,7 +10,7 @@ setup(
     packages=[*find_packages(include=["kd_plugin", "kd_plugin.*"]), "kd_plugin.schedules"],
     package_dir={"kd_plugin.schedules": "schedules"},
     package_data={"kd_plugin.schedules": ["*.yaml"]},
-    python_requires=">=3.9",
+    python_requires=">=3.10",  # PEP 604 annotations (`list | None`) are evaluated at import time
     install_requires=["torch>=2.1", "torchvision", "pyyaml>=5.4", "numpy", "tqdm"],
     extras_require={
         "plots": ["matplotlib"],

@@ -28,7 +28,8 @@ def subcommand(name, help_text):
 
 
 def add_evaluate_args(p):
-    p.add_argument("target", metavar="CHECKPOINT_OR_ARCH", help="a checkpoint file, or a model name for a fresh network")
+    p.add_argument("target", metavar="CHECKPOINT_OR_ARCH",
+                   help="a checkpoint file, or a model name for a fresh network")
     p.add_argument("--data", required=True, help="the dataset's folder (CIFAR-10/100 python files, an image folder)")
     add_dataset_arg(p)
     p.add_argument("-a", "--arch", help="architecture (needed for plain state_dict checkpoints)")

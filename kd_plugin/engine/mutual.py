@@ -100,13 +100,13 @@ def train_mutual_epoch(peers, loader, epoch, temperature, start_batch=0, stop=No
             peer.scheduler.on_minibatch_begin(epoch, batch_id, steps, peer.optimizer)
         logits = [peer.model(batch.inputs) for peer in peers]  # every peer sees the others before any step
         losses = mutual_losses(logits, batch.labels, temperature)
-        aggregates = [peer.scheduler.before_backward_pass(epoch, batch_id, steps, loss.overall, optimizer=peer.optimizer,
-                                                          return_loss_components=True)
-                      for peer, loss in zip(peers, losses)]
+        aggregates = [peer.scheduler.before_backward_pass(epoch, batch_id, steps, loss.overall,
+                                                          optimizer=peer.optimizer, return_loss_components=True)
+                      for peer, loss in zip(peers, losses, strict=True)]
         if (batch_id + 1) % check_every == 0 or batch_id + 1 == steps:
             for agg in aggregates:
                 check_finite(agg.overall_loss, epoch, batch_id)
-        for peer, output, loss, agg in zip(peers, logits, losses, aggregates):
+        for peer, output, loss, agg in zip(peers, logits, losses, aggregates, strict=True):
             optimizer_step(agg.overall_loss, peer.optimizer, peer.scheduler, epoch, batch_id, steps, peer.grad_scaler)
             top1, top5 = topk_correct(output.detach(), batch.labels)
             components = {c.name: c.value for c in agg.loss_components}
@@ -147,9 +147,10 @@ class MutualRun:
         models = [create_model(arch, dataset=data.dataset, classes=data.classes, normalization=self.normalization)
                   .to(self.device) for arch in self.archs]  # in order: seeded initial weights
         self.peers = []
-        for index, (arch, label, model) in enumerate(zip(self.archs, peer_labels(self.archs), models)):
+        for index, (arch, label, model) in enumerate(zip(self.archs, peer_labels(self.archs), models, strict=True)):
             if hasattr(model, "training_criterion"):
-                raise KDPluginError(f"{arch} trains with its own multi-branch loss; it cannot be a mutual-learning peer")
+                raise KDPluginError(f"{arch} trains with its own multi-branch loss; "
+                                    "it cannot be a mutual-learning peer")
             accelerate_model(model, self.device, s.channels_last, s.amp, s.compile)
             optimizer = build_optimizer(model, s)
             scheduler = build_schedule(model, optimizer, s, sched_dict, runtime)
@@ -189,7 +190,7 @@ class MutualRun:
         self.accepted_changes = check_resume(s.resume_from, resume.plugin_state, self.identity,
                                              {**self.run_identity(), "temperature": self.temperature},
                                              s.resume_accept_changes)
-        for peer, state in zip(self.peers, states):
+        for peer, state in zip(self.peers, states, strict=True):
             load_optimizer_state(peer.optimizer, state["optimizer_state_dict"], s.resume_from, f" of {peer.label}")
             peer.scheduler.load_state_dict(state["compression_sched"])
             if state["best_top1"] is not None:
@@ -199,7 +200,7 @@ class MutualRun:
         resume_batch = resume.plugin_state.get("resume_batch")
         if resume_batch is not None:
             self.start_epoch, self.start_batch = resume.epoch, int(resume_batch)
-            for peer, state in zip(self.peers, states):
+            for peer, state in zip(self.peers, states, strict=True):
                 peer.meter.load_state_dict(state["meter"])
         else:
             self.start_epoch = resume.epoch + 1
@@ -281,7 +282,7 @@ class MutualRun:
             path = self.save(epoch, resume_batch=next_batch)
             raise interruption(stop, f"epoch {epoch}, batch {next_batch}", path, s.command)
         row, improved = {"epoch": epoch}, []
-        for peer, lr in zip(self.peers, lrs):
+        for peer, lr in zip(self.peers, lrs, strict=True):
             train_stats = peer.meter.results()
             peer.meter = EpochMeter()
             valid = evaluate_loader(peer.model, self.valid_loader) if self.valid_loader else None

@@ -121,7 +121,8 @@ class RunSettings:
                      f"--mutual needs two or more peers, got {self.mutual!r}")
             _require(not self.kd_teacher and not self.kd_resume,
                      "--mutual trains its peers together from scratch; it does not take --kd-teacher/--kd-resume")
-            _require(not self.load_weights_from, "--exp-load-weights-from loads one model; it does not go with --mutual")
+            _require(not self.load_weights_from,
+                     "--exp-load-weights-from loads one model; it does not go with --mutual")
             given = kd_flags_given(self)
             _require(not given, f"--mutual trains its peers with mutual learning's own loss (--mutual-temperature); "
                                 f"it does not take {', '.join(given)}")

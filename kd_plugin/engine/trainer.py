@@ -363,7 +363,7 @@ class TrainingRun:
         """summary.json's ``distillation`` with each teacher's top-1 on the split the student's test_top1 is on."""
         policies = distillation_policies(self.scheduler)
         record = distillation_record(self.scheduler, policies)
-        for entry, policy in zip(record, policies):
+        for entry, policy in zip(record, policies, strict=True):
             entry["teacher_test_top1"] = evaluate_loader(policy.teacher, test_loader)["top1"]
         return record
 
