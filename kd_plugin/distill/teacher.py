@@ -86,10 +86,10 @@ def load_ensemble(members: list[tuple[str, str | None]], weights: list | None = 
         if not normalization_of(network).same_as(first):
             raise KDPluginError(f"{where}: ensemble members must expect one input normalization; {checkpoint or arch} "
                                 f"expects {normalization_of(network).describe()}, the first {first.describe()}")
-    classes = [num_classes(network) for network in networks]
-    if len(set(classes)) > 1:
+    counts = [num_classes(network) for network in networks]
+    if len(set(counts)) > 1:
         raise KDPluginError(f"{where}: ensemble members give different numbers of classes "
-                            f"({', '.join(f'{a}: {c}' for (a, _), c in zip(members, classes, strict=True))})")
+                            f"({', '.join(f'{a}: {c}' for (a, _), c in zip(members, counts, strict=True))})")
     return create_model("ensemble_cifar", member_archs=[a for a, _ in members], member_weights=weights,
                         combine=combine, members=networks, normalization=first)
 

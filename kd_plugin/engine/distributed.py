@@ -140,9 +140,9 @@ class Distributed(Single):
         outcome = self._broadcast(outcome, src)
         if outcome[0] == "error":
             cls, message, code = outcome[1]
-            err = KDPluginError(f"rank {src}: {message}")
-            err.exit_code = code
-            raise err
+            error = KDPluginError(f"rank {src}: {message}")
+            error.exit_code = code
+            raise error
         return outcome[1]
 
     def save_teacher_caches(self, caches):

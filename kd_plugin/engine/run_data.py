@@ -18,7 +18,7 @@ class RunData:
     classes: list
     train_hash: str
     dataset: str = "cifar10"  # the registered dataset's name (kd_plugin.data.datasets)
-    normalization: Normalization = None  # the dataset's default input normalization
+    normalization: Normalization | None = None  # the dataset's default input normalization
 
 def data_fingerprint(image_set):
     """A short hash of a split's images and labels: a resume on other data with the same size is caught too."""
