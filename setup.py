@@ -14,7 +14,8 @@ setup(
     install_requires=["torch>=2.1", "torchvision", "pyyaml>=5.4", "numpy", "tqdm"],
     extras_require={
         "plots": ["matplotlib"],
-        "dev": ["pytest", "pytest-xdist", "matplotlib"],
+        # ruff and mypy as .ci/run runs them (ruff.toml, mypy.ini): pinned to a minor release, whose rules stay put
+        "dev": ["pytest", "pytest-xdist", "matplotlib", "ruff~=0.17.6", "mypy~=2.4.1"],
         "ray": ["ray[tune]"],
         "export": ["onnx", "onnxruntime", "onnxscript", "safetensors"],
         # the peer the benchmarks race (benchmarks/kd_throughput.py, time_to_accuracy.py); needs torch >= 2.12
