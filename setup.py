@@ -10,11 +10,12 @@ setup(
     packages=[*find_packages(include=["kd_plugin", "kd_plugin.*"]), "kd_plugin.schedules"],
     package_dir={"kd_plugin.schedules": "schedules"},
     package_data={"kd_plugin.schedules": ["*.yaml"]},
-    python_requires=">=3.9",
+    python_requires=">=3.10",  # PEP 604 annotations (`list | None`) are evaluated at import time
     install_requires=["torch>=2.1", "torchvision", "pyyaml>=5.4", "numpy", "tqdm", "pydantic>=2"],
     extras_require={
         "plots": ["matplotlib"],
-        "dev": ["pytest", "pytest-xdist", "matplotlib"],
+        # ruff and mypy as .ci/run runs them (ruff.toml, mypy.ini): pinned to a minor release, whose rules stay put
+        "dev": ["pytest", "pytest-xdist", "matplotlib", "ruff~=0.17.6", "mypy~=2.4.1"],
         "ray": ["ray[tune]"],
         "export": ["onnx", "onnxruntime", "onnxscript", "safetensors"],
         # the peer the benchmarks race (benchmarks/kd_throughput.py, time_to_accuracy.py); needs torch >= 2.12

@@ -26,6 +26,7 @@ import os
 import re
 import statistics
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -224,7 +225,7 @@ def main(argv=None):
     if args.print_only:
         if not os.path.isfile(md_path):
             sys.exit(f"no {md_path} yet: run the benchmark first")
-        print(open(md_path).read())
+        print(Path(md_path).read_text())
         return 0
     os.makedirs(out, exist_ok=True)
     if not (args.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", args.device)):

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # also for an interpreter (Distiller's venv) without kd-plugin installed
@@ -172,7 +173,8 @@ def engine_run(args, device, kd=True, cache="off", arch=STUDENT):
 
     teaching = dict(kd_teacher=TEACHER, kd_resume=args.teacher, kd_temperature=TEMPERATURE,
                     kd_distill_wt=WEIGHTS[0], kd_student_wt=WEIGHTS[1]) if kd else {}
-    settings = RunSpec.from_flags(data=args.data, arch=arch, batch_size=args.batch, lr=0.01, weight_decay=5e-4, seed=SEED,
+    settings = RunSpec.from_flags(data=args.data, arch=arch, batch_size=args.batch, lr=0.01, weight_decay=5e-4,
+                                  seed=SEED,
                            augment=args.augment, out_dir=args.out, device=str(device), progress=False, verbose=False,
                            teacher_cache=cache, channels_last=args.channels_last, amp=args.amp,
                            threads=args.threads, **teaching)
@@ -354,8 +356,9 @@ def round_order(cases, round_):
 
 
 def machine_line(args):
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if os.path.exists("/proc/cpuinfo") else []
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+               platform.processor())
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU {cpu}, {os.cpu_count()} cores"
     wait = args.omp_wait_policy if args.omp_wait_policy != "keep" else os.environ.get("OMP_WAIT_POLICY", "unset")
     return (f"{device}; torch {torch.__version__}; threads {args.threads or torch.get_num_threads()}; "
@@ -375,7 +378,8 @@ def keep_best(by_case, case, result):
 
 def round_ratios(by_case, num, den):
     """num/den within each round where both ran (the two measured minutes apart, under the same load)."""
-    pairs = zip(by_case.get(num, {}).get("rounds", []), by_case.get(den, {}).get("rounds", []))
+    # a case may have run fewer rounds (or none): only the rounds both ran are paired
+    pairs = zip(by_case.get(num, {}).get("rounds", []), by_case.get(den, {}).get("rounds", []), strict=False)
     return [a / b for a, b in pairs if a and b]
 
 

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBSET = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "cifar10-subset"))
@@ -64,7 +65,7 @@ def run(argv, log):
 
 def finished_summary(out, name):
     found = sorted(glob.glob(os.path.join(out, f"{name}___*", "summary.json")))
-    return json.load(open(found[-1])) if found else None
+    return json.loads(Path(found[-1]).read_text()) if found else None
 
 
 def train_teacher(args, out):
@@ -83,7 +84,7 @@ def sweep(args, out, name, schedule, teacher, *grid):
     run(["-m", "kd_plugin", "sweep", "--data", args.data, "--schedule", schedule, "--teacher",
          f"{args.teacher_arch}={teacher}", "--student", args.student, "--seeds", *map(str, args.seeds), "-j", "1",
          "--extra-args=--vs 0 --threads 1", "-o", os.path.join(out, name), *grid], os.path.join(out, f"{name}.log"))
-    results = [json.load(open(p)) for p in glob.glob(os.path.join(out, name, "runs", "*", "result.json"))]
+    results = [json.loads(Path(p).read_text()) for p in glob.glob(os.path.join(out, name, "runs", "*", "result.json"))]
     return [r for r in results if "test_top1" in r]
 
 

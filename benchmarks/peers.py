@@ -10,7 +10,7 @@
 """
 import contextlib
 import time
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import torch
 
@@ -59,12 +59,12 @@ class MarkedLoader:
         self.ended = time.perf_counter()
 
 
-def speed_context(device: torch.device, amp: Optional[str]):
+def speed_context(device: torch.device, amp: str | None):
     """bf16 autocast for amp "bf16" (no gradient scaler needed), else nothing: how a user adds it to any loop."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
 
 
-def torchdistill_available() -> Optional[str]:
+def torchdistill_available() -> str | None:
     """None when torchdistill imports, else why not (one line)."""
     try:
         import torchdistill.core.distillation  # noqa: F401
@@ -112,7 +112,7 @@ def torchdistill_box(teacher: torch.nn.Module, student: torch.nn.Module, train_d
     return get_distillation_box(teacher, student, {"train": train_dataset}, config, device, None, False, 1)
 
 
-def torchdistill_epoch(box, batches: Iterable, device: torch.device, amp: Optional[str] = None, epoch: int = 0,
+def torchdistill_epoch(box, batches: Iterable, device: torch.device, amp: str | None = None, epoch: int = 0,
                       channels_last: bool = False) -> float:
     """One epoch of ``batches`` (the box's loader, possibly wrapped) the way torchdistill's example trains;
     returns the mean loss. Every step's loss is read (its example logs it every step)."""

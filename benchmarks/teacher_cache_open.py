@@ -19,13 +19,13 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import torch
+import torch  # noqa: E402
 
-from kd_plugin.checkpoint import verify_archive
-from kd_plugin.data import TensorLoader, load_split, validation_split
-from kd_plugin.distill.teacher import TeacherRunner
-from kd_plugin.distill.teacher_cache import CacheFile, cache_key, open_cache, precompute
-from kd_plugin.models import create_model
+from kd_plugin.checkpoint import verify_archive  # noqa: E402
+from kd_plugin.data import TensorLoader, load_split, validation_split  # noqa: E402
+from kd_plugin.distill.teacher import TeacherRunner  # noqa: E402
+from kd_plugin.distill.teacher_cache import CacheFile, cache_key, open_cache, precompute  # noqa: E402
+from kd_plugin.models import create_model  # noqa: E402
 
 
 def seconds(call):

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -73,7 +74,7 @@ def device_flags(args):
 
 def run_dir_summary(out, name):
     found = sorted(glob.glob(os.path.join(out, f"{name}___*", "summary.json")))
-    return (os.path.dirname(found[-1]), json.load(open(found[-1]))) if found else (None, None)
+    return (os.path.dirname(found[-1]), json.loads(Path(found[-1]).read_text())) if found else (None, None)
 
 
 def train_teacher(args, out):
@@ -107,7 +108,8 @@ def kd_plugin_run(args, out, teacher, seed):
         run_dir, _ = run_dir_summary(run_out, name)
     _, summary = run_dir_summary(run_out, name)
     epochs = [float(row["seconds"]) for row in summary["rows"]]
-    return os.path.join(run_dir, f"{name}_checkpoint.pth.tar"), epochs, json.load(open(record))["wall_seconds"]
+    wall = json.loads(Path(record).read_text())["wall_seconds"]
+    return os.path.join(run_dir, f"{name}_checkpoint.pth.tar"), epochs, wall
 
 
 def torchdistill_run(args, out, teacher, seed):
@@ -126,11 +128,11 @@ def torchdistill_run(args, out, teacher, seed):
             with open(run_out + ".log", "w") as fh:
                 if subprocess.run(argv, env=subprocess_env(args), stdout=fh, stderr=subprocess.STDOUT).returncode:
                     raise RuntimeError(f"torchdistill run failed (log {run_out}.log)")
-        result = json.load(open(os.path.join(run_out, "epochs.json")))
+        result = json.loads(Path(run_out, "epochs.json").read_text())
         result["wall_seconds"] = time.perf_counter() - began
         with open(record, "w") as fh:
             json.dump(result, fh)
-    result = json.load(open(record))
+    result = json.loads(Path(record).read_text())
     return result["checkpoint"], result["epoch_seconds"], result["wall_seconds"]
 
 
@@ -170,7 +172,7 @@ def test_top1(checkpoint, arch, test, device):
     mean = torch.tensor(model.normalization.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(model.normalization.std, device=device).view(1, 3, 1, 1)
     correct = 0
-    for images, labels in zip(test.images.split(500), test.labels.split(500)):
+    for images, labels in zip(test.images.split(500), test.labels.split(500), strict=True):
         inputs = (images.to(device).float() / 255 - mean) / std
         correct += int((model(inputs).argmax(1).cpu() == labels).sum())
     return 100.0 * correct / len(test.labels)
@@ -228,8 +230,8 @@ def markdown(args, machine, teacher, teacher_top1, rows, notes):
 def machine_text(device):
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               "CPU") if os.path.exists("/proc/cpuinfo") else "CPU"
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if os.path.exists("/proc/cpuinfo") else []
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "CPU")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return f"{cpu}, {os.cpu_count()} cores, load average {load:.2f} at the end, torch {torch.__version__}"
 
@@ -250,7 +252,8 @@ def run_all(args, out):
     test = load_split(args.data, "test")
     device = torch.device(args.device)
     runs = [{"tool": tool, "seed": seed, "checkpoint": ckpt, "epoch_seconds": epochs, "wall_seconds": wall,
-             "top1": test_top1(ckpt, STUDENT, test, device)} for (tool, seed), (ckpt, epochs, wall) in zip(jobs, done)]
+             "top1": test_top1(ckpt, STUDENT, test, device)}
+            for (tool, seed), (ckpt, epochs, wall) in zip(jobs, done, strict=True)]
     teacher_top1 = test_top1(teacher, TEACHER, test, device)
     rows = summarize(runs)
     text = markdown(args, machine_text(args.device), teacher, teacher_top1, rows, notes)

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -32,7 +33,7 @@ class MarkerExploit:
 
 def record_data_spans(path):
     """(start, length) of every stored record's bytes inside a torch zip archive."""
-    raw = open(path, "rb").read()
+    raw = Path(path).read_bytes()
     spans = []
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
@@ -43,10 +44,10 @@ def record_data_spans(path):
 
 
 def _flip_inside_tensor_data(path, target):
-    raw = bytearray(open(path, "rb").read())
+    raw = bytearray(Path(path).read_bytes())
     start, length = max(record_data_spans(path), key=lambda span: span[1])
     raw[start + length // 2] ^= 0x04
-    open(target, "wb").write(bytes(raw))
+    Path(target).write_bytes(bytes(raw))
 
 
 def build_inputs(root):
@@ -56,11 +57,11 @@ def build_inputs(root):
     p["data"] = write_synthetic_cifar(path("data"), train_images=40, test_images=20, seed=2)
     torch.manual_seed(0)
     p["good"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name="good", dir=root)
-    raw = open(p["good"], "rb").read()
+    raw = Path(p["good"]).read_bytes()
     files = {"empty.pth.tar": b"", "truncated.pth.tar": raw[:len(raw) // 2],
              "random.pth.tar": random.Random(0).randbytes(5000), "plain.txt": b"x"}
     for name, content in files.items():
-        open(path(name), "wb").write(content)
+        Path(path(name)).write_bytes(content)
     _flip_inside_tensor_data(p["good"], path("bitflip.pth.tar"))
     torch.save({"state_dict": {}, "x": MarkerExploit(p["marker"])}, path("evil_zip.pth.tar"))
     with open(path("evil_raw.pth.tar"), "wb") as fh:
@@ -93,7 +94,7 @@ def build_inputs(root):
         "unhashable.yaml": "? [1, 2]\n: 3\n",
     }
     for name, text in yamls.items():
-        open(path(name), "w").write(text)
+        Path(path(name)).write_text(text)
         p[name.split(".")[0] + "_yaml"] = path(name)
     p.update({k.replace(".", "_").replace("_pth_tar", ""): path(k) for k in os.listdir(root)
               if k.endswith(".pth.tar") or k == "plain.txt"})
@@ -129,7 +130,7 @@ def _ensemble_inputs(root, p):
         content = torch.load(p[name], weights_only=True)
         torch.save({**content, "model_config": config}, p[name])
     p["ensemble_count_yaml"] = os.path.join(root, "ensemble_count.yaml")
-    open(p["ensemble_count_yaml"], "w").write(
+    Path(p["ensemble_count_yaml"]).write_text(
         "extensions:\n  kd:\n    class: KnowledgeDistillationExtension\n    teacher_arch: [cnn5, cnn5]\n"
         f"    teacher_checkpoint: [{p['good']}]\npolicies:\n  - extension: {{instance_name: kd}}\n"
         "    starting_epoch: 0\n    ending_epoch: 1\n    frequency: 1\n")
@@ -141,12 +142,12 @@ def _bad_datasets(root, p):
         folder = os.path.join(root, f"data_{kind}", "cifar-10-batches-py")
         os.makedirs(folder)
         for name in os.listdir(good):
-            content = open(os.path.join(good, name), "rb").read()
+            content = Path(good, name).read_bytes()
             if name == "test_batch":
                 content = {"truncated": content[:len(content) // 3], "random": random.Random(1).randbytes(4096),
                            "evil": pickle.dumps(MarkerExploit(p["marker"]), protocol=2),
                            "shape": pickle.dumps({b"data": bytes(10), b"labels": [1]}, protocol=2)}[kind]
-            open(os.path.join(folder, name), "wb").write(content)
+            Path(folder, name).write_bytes(content)
         p[f"data_{kind}"] = os.path.dirname(folder)
     p["data_missing"] = os.path.join(root, "no_such_data")
     os.makedirs(os.path.join(root, "data_empty"))
@@ -358,14 +359,14 @@ def _copy_data(p, name, change_batch=None, meta=None):
     os.makedirs(folder)
     source = os.path.join(p["data"], "cifar-10-batches-py")
     for file in os.listdir(source):
-        content = open(os.path.join(source, file), "rb").read()
+        content = Path(source, file).read_bytes()
         if file == "test_batch" and change_batch:
             batch = pickle.loads(content, encoding="bytes")
             change_batch(batch)
             content = pickle.dumps(batch, protocol=2)
         if file == "batches.meta" and meta is not None:
             content = pickle.dumps(meta, protocol=2)
-        open(os.path.join(folder, file), "wb").write(content)
+        Path(folder, file).write_bytes(content)
     p[name] = os.path.dirname(folder)
 
 
@@ -401,22 +402,22 @@ def _trust_inputs(root, p):
              "kd_epochs_list": kd.format(", random_teacher: true", "epochs: [0, 1]"),
              "kd_late": kd.format(", random_teacher: true", "starting_epoch: 5\n    ending_epoch: 9\n    frequency: 1")}
     for name, text in yamls.items():
-        open(path(f"{name}.yaml"), "w").write(text)
+        Path(path(f"{name}.yaml")).write_text(text)
         p[f"{name}_yaml"] = path(f"{name}.yaml")
-    open(path("bad.csv"), "w").write("epoch,lr\nx,y\n")
-    open(path("good.csv"), "w").write("epoch,lr\n0,0.1\n")
+    Path(path("bad.csv")).write_text("epoch,lr\nx,y\n")
+    Path(path("good.csv")).write_text("epoch,lr\n0,0.1\n")
     p["bad_csv"], p["good_csv"] = path("bad.csv"), path("good.csv")
     cell = os.path.join(root, "sweep_bad", "runs", "cnn5-to-cnn5_s0")
     os.makedirs(cell)
     for name, text in (("result.json", '{"command": ["x"], "test_'), ("../../.lock", ""), ("../../sweep.json", "{}")):
-        open(os.path.join(cell, name), "w").write(text)
+        Path(cell, name).write_text(text)
     p["sweep_bad"] = os.path.join(root, "sweep_bad")
     os.makedirs(path("repro_bad"))
-    open(path("repro_bad/state.json"), "w").write('{"profile": "smoke", "data": ')
+    Path(path("repro_bad/state.json")).write_text('{"profile": "smoke", "data": ')
     open(path("repro_bad/.lock"), "w").close()
     p["repro_bad"] = path("repro_bad")
     os.makedirs(path("repro_stages"))
-    open(path("repro_stages/state.json"), "w").write('{"profile": "smoke", "stages": {"teachers": 5}, '
+    Path(path("repro_stages/state.json")).write_text('{"profile": "smoke", "stages": {"teachers": 5}, '
                                                      '"invocations": []}')
     open(path("repro_stages/.lock"), "w").close()
     p["repro_stages"] = path("repro_stages")

@@ -26,7 +26,7 @@ def all_views():
 
 def test_view_ids_cover_exactly_162_distinct_offset_flip_pairs():
     dy, dx, flip = decode_views(all_views())
-    pairs = set(zip(dy.tolist(), dx.tolist(), flip.tolist()))
+    pairs = set(zip(dy.tolist(), dx.tolist(), flip.tolist(), strict=True))
     assert NUM_VIEWS["y"] == 162 and len(pairs) == 162
     assert pairs == {(y, x, f) for y in range(2 * PAD + 1) for x in range(2 * PAD + 1) for f in (0, 1)}
     assert torch.equal(encode_views(dy, dx, flip), all_views())
@@ -40,14 +40,14 @@ def test_every_view_of_an_image_is_a_different_crop(image):
 
 def test_each_view_matches_torchvision_on_tensors(image):
     crops = apply_views(image.expand(162, 3, 32, 32), all_views())
-    for view, (dy, dx, flip) in enumerate(zip(*(t.tolist() for t in decode_views(all_views())))):
+    for view, (dy, dx, flip) in enumerate(zip(*(t.tolist() for t in decode_views(all_views())), strict=True)):
         assert torch.equal(crops[view], torchvision_view(image, dy, dx, flip)), f"view {view}"
 
 
 def test_each_view_matches_torchvision_on_pil_images(image):
     pil = Image.fromarray(image.permute(1, 2, 0).numpy())
     crops = apply_views(image.expand(162, 3, 32, 32), all_views())
-    for view, (dy, dx, flip) in enumerate(zip(*(t.tolist() for t in decode_views(all_views())))):
+    for view, (dy, dx, flip) in enumerate(zip(*(t.tolist() for t in decode_views(all_views())), strict=True)):
         expected = torch.from_numpy(np.array(torchvision_view(pil, dy, dx, flip))).permute(2, 0, 1)
         assert torch.equal(crops[view], expected), f"view {view}"
 
@@ -56,7 +56,7 @@ def test_a_mixed_batch_is_cropped_per_image():
     images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     views = sample_views(40, "y", torch.Generator().manual_seed(2))
     out = apply_views(images, views)
-    for img, view, got in zip(images, views, out):
+    for img, view, got in zip(images, views, out, strict=True):
         assert torch.equal(got, torchvision_view(img, *(int(t) for t in decode_views(view))))
 
 

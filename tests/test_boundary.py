@@ -152,7 +152,8 @@ def test_pruner_names_must_match_a_parameter():
         check_weight_names(regularizer, names)
 
 
-@pytest.mark.parametrize("schedule", ["agp_kd_resnet18_to_vgg7_a0.5_t1.5.yaml", "agp_kd_vgg16_to_resnet18_a0.5_t1.5.yaml"])
+@pytest.mark.parametrize("schedule", ["agp_kd_resnet18_to_vgg7_a0.5_t1.5.yaml",
+                                      "agp_kd_vgg16_to_resnet18_a0.5_t1.5.yaml"])
 def test_shipped_pruning_schedules_name_real_weights(schedule):
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schedules", schedule)
     sched = read_schedule(path, distiller_components=True)

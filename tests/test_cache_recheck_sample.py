@@ -6,7 +6,7 @@ from kd_plugin.distill.cache_check import SAMPLE_ROWS, sample_rows
 
 def drawn(filled):
     indices, views = sample_rows(filled)
-    return set(zip(indices.tolist(), views.tolist()))
+    return set(zip(indices.tolist(), views.tolist(), strict=True))
 
 
 def test_each_open_draws_another_sample_so_no_row_is_known_to_be_skipped():

@@ -6,6 +6,7 @@ import pickle
 import random
 import stat
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -196,7 +197,7 @@ def test_torch_writes_crcs_and_any_single_bit_flip_is_caught_or_harmless(saved, 
     path, model = saved
     with zipfile.ZipFile(path) as archive:
         assert archive.testzip() is None and all(i.CRC for i in archive.infolist() if i.file_size)
-    raw = open(path, "rb").read()
+    raw = Path(path).read_bytes()
     rng = random.Random(0)
     data_positions = [start + rng.randrange(length) for start, length in record_data_spans(path) if length]
     anywhere = [rng.randrange(len(raw)) for _ in range(150)]
@@ -222,7 +223,7 @@ def test_torch_writes_crcs_and_any_single_bit_flip_is_caught_or_harmless(saved, 
 
 @pytest.mark.parametrize("keep", [0.5, 0.99, -1, -22], ids=["half", "99pct", "last-byte", "no-eocd"])
 def test_truncated_checkpoint(saved, tmp_path, keep):
-    raw = open(saved[0], "rb").read()
+    raw = Path(saved[0]).read_bytes()
     cut = int(len(raw) * keep) if keep > 0 else len(raw) + keep
     path = tmp_path / "truncated.pth.tar"
     path.write_bytes(raw[:cut])
@@ -262,7 +263,7 @@ def _disk_full_fsync(fd):
                          ids=["torch.save", "fsync"])
 def test_failed_save_keeps_the_previous_checkpoint_and_removes_the_temp_file(saved, tmp_path, monkeypatch, failure):
     path, model = saved
-    before = open(path, "rb").read()
+    before = Path(path).read_bytes()
     target, replacement = failure
     module, name = target.split(".")
     monkeypatch.setattr({"torch": torch, "os": os}[module], name, replacement)
@@ -272,7 +273,7 @@ def test_failed_save_keeps_the_previous_checkpoint_and_removes_the_temp_file(sav
         save_checkpoint(4, "cnn5_cifar", model, dir=str(tmp_path))
     monkeypatch.undo()
     assert path in str(info.value) and "\n" not in str(info.value)
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before
     assert _leftovers(tmp_path) == []
     assert load_checkpoint_file(path).epoch == 3
 
@@ -295,7 +296,7 @@ def test_best_copy_is_atomic_too(saved, tmp_path, monkeypatch):
     path, model = saved
     best = os.path.join(tmp_path, "best.pth.tar")
     save_checkpoint(3, "cnn5_cifar", model, is_best=True, dir=str(tmp_path))
-    best_before = open(best, "rb").read()
+    best_before = Path(best).read_bytes()
     real_replace = os.replace
 
     def fail_on_best(src, dst):
@@ -307,7 +308,7 @@ def test_best_copy_is_atomic_too(saved, tmp_path, monkeypatch):
     with pytest.raises(KDPluginError, match="best.pth.tar: could not save"):
         save_checkpoint(4, "cnn5_cifar", model, is_best=True, dir=str(tmp_path))
     monkeypatch.undo()
-    assert open(best, "rb").read() == best_before and _leftovers(tmp_path) == []
+    assert Path(best).read_bytes() == best_before and _leftovers(tmp_path) == []
 
 
 def test_reports_are_written_atomically(tmp_path, monkeypatch):

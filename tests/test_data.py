@@ -1,5 +1,6 @@
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def test_truncated_and_missing_files(tmp_path, tiny_data):
     folder.mkdir()
     source = os.path.join(tiny_data, "cifar-10-batches-py")
     for name in os.listdir(source):
-        (folder / name).write_bytes(open(os.path.join(source, name), "rb").read())
+        (folder / name).write_bytes(Path(source, name).read_bytes())
     raw = (folder / "test_batch").read_bytes()
     (folder / "test_batch").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(KDPluginError, match="truncated or corrupt"):

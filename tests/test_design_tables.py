@@ -53,7 +53,7 @@ def kd_table():
         teacher, student = resolve_arch(match.group(1)), resolve_arch(match.group(2))
         alphas, temps, accs = ([float(v) for v in match.group(i).split(" / ")] for i in (3, 4, 5))
         assert len(alphas) == len(temps) == len(accs), line
-        rows.update({(teacher, student, a, t): acc for a, t, acc in zip(alphas, temps, accs)})
+        rows.update({(teacher, student, a, t): acc for a, t, acc in zip(alphas, temps, accs, strict=True)})
     return rows
 
 
@@ -105,6 +105,6 @@ def test_epochs_optimizer_and_lr_per_epoch_follow_the_recipe(path):
 
 
 def test_reproduce_compares_with_the_documents_tables():
-    assert reference.KD_ROWS == kd_table()
+    assert kd_table() == reference.KD_ROWS
     epochs = recipe()[0]
     assert {arch: row["epochs"] for arch, row in reference.MODELS.items() if row["epochs"]} == epochs

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,7 +83,8 @@ def test_distillers_kd_gets_the_teacher_outputs_kd_plugin_computes(data, tmp_pat
         student = distiller.models.create_model(False, "cifar10", "cnn5_cifar", parallel=False)
         teacher = distiller.models.create_model(False, "cifar10", "resnet18_cifar", parallel=False)
         teacher = distiller.apputils.load_lean_checkpoint(teacher, teacher_path)
-        policy = distiller.KnowledgeDistillationPolicy(student, teacher, 2.0, distiller.DistillationLossWeights(0.5, 0.5, 0))
+        weights = distiller.DistillationLossWeights(0.5, 0.5, 0)
+        policy = distiller.KnowledgeDistillationPolicy(student, teacher, 2.0, weights)
         _, test_set = data_loaders.cifar10_get_datasets(data, load_train=False)
         inputs, _ = next(iter(torch.utils.data.DataLoader(test_set, batch_size=16, shuffle=False)))
         policy.active = True
@@ -101,7 +103,7 @@ def test_distillers_kd_gets_the_teacher_outputs_kd_plugin_computes(data, tmp_pat
 
 
 def short_pruning_schedule(tmp_path, name, teacher_path, weights=None):
-    sched = yaml.safe_load(open(os.path.join(SCHEDULES, name)))
+    sched = yaml.safe_load(Path(SCHEDULES, name).read_text())
     sched["policies"][0].update(starting_epoch=0, ending_epoch=2, frequency=1)
     for policy in sched["policies"][1:]:
         policy["ending_epoch"] = 2
@@ -128,7 +130,7 @@ def test_agp_and_kd_really_prune_on_both_backends(data, tmp_path):
     (checkpoint,) = glob.glob(str(tmp_path / "d" / "agp___*" / "agp_checkpoint.pth.tar"))
     assert pruned_fraction(checkpoint, names) > 0.3
     (log,) = glob.glob(str(tmp_path / "d" / "agp___*" / "*.log"))
-    assert "Distill Loss" in open(log).read()
+    assert "Distill Loss" in Path(log).read_text()
 
     from kd_plugin.compress_classifier import main as compress_classifier
 

@@ -28,8 +28,9 @@ from kd_plugin.protocol.config import read_schedule
 from kd_plugin.protocol.runtime import select_runtime
 
 HAVE_DISTILLER = distiller_available()
-needs_distiller = pytest.mark.skipif(not HAVE_DISTILLER, reason="IntelLabs Distiller is not importable here "
-                                                                 "(it is not on PyPI; see README 'Running inside Distiller')")
+needs_distiller = pytest.mark.skipif(not HAVE_DISTILLER,
+                                     reason="IntelLabs Distiller is not importable here "
+                                            "(it is not on PyPI; see README 'Running inside Distiller')")
 SCHEDULES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "schedules")
 VGG_BN_BOTH_OWN = ["vgg11_bn_cifar", "vgg13_bn_cifar", "vgg16_bn_cifar", "vgg19_bn_cifar"]
 # Same engine, data, model init and KD arithmetic: only the scheduler/parser/policy base classes differ, so the

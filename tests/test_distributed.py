@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import run_support as support
@@ -74,13 +75,13 @@ def test_two_gloo_processes_write_one_run_directory_with_global_meters_and_every
     out, result = reference
     (run_dir,) = glob.glob(str(out / "kd___*"))
     assert sorted(os.listdir(out)) == ["kd___" + run_dir.split("kd___")[1], "teacher_cache"]
-    log = open(os.path.join(run_dir, "kd.log")).read()
+    log = Path(run_dir, "kd.log").read_text()
     assert log.count("Epoch 0:") == 1 and log.count(f"Epoch {support.EPOCHS - 1}:") == 1  # rank 0 alone logs
     assert result.stdout.count("Log directory:") == 1
     checkpoint = load_checkpoint_file(support.last_checkpoint(out))
     assert checkpoint.plugin_state["run"]["world_size"] == 2 and len(checkpoint.plugin_state["ranks"]) == 2
     inputs = support.kd_inputs(tmp_path_factory)
-    rows = open(os.path.join(run_dir, "training.csv")).read().splitlines()
+    rows = Path(run_dir, "training.csv").read_text().splitlines()
     assert len(rows) == support.EPOCHS + 1
     # Every (image, view) any rank trained on is in the cache file: the union of all epochs' plans.
     train = load_split(inputs["data"], "train")
@@ -89,7 +90,7 @@ def test_two_gloo_processes_write_one_run_directory_with_global_meters_and_every
     seen = set()
     for epoch in range(support.EPOCHS):
         order, views = loader.plan(epoch)
-        seen |= set(zip(order.tolist(), views.tolist()))
+        seen |= set(zip(order.tolist(), views.tolist(), strict=True))
     (cache_file,) = glob.glob(str(out / "teacher_cache" / "*.pt"))
     filled = torch.load(cache_file, weights_only=True)["filled"]
     assert int(filled.sum()) == len(seen) and all(bool(filled[i, v]) for i, v in seen)
@@ -147,17 +148,18 @@ def test_ddp_step_losses_equal_a_single_process_with_the_global_batch(tmp_path, 
     single_run = run([sys.executable, os.path.join(HERE, "ddp_worker.py"), str(tmp_path / "single"), *common,
                       "-b", "8", "-o", str(tmp_path / "single_out")])
     assert single_run.returncode == 0, single_run.stderr[-3000:]
-    ranks = [json.load(open(tmp_path / f"ddp.rank{r}.json")) for r in range(2)]
-    single = json.load(open(tmp_path / "single.rank0.json"))
+    ranks = [json.loads(Path(tmp_path / f"ddp.rank{r}.json").read_text()) for r in range(2)]
+    single = json.loads(Path(tmp_path / "single.rank0.json").read_text())
     assert len(ranks[0]) == len(ranks[1]) == len(single) == 12
-    global_steps = [((n0 * l0 + n1 * l1) / (n0 + n1), n0 + n1) for (n0, l0), (n1, l1) in zip(*ranks)]
+    global_steps = [((n0 * l0 + n1 * l1) / (n0 + n1), n0 + n1) for (n0, l0), (n1, l1) in zip(*ranks, strict=True)]
     assert [n for _, n in global_steps] == [n for n, _ in single] == [8, 8, 8, 8, 8, 5] * 2
-    difference = max(abs(g - s) for (g, _), (_, s) in zip(global_steps, single))
+    difference = max(abs(g - s) for (g, _), (_, s) in zip(global_steps, single, strict=True))
     print(f"max |DDP - single| per-step loss: {difference:.3g}")
     assert difference < LOSS_TOLERANCE
     # The logged epoch loss is the global one: all 45 images of both ranks.
     (csv_path,) = glob.glob(str(tmp_path / "ddp_out" / "plain___*" / "training.csv"))
-    logged = [float(row["train Overall Loss"]) for row in csv.DictReader(open(csv_path))]
+    with open(csv_path) as rows:
+        logged = [float(row["train Overall Loss"]) for row in csv.DictReader(rows)]
     for epoch in range(2):
         steps = global_steps[6 * epoch:6 * epoch + 6]
         assert logged[epoch] == pytest.approx(sum(loss * n for loss, n in steps) / 45, rel=1e-5)

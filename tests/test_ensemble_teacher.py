@@ -5,6 +5,7 @@ import csv
 import glob
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,7 +53,7 @@ def hand_average(members, weights, images, probabilities=False):
         with torch.no_grad():
             out = model(images)
         outputs.append(torch.softmax(out, 1) if probabilities else out)
-    mixed = sum(w / total * o for w, o in zip(weights, outputs))
+    mixed = sum(w / total * o for w, o in zip(weights, outputs, strict=True))
     return mixed.log() if probabilities else mixed
 
 
@@ -115,7 +116,7 @@ def test_yaml_and_command_line_select_the_same_ensemble_run(tiny_data, members, 
                     "policies:\n  - extension: {instance_name: kd}\n    starting_epoch: 0\n    ending_epoch: 1\n"
                     "    frequency: 1\n")
     assert compress_classifier([*common, "-n", "yaml", "--compress", str(yaml)]) == 0
-    runs = {name: json.load(open(glob.glob(str(tmp_path / f"{name}___*" / "summary.json"))[0]))
+    runs = {name: json.loads(Path(glob.glob(str(tmp_path / f"{name}___*" / "summary.json"))[0]).read_text())
             for name in ("flags", "yaml")}
     assert runs["flags"]["distillation"][0]["teacher_config"] == runs["yaml"]["distillation"][0]["teacher_config"]
     assert runs["flags"]["rows"][0]["train Overall Loss"] == runs["yaml"]["rows"][0]["train Overall Loss"]
@@ -137,14 +138,14 @@ def test_sweep_with_an_ensemble_teacher_value(tiny_data, members, tmp_path, caps
     assert kd_plugin(["sweep", "--data", tiny_data, "--teacher", f"{arch_a}={a}@1,{arch_b}={b}@3", "--student",
                       "cnn5", "--epochs", "1", "-b", "50", "-o", str(out), "-j", "1",
                       "--extra-args=--cpu --augment n --teacher-cache off"]) == 0
-    result = json.load(open(glob.glob(str(out / "runs" / "*" / "result.json"))[0]))
+    result = json.loads(Path(glob.glob(str(out / "runs" / "*" / "result.json"))[0]).read_text())
     assert result["teacher"] == "ensemble_cifar" and result["distillation"][0]["teacher_config"]["member_weights"] \
         == pytest.approx([0.25, 0.75])
     teacher = build_teacher(create_model("cnn5"), [arch_a, arch_b], [a, b], weights=[1, 3])
     hand = evaluate_loader(teacher, TensorLoader(load_split(tiny_data, "test"), 1024, "n"))["top1"]
     table = (out / "sweep.md").read_text()
     assert f"| ensemble(5-CNN + VGG7) → 5-CNN | {hand:.2f} |" in table
-    assert json.load(open(out / "sweep.json"))["rows"][0]["teacher_top1"] == pytest.approx(hand)
+    assert json.loads(Path(out / "sweep.json").read_text())["rows"][0]["teacher_top1"] == pytest.approx(hand)
 
 
 def test_create_ensemble_writes_a_checkpoint_loaded_like_any_network(tiny_data, members, tmp_path):
@@ -158,7 +159,7 @@ def test_create_ensemble_writes_a_checkpoint_loaded_like_any_network(tiny_data, 
         assert torch.allclose(model.eval()(images), hand_average(members, [1, 1, 1], images, True), atol=1e-5)
     report = tmp_path / "eval"
     assert kd_plugin(["evaluate", path, "--data", tiny_data, "-o", str(report), "--repeats", "1"]) == 0
-    assert json.load(open(report / "ens.json"))["test_top1"] == pytest.approx(
+    assert json.loads(Path(report / "ens.json").read_text())["test_top1"] == pytest.approx(
         evaluate_loader(model, TensorLoader(load_split(tiny_data, "test"), 1024, "n"))["top1"])
 
 

@@ -2,11 +2,12 @@
 import glob
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from ensemble_support import member_files, micro  # noqa: F401  (fixtures)
+from ensemble_support import member_files_fixture, micro_fixture  # noqa: F401  (fixtures)
 
 from kd_plugin import create_model
 from kd_plugin.checkpoint import load_model
@@ -146,7 +147,7 @@ def test_jointnet_training_steps_keep_frozen_weights_and_bn_stats(micro):
     assert len(frozen) > 150 and sum(k.endswith("running_mean") for k in frozen) > 20
     assert [k for k in frozen if not torch.equal(before[k], after[k])] == []
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert JOINTNET_TRAINABLE <= changed  # every trainable weight moved (weight decay at least)
+    assert JOINTNET_TRAINABLE.issubset(changed)  # every trainable weight moved (weight decay at least)
     assert {"vgg.features.41.running_mean", "resnet.layer4.1.bn2.running_var"} <= changed
 
 
@@ -179,19 +180,19 @@ def test_ensemble_teacher_runs_each_member_once_per_batch_in_eval_mode_without_g
 
 def test_avnet_checkpoint_evaluates_and_teaches_through_the_distiller_flags(avnet_path, micro, tmp_path):
     assert kd_plugin(["evaluate", avnet_path, "--data", micro, "-o", str(tmp_path / "reports"), "--repeats", "1"]) == 0
-    card = json.load(open(glob.glob(str(tmp_path / "reports" / "*.json"))[0]))
+    card = json.loads(Path(glob.glob(str(tmp_path / "reports" / "*.json"))[0]).read_text())
     assert card["arch"] == "avnet_cifar" and card["test_images"] == 20 and card["parameters"] == 25_902_228
     out = str(tmp_path / "logs")
     assert compress_classifier([micro, "-a", "vgg7", "--kd-teacher", "avnet_cifar", "--kd-resume", avnet_path,
                                 "--epochs", "1", "-b", "20", "--vs", "0", "-o", out, "--no-progress"]) == 0
     (summary,) = glob.glob(os.path.join(out, "*", "summary.json"))
-    assert "train Distill Loss" in json.load(open(summary))["rows"][0]
+    assert "train Distill Loss" in json.loads(Path(summary).read_text())["rows"][0]
 
 
 def test_jointnet_checkpoint_reports_branches_and_loads_as_teacher(micro, members, tmp_path):
     path = str(tmp_path / "jn.pth.tar")
     assert kd_plugin(["create-ensemble", "jn", "-o", path, "--data", micro] + members) == 0
-    report = json.load(open(str(tmp_path / "jn_branches.json")))
+    report = json.loads(Path(str(tmp_path / "jn_branches.json")).read_text())
     assert set(report["test_top1"]) == {"vgg", "resnet", "mix", "head"} and report["arch"] == "jointnet_cifar"
     teacher = build_teacher(create_model("cnn5"), "jn", path)
     resnet, _ = member_nets(members)

@@ -2,6 +2,7 @@
 and the card rows that measure them. Skipped without the export extra (``pip install -e ".[export]"``)."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,7 +74,7 @@ def test_safetensors_round_trip_is_bit_exact(exported):
     inputs = _test_batch(exported["data"])
     with torch.no_grad():
         assert torch.equal(original.eval()(inputs), loaded.eval()(inputs))
-    info = json.load(open(os.path.join(exported["out"], "student_best.json")))
+    info = json.loads(Path(exported["out"], "student_best.json").read_text())
     assert info["arch"] == "cnn5_cifar" and info["mean"] == list(MEAN) and info["std"] == list(STD)
     checks = {entry["format"]: entry["check"] for entry in info["files"]}
     assert checks["safetensors"]["bit_exact"] and checks["safetensors"]["max_abs_logit_delta"] == 0
@@ -94,7 +95,7 @@ def test_int8_top1_stays_within_the_bound_of_fp32(exported):
     fp32_top1, int8_top1 = measure.top1(fp32, test), measure.top1(int8, test)
     assert fp32_top1 > 20, "the student should have learned something for the bound to mean anything"
     assert abs(int8_top1 - fp32_top1) <= INT8_TOP1_BOUND, (fp32_top1, int8_top1)
-    info = json.load(open(os.path.join(exported["out"], "student_best.json")))
+    info = json.loads(Path(exported["out"], "student_best.json").read_text())
     check = next(e["check"] for e in info["files"] if e["format"] == "onnx-int8")
     assert check["top1"] == pytest.approx(int8_top1) and check["pytorch_top1"] == pytest.approx(fp32_top1)
     sizes = {e["format"]: e["size_mib"] for e in info["files"]}
@@ -105,13 +106,13 @@ def test_evaluate_adds_a_row_per_format_next_to_pytorch(exported, capsys):
     out = str(exported["root"] / "cards")
     assert kd_plugin(["evaluate", exported["ckpt"], "--data", exported["data"], "-o", out, "--repeats", "3",
                       "--export-formats", "onnx"]) == 0
-    card = json.load(open(os.path.join(out, "student_best.json")))
+    card = json.loads(Path(out, "student_best.json").read_text())
     pytorch, onnx_row = card["formats"]
     assert pytorch["format"] == "pytorch fp32" and onnx_row["format"] == "onnx"
     assert onnx_row["test_top1"] == pytest.approx(card["test_top1"])  # the same network in two runtimes
     assert onnx_row["size_mib"] == pytest.approx(os.path.getsize(onnx_row["file"]) / 2**20)
     assert onnx_row["batched_s_per_image"] > 0 and onnx_row["batch1_median_s"] > 0
-    assert "| onnx | onnxruntime CPU" in open(os.path.join(out, "student_best.md")).read()
+    assert "| onnx | onnxruntime CPU" in Path(out, "student_best.md").read_text()
 
 
 def test_missing_export_dependency_says_what_to_install(exported, capsys, monkeypatch, workdir):

@@ -5,6 +5,7 @@ file, run ONNX Runtime, and compare with the PyTorch network fed by its own load
 import glob
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,7 +65,7 @@ def test_the_exported_files_record_and_verify_the_checkpoints_normalization(dist
     assert torch.allclose(user_logits, reference, atol=1e-4, rtol=0)
 
     # The verification's accuracy is the network's own: what evaluate reports on the same images.
-    record = json.loads(open(os.path.join(out, "net_best.json")).read())
+    record = json.loads(Path(out, "net_best.json").read_text())
     (onnx_entry,) = [f for f in record["files"] if f["format"] == "onnx"]
     own_top1 = (reference.argmax(1) == test.labels).float().mean().item() * 100
     assert onnx_entry["check"]["pytorch_top1"] == pytest.approx(own_top1)

@@ -3,6 +3,7 @@ logit loss, with their trainable parts in the optimizer and the checkpoint (resu
 import csv
 import glob
 import os
+from pathlib import Path
 
 import pytest
 import run_support as support
@@ -140,7 +141,7 @@ def test_feature_losses_log_their_terms_and_resume_exactly(inputs, tmp_path, los
     term = "train CRD Loss" if "crd" in loss else "train Hint Loss"
     assert all(float(row[term]) > 0 for row in rows)
     assert "kd+fitnet" not in loss or all(float(row["train Distill Loss"]) >= 0 for row in rows)
-    log = open(glob.glob(os.path.join(str(tmp_path / "whole"), "kd___*", "*.log"))[0]).read()
+    log = Path(glob.glob(os.path.join(str(tmp_path / "whole"), "kd___*", "*.log"))[0]).read_text()
     assert log.count("the teacher runs live every step") == 1 and "Teacher-output cache " not in log
 
 

@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -173,15 +174,16 @@ def test_random_teacher_run_says_so_and_summary_records_what_it_used(small_data,
     assert main([small_data, "-a", "cnn5", "--epochs", "1", "-b", "29", "--vs", "0", "--no-progress", "-o", out,
                  "-n", "r", "--kd-teacher", "cnn5", "--kd-random-teacher", "--kd-temp", "2.5", "--seed", "4"]) == 0
     (run_dir,) = glob.glob(os.path.join(out, "r___*"))
-    assert "teacher cnn5_cifar has random weights (--kd-random-teacher)" in open(os.path.join(run_dir, "r.log")).read()
-    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    assert "teacher cnn5_cifar has random weights (--kd-random-teacher)" in Path(run_dir, "r.log").read_text()
+    summary = json.loads(Path(run_dir, "summary.json").read_text())
     assert summary["seed"] == 4 and summary["arch"] == "cnn5_cifar"
     assert summary["best_chosen_on"] == "training top1 (no validation split)"  # --vs 0: never the test split
     (kd,) = summary["distillation"]
     assert (kd["teacher_arch"], kd["temperature"], kd["distill_weight"], kd["teacher_checkpoint"]) == \
         ("cnn5_cifar", 2.5, 0.5, None)
     # 30 images at -b 29: the last batch of one is dropped, so one step of 29 images trained (no BatchNorm error)
-    rows = list(open(os.path.join(run_dir, "training.csv")))
+    with open(os.path.join(run_dir, "training.csv")) as lines:
+        rows = list(lines)
     assert len(rows) == 2
 
 
@@ -192,8 +194,8 @@ def _tamper(data, tmp_path, change):
     folder.mkdir(parents=True)
     source = os.path.join(data, "cifar-10-batches-py")
     for name in os.listdir(source):
-        (folder / name).write_bytes(open(os.path.join(source, name), "rb").read())
-    batch = pickle.load(open(folder / "test_batch", "rb"), encoding="bytes")
+        (folder / name).write_bytes(Path(source, name).read_bytes())
+    batch = pickle.loads(Path(folder / "test_batch").read_bytes(), encoding="bytes")
     change(batch)
     (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
     return str(tmp_path / "data")
@@ -226,7 +228,7 @@ def test_only_a_last_training_batch_of_one_is_dropped(small_data):
 # --- corrupt state files between resumes --------------------------------------------------------------------
 
 def _files(root):
-    return {p: open(p, "rb").read() for p in glob.glob(os.path.join(root, "**", "*"), recursive=True)
+    return {p: Path(p).read_bytes() for p in glob.glob(os.path.join(root, "**", "*"), recursive=True)
             if os.path.isfile(p) and not p.endswith(".lock")}
 
 
@@ -240,17 +242,17 @@ def test_fault_corrupt_sweep_and_reproduce_state_is_refused_and_nothing_is_lost(
     markers = sorted(glob.glob(os.path.join(out, "runs", "*", "result.json")))
     assert len(markers) == 2
     for corrupt in (lambda text: text[:len(text) // 2], lambda text: "[1, 2]", lambda text: '{"command": 3}'):
-        original = open(markers[0]).read()
-        open(markers[0], "w").write(corrupt(original))
+        original = Path(markers[0]).read_text()
+        Path(markers[0]).write_text(corrupt(original))
         before = _files(out)
         assert_one_line_error(argv, f"{markers[0]}: ", capsys)
         assert _files(out) == before  # refused before anything was replaced or removed
-        open(markers[0], "w").write(original)
-    kept = open(markers[1]).read()
+        Path(markers[0]).write_text(original)
+    kept = Path(markers[1]).read_text()
     os.rename(markers[0], markers[0] + ".bad")  # what the message says to do: the cell runs again
     assert kd_plugin(argv) == 0
     assert "1 of 2 runs already done, skipped" in capsys.readouterr().out
-    assert open(markers[1]).read() == kept and os.path.isfile(markers[0])
+    assert Path(markers[1]).read_text() == kept and os.path.isfile(markers[0])
 
     repro = tmp_path / "repro"
     repro.mkdir()

@@ -6,6 +6,7 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ def run_smoke(out):
 
 
 def results(out, plan):
-    return [json.load(open(p)) for p in glob.glob(os.path.join(out, plan, "runs", "*", "result.json"))]
+    return [json.loads(Path(p).read_text()) for p in glob.glob(os.path.join(out, plan, "runs", "*", "result.json"))]
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +34,11 @@ def smoke(tmp_path_factory):
 
 def test_every_stage_runs_and_the_table_is_written(smoke):
     out, stdout = smoke
-    record = json.load(open(out / "kd_evidence.json"))
+    record = json.loads(Path(out / "kd_evidence.json").read_text())
     methods = [row["method"] for row in record["rows"]]
     assert methods[0] == "student alone" and methods[2:] == ["DKD", "DIST", "KD + logit standardization"]
     assert len(glob.glob(str(out / "members" / "*" / "result.json"))) == 2
-    branches = json.load(open(out / "ensemble" / "ensemble_branches.json"))["test_top1"]
+    branches = json.loads(Path(out / "ensemble" / "ensemble_branches.json").read_text())["test_top1"]
     assert record["teacher"]["test_top1"] == branches["mix"]
     assert all(row["teacher_top1"] == branches["mix"] for row in record["rows"][1:])
     assert "| student alone |" in stdout and (out / "kd_evidence.md").read_text() in stdout
@@ -50,7 +51,7 @@ def test_kd_row_is_the_grid_cell_with_the_best_validation_mean(smoke):
     for r in grid:
         cells.setdefault((r["alpha"], r["temperature"]), []).append(r)
     chosen = max(sorted(cells), key=lambda key: statistics.mean(r["best_valid_top1"] for r in cells[key]))
-    record = json.load(open(out / "kd_evidence.json"))
+    record = json.loads(Path(out / "kd_evidence.json").read_text())
     kd = record["rows"][1]
     assert kd["values"] == [r["test_top1"] for r in sorted(cells[chosen], key=lambda r: r["seed"])]
     assert [c for c in record["kd_grid"] if c["chosen"]] == [c for c in record["kd_grid"]

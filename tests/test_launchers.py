@@ -1,6 +1,7 @@
 """Issue 14, part 2: where a sweep's runs go. The local launcher resumes an interrupted cell from its
 checkpoint and its done check survives a moved directory and another interpreter; Ray Tune runs the same cells
 (skipped when Ray is not importable; .ci/run installs the [ray] extra so they run in CI)."""
+import contextlib
 import csv
 import glob
 import json
@@ -107,10 +108,8 @@ def test_ray_sweep_matches_the_local_launcher_and_resumes_after_the_driver_is_ki
     driver.kill()  # SIGKILL: no cleanup code of the driver runs
     driver.wait()
     for pid in ray_processes:  # what outlives the driver of a local instance (Ray's agents) goes too
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     done_before = glob.glob(str(out / "runs" / "*" / "result.json"))
     assert 1 <= len(done_before) < 4
     rerun = subprocess.run(ray_argv, env=env, capture_output=True, text=True, timeout=600)

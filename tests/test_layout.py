@@ -4,6 +4,7 @@ Every import statement counts, module-level or inside a function, so a lazy impo
 """
 import ast
 import os
+from pathlib import Path
 
 import kd_plugin
 
@@ -38,7 +39,7 @@ def _modules():
 
 def _imported_packages(path, rel):
     """The kd_plugin subpackages (first component below kd_plugin) that the module at PATH imports."""
-    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"), path)
     here = rel[:-1]  # the module's package, for a module and for a package's __init__ alike
     found = set()
     for node in ast.walk(tree):

@@ -7,6 +7,7 @@ KD + LS through the exact teacher-output cache against the live teacher; YAML an
 import csv
 import glob
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -303,7 +304,7 @@ def test_yaml_and_flag_selection_train_the_same_run(tiny_data, teacher_checkpoin
     assert float(flags[0]["train NCKD Loss"]) > 0 and "train Distill Loss" not in flags[0]
     assert training_rows(out, "yaml")[0] == flags
     assert training_rows(out, "override")[0] == flags
-    log = open(glob.glob(os.path.join(run_dir, "*.log"))[0]).read()
+    log = Path(glob.glob(os.path.join(run_dir, "*.log"))[0]).read_text()
     assert "T=4, weights distill=1 student=1, epochs 0..0, loss dkd (alpha=2, beta=4, warmup=20)" in log
 
 
@@ -327,13 +328,13 @@ def test_sweep_has_a_loss_axis_and_shows_it(tiny_data, teacher_checkpoint, tmp_p
     kd = [job.spec.distillation for job in jobs]
     assert [(k.loss, k.loss_args, k.logit_standardize, k.temperature) for k in kd] == [
         ("kd", None, None, 2.0), ("dkd", {"beta": 4, "warmup": 0}, True, 2.0)]
-    results = [{**job.meta, "test_top1": top1} for job, top1 in zip(jobs, (40.0, 45.0))]
+    results = [{**job.meta, "test_top1": top1} for job, top1 in zip(jobs, (40.0, 45.0), strict=True)]
     md, csv_path = write_tables(table_rows(results, {"cnn5_cifar": 41.0}), str(tmp_path))
     with open(csv_path) as fh:
         assert [(r["loss"], r["mean"], r["delta"]) for r in csv.DictReader(fh)] == [
             ("dkd+ls:beta=4,warmup=0", "45.0", "4.0"), ("kd", "40.0", "-1.0")]
     # these hand-made results record no teacher accuracy: the table says so with a dash
-    assert "| 5-CNN → 5-CNN | — | dkd+ls:beta=4,warmup=0 | 0.5 | 0.5 | 2 | 1 | 45.00 | +4.00 |" in open(md).read()
+    assert "| 5-CNN → 5-CNN | — | dkd+ls:beta=4,warmup=0 | 0.5 | 0.5 | 2 | 1 | 45.00 | +4.00 |" in Path(md).read_text()
     assert kd_plugin(["sweep", "--data", tiny_data, "--teacher", f"cnn5={teacher_checkpoint}", "--student", "cnn5",
                       "--kd-loss", "dkd:gamma=1", "-o", str(tmp_path / "bad")]) == 2
     assert capsys.readouterr().err.strip().endswith("loss dkd has no argument 'gamma' (its arguments: alpha, beta, "
@@ -360,4 +361,4 @@ def test_sweep_without_alpha_or_t_runs_each_loss_with_its_own_recipe(tiny_data, 
     assert expected == {"kd": (0.5, 0.5, 1.0), "dkd": (1.0, 1.0, 4.0), "dist": (2.0, 1.0, 4.0)}
     assert used == {**expected, "kd+ls": (9.0, 0.1, 2.0)}  # logit standardization's published KD recipe
     assert len(teacher_top1) == 1
-    assert f"| 5-CNN → 5-CNN | {teacher_top1.pop():.2f} | dkd | 1 | 1 | 4 | 1 |" in open(out / "sweep.md").read()
+    assert f"| 5-CNN → 5-CNN | {teacher_top1.pop():.2f} | dkd | 1 | 1 | 4 | 1 |" in Path(out / "sweep.md").read_text()

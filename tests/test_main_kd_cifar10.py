@@ -6,10 +6,11 @@ import os
 import subprocess
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 import torch
-from ensemble_support import member_files, micro  # noqa: F401  (fixtures)
+from ensemble_support import member_files_fixture, micro_fixture  # noqa: F401  (fixtures)
 
 from kd_plugin import create_model
 from kd_plugin.checkpoint import load_checkpoint_file, load_model
@@ -41,7 +42,7 @@ def test_trn_n_then_tst(micro, workdir, capsys):
     capsys.readouterr()
     assert main([micro, "tst", "5-cnn", "cnn5.pt", "-o", "reports", "--repeats", "1"]) == 0
     assert "cnn5_cifar: test top-1" in capsys.readouterr().out
-    assert json.load(open("reports/cnn5.json"))["test_images"] == 20
+    assert json.loads(Path("reports/cnn5.json").read_text())["test_images"] == 20
 
 
 def test_begin_epoch_continues_from_checkpoint_with_the_schedule_positioned(micro, workdir):
@@ -49,7 +50,8 @@ def test_begin_epoch_continues_from_checkpoint_with_the_schedule_positioned(micr
     start = plain_state_dict("start.pt")
     assert main([micro, "trn", "y", "SGD", "151", "150", "20", "n", "5-cnn", "start.pt", "-o", "logs"] + QUIET) == 0
     run_dir = only_run_dir("logs")
-    rows = list(csv.DictReader(open(os.path.join(run_dir, "training.csv"))))
+    with open(os.path.join(run_dir, "training.csv")) as lines:
+        rows = list(csv.DictReader(lines))
     assert len(rows) == 1 and float(rows[0]["lr"]) == pytest.approx(0.01)
     sched = read_schedule(os.path.join(run_dir, "configs", "main_kd_cifar10_schedule.yaml"))
     assert sched["lr_schedulers"]["original_steps"]["milestones"] == [100]
@@ -82,9 +84,9 @@ def test_avg_created_from_env_members_then_teaches(micro, member_files, workdir,
             "-o", "logs", "-n", "kd"] + QUIET
     assert main(argv) == 0
     run_dir = only_run_dir("logs")
-    log = open(os.path.join(run_dir, "kd.log")).read()
+    log = Path(run_dir, "kd.log").read_text()
     assert "teacher avnet_cifar, T=2, weights distill=0.7 student=0.3" in log
-    assert "train Distill Loss" in json.load(open(os.path.join(run_dir, "summary.json")))["rows"][0]
+    assert "train Distill Loss" in json.loads(Path(run_dir, "summary.json").read_text())["rows"][0]
     create_model("cnn5").load_state_dict(plain_state_dict("kd.pt"))
 
 
@@ -94,7 +96,7 @@ def test_jn_trains_from_members_and_reports_branches(micro, member_files, workdi
             "-o", "logs"] + QUIET
     assert main(argv) == 0
     run_dir = only_run_dir("logs")
-    report = json.load(open(os.path.join(run_dir, "branch_accuracy.json")))
+    report = json.loads(Path(run_dir, "branch_accuracy.json").read_text())
     assert set(report["before"]) == set(report["after"]) == {"vgg", "resnet", "mix", "head"}
     extension = read_schedule(os.path.join(run_dir, "configs", "main_kd_cifar10_schedule.yaml"))["extensions"]
     assert extension["joint_loss"] == {"class": "JointNetLossWeights", "head_ce_weight": 1.0, "vgg_ce_weight": 0.5,

@@ -134,8 +134,8 @@ def test_mutual_losses_match_the_formula_and_leave_the_other_peers_without_gradi
     for k, loss in enumerate(losses):
         values = {name: float(value.detach()) for name, value in loss._asdict().items()}
         log_p = torch.log_softmax(logits[k] / temperature, dim=1)
-        kls = [(torch.softmax(logits[l] / temperature, 1) * (torch.log_softmax(logits[l] / temperature, 1) - log_p))
-               .sum(1).mean() for l in range(3) if l != k]
+        kls = [(torch.softmax(logits[j] / temperature, 1) * (torch.log_softmax(logits[j] / temperature, 1) - log_p))
+               .sum(1).mean() for j in range(3) if j != k]
         expected_kl = sum(kls) / 2
         expected_ce = float(F.cross_entropy(logits[k], labels).detach())
         assert values["mutual"] == pytest.approx(float(expected_kl.detach()), rel=1e-6)
@@ -168,7 +168,7 @@ def hand_written_dml(data):
             model.train()
         for batch in loader.epoch(epoch):
             logits = [model(batch.inputs) for model in models]
-            for k, (model, optimizer) in enumerate(zip(models, optimizers)):
+            for k, (_model, optimizer) in enumerate(zip(models, optimizers, strict=True)):
                 other = logits[1 - k].detach()
                 ce = F.cross_entropy(logits[k], batch.labels)
                 kl = F.kl_div(F.log_softmax(logits[k], dim=1), F.softmax(other, dim=1), reduction="batchmean")
@@ -196,8 +196,8 @@ def test_two_peers_equal_a_hand_written_dml_loop(inputs, reference):
     print(f"\nmutual learning vs hand-written DML: max |parameter difference| {worst}")
     assert worst <= 1e-6
     assert [int(row["epoch"]) for row in reference["rows"]] == [0, 1]
-    for row, per_peer in zip(reference["rows"], epoch_losses):
-        for label, (ce, kl) in zip(PEERS, per_peer):
+    for row, per_peer in zip(reference["rows"], epoch_losses, strict=True):
+        for label, (ce, kl) in zip(PEERS, per_peer, strict=True):
             assert float(row[f"{label} train Objective Loss"]) == pytest.approx(ce, rel=1e-5)
             assert float(row[f"{label} train Mutual Loss"]) == pytest.approx(kl, rel=1e-5)
             assert float(row[f"{label} train Overall Loss"]) == pytest.approx(ce + kl, rel=1e-5)
@@ -243,7 +243,8 @@ def sigterm_before(step):
 def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_bit_identically(inputs, reference, tmp_path):
     with pytest.raises(TrainingInterrupted) as info:
         run_mutual_learning(settings(argv(inputs, tmp_path / "stopped")), sigterm_before(1))
-    assert info.value.exit_code == 143 and "SIGTERM at epoch 0, batch 2: resumable checkpoint saved to" in str(info.value)
+    assert info.value.exit_code == 143
+    assert "SIGTERM at epoch 0, batch 2: resumable checkpoint saved to" in str(info.value)
     saved = group_checkpoint(tmp_path / "stopped")
     assert str(info.value).endswith(f"--resume-from {saved}")
     assert load_checkpoint_file(saved).plugin_state["resume_batch"] == 2

@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,7 +31,7 @@ def one_card(tiny_data, two_checkpoints, tmp_path_factory):
 
 def test_report_card_fields(one_card):
     out = one_card
-    card = json.load(open(os.path.join(out, "small_checkpoint.json")))
+    card = json.loads(Path(out, "small_checkpoint.json").read_text())
     assert card["arch"] == "cnn5_cifar" and card["parameters"] == 357_514
     assert card["size_mib"] == pytest.approx(357_514 * 4 / 2**20, abs=1e-3)  # the original's "memory"
     assert card["macs"] > 10_000_000
@@ -39,7 +40,7 @@ def test_report_card_fields(one_card):
     assert list(card["test_per_class"]) == list(CLASS_NAMES)
     cpu = card["latency"]["cpu"]
     assert cpu["batched_s_per_image"] > 0 and 0 < cpu["batch1_median_s"] <= cpu["batch1_p90_s"]
-    markdown = open(os.path.join(out, "small_checkpoint.md")).read()
+    markdown = Path(out, "small_checkpoint.md").read_text()
     assert "| parameters | 357,514 |" in markdown and "airplane" in markdown and "batch 1 median / p90" in markdown
     assert not os.path.exists(os.path.join(out, "comparison.md"))  # one checkpoint: no comparison
 
@@ -47,7 +48,7 @@ def test_report_card_fields(one_card):
 def test_report_card_accuracies_equal_a_plain_evaluation(one_card, tiny_data, two_checkpoints):
     """The card's top-1 (test and train) and per-class accuracies against a hand-written evaluation: the pixels
     normalized by hand with the original's mean/std, the network in eval mode, argmax against the labels."""
-    card = json.load(open(os.path.join(one_card, "small_checkpoint.json")))
+    card = json.loads(Path(one_card, "small_checkpoint.json").read_text())
     model, _ = load_model(two_checkpoints[0])
     model.eval()
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
@@ -68,7 +69,7 @@ def test_report_card_per_class_plot(one_card):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed: the per-class chart is not drawn")
     assert os.path.getsize(os.path.join(one_card, "small_checkpoint_per_class.png")) > 1000
     assert "![per-class test accuracy](small_checkpoint_per_class.png)" in \
-        open(os.path.join(one_card, "small_checkpoint.md")).read()
+        Path(one_card, "small_checkpoint.md").read_text()
 
 
 def test_report_compares_several_checkpoints(tiny_data, two_checkpoints, tmp_path):
@@ -79,7 +80,7 @@ def test_report_compares_several_checkpoints(tiny_data, two_checkpoints, tmp_pat
         rows = list(csv.DictReader(fh))
     assert [r["arch"] for r in rows] == ["cnn5_cifar", "vgg6as_bn_cifar"]
     assert rows[0]["train_top1"] == "" and float(rows[1]["cpu_batched_s_per_image"]) > 0
-    table = open(os.path.join(out, "comparison.md")).read()
+    table = Path(out, "comparison.md").read_text()
     assert "| small_checkpoint | cnn5_cifar | 357,514 |" in table
 
 

@@ -5,6 +5,7 @@ job) runs the same code for ten more rows.
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from cli_support import assert_one_line_error, exit_code
@@ -42,13 +43,13 @@ def test_smoke_pipeline_end_to_end_then_resumes(reduced_schedules, tmp_path, cap
     out = str(tmp_path / "smoke")
     argv = ["reproduce", "-o", out, "--schedules", reduced_schedules]
     assert kd_plugin(argv) == 0
-    report = open(os.path.join(out, "REPORT.md")).read()
+    report = Path(out, "REPORT.md").read_text()
     assert "profile `smoke`" in report and "(generated): 200 training images (180 trained on, 20 held out" in report
     for row in ("| ResNet18 | 260 / 5 | 99.976 |", "| VGG16 | 275 / 5 |", "| AvNet | — / — |", "| JointNet | 250 / 3 |",
                 "| VGG7 | 350 / 3 |", "| 5-CNN | 200 / 3 |", "| ResNet18 | original | 97 |"):
         assert row in report
     for teacher in ("resnet18", "vgg16_bn", "avnet", "jointnet"):  # seed 0: every teacher learned
-        assert json.load(open(os.path.join(out, "cards", f"{teacher}.json")))["test_top1"] >= 20, teacher
+        assert json.loads(Path(out, "cards", f"{teacher}.json").read_text())["test_top1"] >= 20, teacher
     assert "**Warning**" not in report
     verdict = report.splitlines()[2]
     assert verdict.startswith("**KD against the student baselines in this run:** KD ")
@@ -59,14 +60,14 @@ def test_smoke_pipeline_end_to_end_then_resumes(reduced_schedules, tmp_path, cap
                  f"did not beat {name}'s baseline ({base:.2f}%) in any of its {rows} {noun}")
         assert claim in verdict, (claim, verdict)
     assert "| 11,173,962 | 11,173,962 | +0 |" in report and "| 25,902,558 | 25,902,558 | +0 |" in report
-    cards = {m: json.load(open(os.path.join(out, "cards", f"{m}.json")))["test_top1"] for m in ("resnet18", "jointnet")}
+    cards = {m: json.loads(Path(out, "cards", f"{m}.json").read_text())["test_top1"] for m in ("resnet18", "jointnet")}
     # each KD row shows its teacher's test top-1 as the run recorded it: the teacher's own card, same test split
     measured = [line for line in report.splitlines() if line.startswith((
         f"| ResNet18 → VGG7 | {cards['resnet18']:.2f} | 0.5 | 1.5 | 90.94 |",
         f"| JointNet → 5-CNN | {cards['jointnet']:.2f} | 0.5 | 1.36 | 85.60 |"))]
     assert len(measured) == 2 and all("| — |" not in line.split("|", 6)[6] for line in measured), measured
     assert "| ResNet18 → VGG7 | — | 0.5 | 1 | 90.82 | — | — | — |" in report  # a row this reduced run left out
-    state = json.load(open(os.path.join(out, "state.json")))
+    state = json.loads(Path(out, "state.json").read_text())
     assert state["profile"] == "smoke" and all(s["status"] == "done" for s in state["stages"].values())
     assert len(state["stages"]) == 4 + 2 + 2 + 6 + 1  # networks, ensembles, KD rows, cards, REPORT.md
     assert sorted(os.listdir(os.path.join(out, "cards"))) == sorted(
@@ -79,7 +80,7 @@ def test_smoke_pipeline_end_to_end_then_resumes(reduced_schedules, tmp_path, cap
 
     os.remove(os.path.join(out, "REPORT.md"))
     assert kd_plugin(["reproduce", "--report-only", "-o", out, "--schedules", reduced_schedules]) == 0
-    assert open(os.path.join(out, "REPORT.md")).read().split("## Models")[1] == report.split("## Models")[1]
+    assert Path(out, "REPORT.md").read_text().split("## Models")[1] == report.split("## Models")[1]
     assert "Partial" not in report
     assert kd_plugin(argv) == 0  # every stage is found done; only the report is written again
     printed = capsys.readouterr().out
@@ -87,7 +88,7 @@ def test_smoke_pipeline_end_to_end_then_resumes(reduced_schedules, tmp_path, cap
         assert line in printed
     assert "running" not in printed and "card " not in printed
     assert os.path.isfile(os.path.join(out, "REPORT.md"))
-    assert len(json.load(open(os.path.join(out, "state.json")))["invocations"]) == 2
+    assert len(json.loads(Path(out, "state.json").read_text())["invocations"]) == 2
 
     assert exit_code([*argv, "--seed", "1"]) == 2  # the directory belongs to another run
     assert "holds a reproduce run with seed=0, not 1" in capsys.readouterr().err

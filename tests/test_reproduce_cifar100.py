@@ -1,6 +1,7 @@
 """Issue 26: ``reproduce --profile cifar100`` plans the CIFAR-100 table from the shipped c100_* schedules and puts the
 published numbers (DESIGN.md §12) beside ours."""
 import os
+from pathlib import Path
 
 from kd_plugin.experiments.reproduce.cifar100 import Cifar100Pipeline, table_rows, write_cifar100_report
 from kd_plugin.experiments.reproduce.profiles import PROFILES
@@ -38,6 +39,6 @@ def test_the_report_puts_published_numbers_beside_ours(tmp_path):
     assert ["resnet32x4 → resnet8x4", "student alone", 70.0, 72.50] in rows
     assert ["resnet32x4 → resnet8x4", "DKD", 75.0, 76.32] in rows
     assert ["wrn_40_2 → wrn_16_2", "KD", None, 74.92] in rows
-    text = open(write_cifar100_report(str(tmp_path), PROFILES["cifar100"], "d", results)).read()
+    text = Path(write_cifar100_report(str(tmp_path), PROFILES["cifar100"], "d", results)).read_text()
     assert "| resnet32x4 → resnet8x4 | DKD | 75.00 | 76.32 | -1.32 |" in text and "2 of 14 cells" in text
     assert os.path.basename(tmp_path / "CIFAR100_REPORT.md") in os.listdir(tmp_path)

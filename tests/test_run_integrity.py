@@ -5,6 +5,7 @@ import glob
 import io
 import json
 import os
+from pathlib import Path
 
 import pytest
 import run_support as support
@@ -41,7 +42,8 @@ def kd(tmp_path_factory):
     inputs = {"root": root, "data": write_synthetic_cifar(str(root / "data"), train_images=48, test_images=12, seed=1)}
     for seed in (1, 2):
         torch.manual_seed(seed)
-        inputs[f"teacher{seed}"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name=f"t{seed}", dir=str(root))
+        inputs[f"teacher{seed}"] = save_checkpoint(0, "cnn5_cifar", create_model("cnn5"), name=f"t{seed}",
+                                                   dir=str(root))
     for gamma in ("0.5", "0.2"):
         (root / f"steps{gamma}.yaml").write_text(SCHEDULE.format(gamma=gamma))
     inputs["first"] = root / "first"
@@ -76,7 +78,7 @@ def checkpoint_in(out):
 
 def run_log(out):
     (path,) = glob.glob(os.path.join(str(out), "kd___*", "kd.log"))
-    return open(path).read()
+    return Path(path).read_text()
 
 
 def cache_file(directory):
@@ -103,7 +105,8 @@ def test_a_bit_flipped_cache_file_is_set_aside_and_the_run_equals_a_cold_one(kd,
     (warning,) = warnings_in(err)
     assert "CRC mismatch" in warning and "set aside as" in warning and "cold cache" in warning
     assert len(glob.glob(f"{path}.corrupt-*")) == 1
-    assert ": 0 of 5832 (image, view) rows filled (a file that failed its checks was set aside" in run_log(tmp_path / "b")
+    assert (": 0 of 5832 (image, view) rows filled (a file that failed its checks was set aside"
+            in run_log(tmp_path / "b"))
     assert support.bit_identical(checkpoint_in(tmp_path / "a"), checkpoint_in(tmp_path / "b"))
     code, err = run(argv(kd, tmp_path / "c", "--teacher-cache", cache))  # the rewritten file is sound
     assert code == 0 and not warnings_in(err) and ": 36 of 5832 (image, view)" in run_log(tmp_path / "c")
@@ -207,7 +210,7 @@ def test_summary_describes_the_tested_checkpoint_after_a_resume_without_improvem
     code, err = run(argv(kd, tmp_path / "out", "--resume-from", start / "kd_checkpoint.pth.tar", "--epochs", "2"))
     assert code == 0, err[-3:]
     (summary_path,) = glob.glob(str(tmp_path / "out" / "kd___*" / "summary.json"))
-    summary = json.load(open(summary_path))
+    summary = json.loads(Path(summary_path).read_text())
     assert summary["best_epoch"] == summary["checkpoint_epoch"] == 0
     assert summary["best_valid_top1"] == summary["checkpoint_valid_top1"] == 100.0
     assert summary["best_chosen_on"] == "validation top1"

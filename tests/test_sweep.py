@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -61,7 +62,7 @@ def test_table_rows_aggregate_seeds_against_the_baseline():
 
 
 def _results(out):
-    return {os.path.basename(os.path.dirname(p)): (os.stat(p).st_mtime_ns, open(p).read())
+    return {os.path.basename(os.path.dirname(p)): (os.stat(p).st_mtime_ns, Path(p).read_text())
             for p in glob.glob(os.path.join(out, "runs", "*", "result.json"))}
 
 
@@ -77,7 +78,7 @@ def test_killed_sweep_resumes_with_only_the_missing_runs(tiny_data, kd_schedule,
         first.send_signal(signal.SIGKILL)
         first.wait()
     done_before = _results(out)
-    assert 1 <= len(done_before) < 3, open(tmp_path / "first.out").read()
+    assert 1 <= len(done_before) < 3, Path(tmp_path / "first.out").read_text()
 
     assert kd_plugin(argv) == 0  # waits for the killed sweep's running child (it holds the lock) to stop
     printed = capsys.readouterr().out
@@ -100,9 +101,9 @@ def test_killed_sweep_resumes_with_only_the_missing_runs(tiny_data, kd_schedule,
     assert (kd["distill_weight"], kd["student_weight"], kd["temperature"]) == (0.3, 0.7, 2.0)
     assert result["command"] == ["kd_plugin.compress_classifier", "--spec",
                                  "{root}/runs/cnn5-to-cnn5_a0.3_T2_s0/spec.json"]
-    table = open(os.path.join(out, "sweep.md")).read()
+    table = Path(out, "sweep.md").read_text()
     assert f"| 5-CNN → 5-CNN | {result['teacher_top1']:.2f} | kd | 0.3 | 0.7 | 2 | 1 |" in table
-    assert open(os.path.join(out, "sweep.csv")).read().count("\n") == 4
+    assert Path(out, "sweep.csv").read_text().count("\n") == 4
 
 
 def test_sweep_with_seeds_baseline_and_plot(tiny_data, teacher, tmp_path, capsys):
@@ -110,10 +111,10 @@ def test_sweep_with_seeds_baseline_and_plot(tiny_data, teacher, tmp_path, capsys
     assert kd_plugin(["sweep", "--data", tiny_data, "--teacher", f"cnn5={teacher}", "--student", "cnn5",
                       "--alpha", "0.5", "--temperature", "1", "--seeds", "0", "1", "--epochs", "1", "-b", "100",
                       "-j", "2", "--train-baseline", "-o", out]) == 0
-    rows = open(os.path.join(out, "sweep.csv")).read().splitlines()
+    rows = Path(out, "sweep.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 and all(",2," in row for row in rows[1:])  # baseline + KD, 2 seeds each
-    assert "(baseline) 5-CNN" in open(os.path.join(out, "sweep.md")).read()
-    assert " ± " in open(os.path.join(out, "sweep.md")).read()
+    assert "(baseline) 5-CNN" in Path(out, "sweep.md").read_text()
+    assert " ± " in Path(out, "sweep.md").read_text()
     # visible in the summary when it cannot be checked (the table checks above have run by then)
     pytest.importorskip("matplotlib", reason="matplotlib is not installed: the sweep's plot is not drawn")
     assert os.path.getsize(os.path.join(out, "accuracy_vs_T_cnn5_to_cnn5.png")) > 1000

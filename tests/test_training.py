@@ -2,6 +2,7 @@ import csv
 import glob
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,9 +42,9 @@ def test_plain_and_kd_runs_write_distiller_layout(tiny_data, tmp_path):
     for column in ("train Overall Loss", "train Objective Loss", "train Distill Loss", "train top1", "train top5",
                    "valid top1", "lr", "images/s"):
         assert column in rows[0]
-    log = open(os.path.join(student_dir, "student.log")).read()
+    log = Path(student_dir, "student.log").read_text()
     assert "Distillation: teacher cnn5_cifar, T=1.5" in log and "Epoch 0:" in log
-    summary = json.load(open(os.path.join(student_dir, "summary.json")))
+    summary = json.loads(Path(student_dir, "summary.json").read_text())
     assert summary["test_images"] == 60 and 0 <= summary["test_top1"] <= 100
     assert len(summary["test_per_class"]) == 10
     checkpoint = load_checkpoint_file(os.path.join(student_dir, "student_checkpoint.pth.tar"))

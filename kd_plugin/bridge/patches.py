@@ -134,7 +134,8 @@ def _fixes(script_args=None):
     summary_graph = importlib.import_module("distiller.summary_graph")
     summaries = importlib.import_module("distiller.model_summaries")
     saved = SavedNormalization(torch.save)
-    fixes = [("checkpoint", checkpoint, "torch", ModuleView(torch, load=load_checkpoint_for_distiller, save=saved.save)),
+    fixes = [("checkpoint", checkpoint, "torch",
+              ModuleView(torch, load=load_checkpoint_for_distiller, save=saved.save)),
              ("cifar10", data_loaders, "datasets", ModuleView(data_loaders.datasets, CIFAR10=cifar10_for_distiller))]
     # load_lean_checkpoint calls the checkpoint module's load_checkpoint; scripts call apputils' re-exports.
     for module in (checkpoint, apputils):
@@ -148,7 +149,8 @@ def _fixes(script_args=None):
               ("summary_graph", summary_graph, "jit", ModuleView(torch.jit, get_trace_graph=get_trace_graph)),
               ("summary_graph", torch._C.Node, "__getitem__", node_attribute),
               ("summary_graph", summary_graph.SummaryGraph, "_SummaryGraph__tensor_desc", tensor_desc),
-              ("summary_eval", summaries, "model_performance_summary", in_eval_mode(summaries.model_performance_summary))]
+              ("summary_eval", summaries, "model_performance_summary",
+               in_eval_mode(summaries.model_performance_summary))]
     if not pandas_knows_precision():
         fixes.append(("pandas_precision", importlib.import_module("distiller.model_summaries"), "pd",
                       ModuleView(pandas, set_option=set_option_for_distiller)))

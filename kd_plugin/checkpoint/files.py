@@ -117,7 +117,7 @@ def check_classes(checkpoint, classes, what="the data"):
     if len(recorded) != len(classes):
         detail = f"it records {len(recorded)} classes, {what} has {len(classes)}"
     else:
-        first = next(i for i, (a, b) in enumerate(zip(recorded, classes)) if a != b)
+        first = next(i for i, (a, b) in enumerate(zip(recorded, classes, strict=True)) if a != b)
         detail = f"class {first} is {recorded[first]!r} there and {classes[first]!r} in {what}"
     raise KDPluginError(f"{checkpoint.path}: the network was trained on other classes than {what}'s ({detail})")
 

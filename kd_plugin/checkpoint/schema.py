@@ -71,9 +71,8 @@ def check_resume_sections(path, content):
             if key in run and not ok(run[key]):
                 bad(f"kd_plugin['run'][{key!r}] has the wrong type or range: {run[key]!r}")
         batch = plugin.get("resume_batch")
-        if batch is not None:
-            if not _int(batch):
-                bad(f"kd_plugin['resume_batch'] must be an integer >= 0 or None, found {batch!r}")
+        if batch is not None and not _int(batch):
+            bad(f"kd_plugin['resume_batch'] must be an integer >= 0 or None, found {batch!r}")
         if batch is not None and "mutual" not in plugin:  # a mutual-learning group keeps a meter per peer
             meter = plugin.get("meter")
             if not (isinstance(meter, dict) and _int(meter.get("samples")) and isinstance(meter.get("sums"), dict)

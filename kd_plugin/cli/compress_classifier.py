@@ -37,7 +37,8 @@ def evaluate_only(settings, confusion):
 
     test = load_split(settings.data.path, "test", run_dataset(settings))
     model = model_to_inspect(settings, test.classes)
-    results = evaluate_loader(model.to(settings.runtime.device), TensorLoader(test, 1024, "n", device=settings.runtime.device,
+    device = settings.runtime.device
+    results = evaluate_loader(model.to(device), TensorLoader(test, 1024, "n", device=device,
                                                                           normalization=normalization_of(model)))
     print(f"==> Top1: {results['top1']:.3f}    Top5: {results['top5']:.3f}    Loss: {results['Loss']:.3f} "
           f"({len(test)} test images)")

@@ -99,7 +99,8 @@ def cmd_train(args):
         summary = train_jointnet(settings)
     else:
         members = members_from_args(args)
-        with tempfile.TemporaryDirectory(prefix=".jointnet-init-", dir=ensure_writable_dir(settings.runtime.out_dir)) as tmp:
+        scratch = ensure_writable_dir(settings.runtime.out_dir)
+        with tempfile.TemporaryDirectory(prefix=".jointnet-init-", dir=scratch) as tmp:
             init = start_from_members(JOINTNET, members, tmp)
             summary = train_jointnet(settings.changed(load_weights_from=init),
                                      origin=dataclasses.asdict(members))

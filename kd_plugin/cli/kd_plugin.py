@@ -30,7 +30,8 @@ def subcommand(name, help_text):
 
 
 def add_evaluate_args(p):
-    p.add_argument("target", metavar="CHECKPOINT_OR_ARCH", help="a checkpoint file, or a model name for a fresh network")
+    p.add_argument("target", metavar="CHECKPOINT_OR_ARCH",
+                   help="a checkpoint file, or a model name for a fresh network")
     p.add_argument("--data", required=True, help="the dataset's folder (CIFAR-10/100 python files, an image folder)")
     add_dataset_arg(p)
     p.add_argument("-a", "--arch", help="architecture (needed for plain state_dict checkpoints)")
@@ -92,9 +93,11 @@ ARG_BUILDERS = {"evaluate": add_evaluate_args, "make-data": add_make_data_args, 
 for _name, _command, _help, _arg_builder in (
         ("report", cmd_report, "model report cards (JSON + Markdown + per-class PNG) for checkpoints, and a "
                                "comparison table", add_report_args),
-        ("sweep", functools.partial(cmd_sweep, run_args=RunArgs), "run a resumable alpha x T (x teacher x student x seed) grid of KD runs in parallel; "
+        ("sweep", functools.partial(cmd_sweep, run_args=RunArgs),
+         "run a resumable alpha x T (x teacher x student x seed) grid of KD runs in parallel; "
                              "writes the table and accuracy-vs-T PNGs", add_sweep_args),
-        ("reproduce", functools.partial(cmd_reproduce, run_args=RunArgs), "the original experiment end to end (teachers, AvNet, JointNet, students, every "
+        ("reproduce", functools.partial(cmd_reproduce, run_args=RunArgs),
+         "the original experiment end to end (teachers, AvNet, JointNet, students, every "
                                      "KD row, cards) with REPORT.md beside the original's numbers; resumable",
          add_reproduce_args),
         ("plot", cmd_plot, "training curves (losses, top-1, lr per epoch) as PNG from run directories",

@@ -118,7 +118,7 @@ def write_synthetic_imagefolder(root, train_images=100, test_images=40, seed=0, 
     for split, count in (("train", train_images), ("val", test_images)):
         labels = np.arange(count) % len(names)
         pixels = _images(rng, templates, labels, 40.0).reshape(-1, 3, 32, 32)
-        for index, (label, image) in enumerate(zip(labels, pixels)):
+        for index, (label, image) in enumerate(zip(labels, pixels, strict=True)):
             folder = os.path.join(root, split, names[label])
             os.makedirs(folder, exist_ok=True)
             Image.fromarray(image.transpose(1, 2, 0)).resize((40, 40), Image.BILINEAR).save(

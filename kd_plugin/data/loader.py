@@ -57,10 +57,7 @@ class TensorLoader:
     def plan(self, epoch):
         """(order, views) for an epoch: which image goes where, and which augmented view of it."""
         n = len(self.image_set)
-        if self.shuffle:
-            order = torch.randperm(n, generator=epoch_generator(self.seed, epoch, 0))
-        else:
-            order = torch.arange(n)
+        order = torch.randperm(n, generator=epoch_generator(self.seed, epoch, 0)) if self.shuffle else torch.arange(n)
         if self.shuffle and self.augment == "y":
             views = sample_views(n, self.augment, epoch_generator(self.seed, epoch, 1))
         else:

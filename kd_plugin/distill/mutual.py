@@ -38,7 +38,7 @@ def mutual_losses(logits, labels, temperature=DEFAULT_MUTUAL_TEMPERATURE):
     for k, own in enumerate(logits):
         objective = F.cross_entropy(own, labels)
         mutual = sum(softened_kl(own.float(), other.detach().float(), temperature)
-                     for l, other in enumerate(logits) if l != k) / others
+                     for j, other in enumerate(logits) if j != k) / others
         losses.append(PeerLoss(objective + temperature ** 2 * mutual, objective, mutual))
     return losses
 

@@ -29,7 +29,7 @@ class UnsupportedTeacherWeight(KDPluginError, NotImplementedError):
 def resolve_loss_weights(loss_weights, defaults):
     """LOSS_WEIGHTS (a DistillationLossWeights or tuple, None entries meaning "the loss's default"), checked."""
     given = DistillationLossWeights(*loss_weights) if loss_weights is not None else DistillationLossWeights(None, None)
-    weights = DistillationLossWeights(*(d if v is None else v for v, d in zip(given, defaults)))
+    weights = DistillationLossWeights(*(d if v is None else v for v, d in zip(given, defaults, strict=True)))
     for name, value in weights._asdict().items():
         check_value(value, WEIGHT, f"{name} loss weight")
     if weights.teacher != 0:

@@ -55,7 +55,7 @@ def teacher_members(teacher_arch: str | list[str], teacher_checkpoint: str | lis
     if weights is not None:
         check_member_weights(as_list(weights), len(archs), where.replace("teacher", "teacher-weights")
                              if where.startswith("--") else f"{where} teacher_weights")
-    return list(zip(archs, checkpoints or [None] * len(archs)))
+    return list(zip(archs, checkpoints or [None] * len(archs), strict=True))
 
 
 def load_member(arch: str, checkpoint: str | None, random_teacher: bool, where: str,
@@ -82,14 +82,14 @@ def load_ensemble(members: list[tuple[str, str | None]], weights: list | None = 
     Every member must expect the same input normalization and give as many classes as the others."""
     networks = [load_member(arch, checkpoint, random_teacher, where, classes, dataset) for arch, checkpoint in members]
     first = normalization_of(networks[0])
-    for (arch, checkpoint), network in zip(members, networks):
+    for (arch, checkpoint), network in zip(members, networks, strict=True):
         if not normalization_of(network).same_as(first):
             raise KDPluginError(f"{where}: ensemble members must expect one input normalization; {checkpoint or arch} "
                                 f"expects {normalization_of(network).describe()}, the first {first.describe()}")
-    classes = [num_classes(network) for network in networks]
-    if len(set(classes)) > 1:
+    counts = [num_classes(network) for network in networks]
+    if len(set(counts)) > 1:
         raise KDPluginError(f"{where}: ensemble members give different numbers of classes "
-                            f"({', '.join(f'{a}: {c}' for (a, _), c in zip(members, classes))})")
+                            f"({', '.join(f'{a}: {c}' for (a, _), c in zip(members, counts, strict=True))})")
     return create_model("ensemble_cifar", member_archs=[a for a, _ in members], member_weights=weights,
                         combine=combine, members=networks, normalization=first)
 

@@ -246,7 +246,10 @@ def open_cache(runner, image_set, normalizer, augment, directory=None, device="c
     cache_file = CacheFile(directory, key) if directory else None
     if row_inputs is None:
         views = TensorLoader(image_set, 1, augment, device=device, normalizer=normalizer)
-        row_inputs = lambda indices, view_ids: views.make_batch(indices, view_ids).inputs
+
+        def split_view_inputs(indices, view_ids):
+            return views.make_batch(indices, view_ids).inputs
+        row_inputs = split_view_inputs
     cached = CachedTeacher(runner, cache, cache_file, row_inputs)
     if cache_file is not None:
         cache.merge(cache_file.read(cache.num_images, cache.num_views, cached.check_rows))

@@ -15,6 +15,7 @@ here is the single-process identity, so the trainer has one code path. What a di
 * stopping: every step the ranks all-reduce (non-finite loss on some rank, signal on some rank) before the
   backward pass, so a NaN or a SIGINT/SIGTERM on any rank stops all of them at the same step.
 """
+import contextlib
 import gc
 import logging
 import os
@@ -139,9 +140,9 @@ class Distributed(Single):
         outcome = self._broadcast(outcome, src)
         if outcome[0] == "error":
             cls, message, code = outcome[1]
-            err = KDPluginError(f"rank {src}: {message}")
-            err.exit_code = code
-            raise err
+            error = KDPluginError(f"rank {src}: {message}")
+            error.exit_code = code
+            raise error
         return outcome[1]
 
     def save_teacher_caches(self, caches):
@@ -160,7 +161,8 @@ class Distributed(Single):
         totals = torch.tensor(local, dtype=torch.float64, device=self._collective_device())
         self.dist.all_reduce(totals)
         values = totals.tolist()
-        meter.sums = {name: torch.tensor(v, dtype=torch.float64) for name, v in zip(names, values)}
+        # VALUES ends with the sample count, which has no name: zip stops before it
+        meter.sums = {name: torch.tensor(v, dtype=torch.float64) for name, v in zip(names, values, strict=False)}
         meter.samples = int(round(values[-1]))
         return meter
 
@@ -213,10 +215,8 @@ def exit_process(code):
     gc.collect()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(code or 0)
 
 
@@ -320,5 +320,5 @@ def from_environment(device):
         raise KDPluginError("WORLD_SIZE is set but RANK is not: start distributed runs with torchrun") from None
     group = Distributed(device, rank, world_size, local_rank)
     if rank != 0:  # one copy of what a run prints (log lines, "Log directory"), from rank 0
-        sys.stdout = open(os.devnull, "w")
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (stays open as the process's stdout until it exits)
     return group

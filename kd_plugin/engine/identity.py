@@ -82,7 +82,7 @@ def check_resume_identity(path, recorded, now, accept):
     refused unless ACCEPT (--resume-accept-changes)."""
     if not isinstance(recorded, dict):
         raise KDPluginError(f"{path}: the recorded experiment identity is not a mapping")
-    if not recorded or not REQUIRED_ENTRIES <= recorded.keys():
+    if not recorded or not REQUIRED_ENTRIES.issubset(recorded.keys()):
         missing = ", ".join(sorted(REQUIRED_ENTRIES - recorded.keys()))
         raise KDPluginError(f"{path}: the recorded experiment identity lacks {missing}, so this resume cannot be "
                             f"checked; pass --reset-optimizer to take only the weights")

@@ -100,13 +100,13 @@ def train_mutual_epoch(peers, loader, epoch, temperature, start_batch=0, stop=No
             peer.scheduler.on_minibatch_begin(epoch, batch_id, steps, peer.optimizer)
         logits = [peer.model(batch.inputs) for peer in peers]  # every peer sees the others before any step
         losses = mutual_losses(logits, batch.labels, temperature)
-        aggregates = [peer.scheduler.before_backward_pass(epoch, batch_id, steps, loss.overall, optimizer=peer.optimizer,
-                                                          return_loss_components=True)
-                      for peer, loss in zip(peers, losses)]
+        aggregates = [peer.scheduler.before_backward_pass(epoch, batch_id, steps, loss.overall,
+                                                          optimizer=peer.optimizer, return_loss_components=True)
+                      for peer, loss in zip(peers, losses, strict=True)]
         if (batch_id + 1) % check_every == 0 or batch_id + 1 == steps:
             for agg in aggregates:
                 check_finite(agg.overall_loss, epoch, batch_id)
-        for peer, output, loss, agg in zip(peers, logits, losses, aggregates):
+        for peer, output, loss, agg in zip(peers, logits, losses, aggregates, strict=True):
             optimizer_step(agg.overall_loss, peer.optimizer, peer.scheduler, epoch, batch_id, steps, peer.grad_scaler)
             top1, top5 = topk_correct(output.detach(), batch.labels)
             components = {c.name: c.value for c in agg.loss_components}
@@ -148,15 +148,17 @@ class MutualRun:
         models = [create_model(arch, dataset=data.dataset, classes=data.classes, normalization=self.normalization)
                   .to(self.device) for arch in self.archs]  # in order: seeded initial weights
         self.peers = []
-        for index, (arch, label, model) in enumerate(zip(self.archs, peer_labels(self.archs), models)):
+        for index, (arch, label, model) in enumerate(zip(self.archs, peer_labels(self.archs), models, strict=True)):
             if hasattr(model, "training_criterion"):
-                raise KDPluginError(f"{arch} trains with its own multi-branch loss; it cannot be a mutual-learning peer")
+                raise KDPluginError(f"{arch} trains with its own multi-branch loss; "
+                                    "it cannot be a mutual-learning peer")
             accelerate_model(model, self.device, s.runtime.channels_last, s.runtime.amp, s.runtime.compile)
             optimizer = build_optimizer(model, s)
             scheduler = build_schedule(model, optimizer, s, sched_dict, runtime)
             if distillation_policies(scheduler):
                 raise KDPluginError(f"{s.schedule.file}: mutual learning does not combine with a KD teacher extension")
-            self.peers.append(Peer(index, label, arch, model, optimizer, scheduler, grad_scaler(s.runtime.amp, self.device)))
+            self.peers.append(Peer(index, label, arch, model, optimizer, scheduler,
+                                   grad_scaler(s.runtime.amp, self.device)))
         self.start_epoch, self.start_batch = 0, 0
         self.identity, self.accepted_changes, self.resume_note = self.experiment_identity(), [], None
         if resume is not None:
@@ -177,6 +179,10 @@ class MutualRun:
         if list(group["peers"]) != self.archs:
             raise KDPluginError(f"{resume.path}: checkpoint holds peers {' '.join(group['peers'])}, this run has "
                                 f"{' '.join(self.archs)}")
+        states = group.get("states")
+        if not isinstance(states, list) or len(states) != len(self.archs):
+            raise KDPluginError(f"{resume.path}: the checkpoint's mutual-learning state is damaged (it must hold one "
+                                f"state per peer); resume from another checkpoint")
         return resume
 
     def _resume(self, resume):
@@ -192,8 +198,9 @@ class MutualRun:
         self.accepted_changes = check_resume(s.resume.checkpoint, resume.plugin_state, self.identity,
                                              {**self.run_identity(), "temperature": self.temperature},
                                              s.resume.accept_changes)
-        for peer, state in zip(self.peers, states):
-            load_optimizer_state(peer.optimizer, state["optimizer_state_dict"], s.resume.checkpoint, f" of {peer.label}")
+        for peer, state in zip(self.peers, states, strict=True):  # one state per peer: _check_resume
+            load_optimizer_state(peer.optimizer, state["optimizer_state_dict"], s.resume.checkpoint,
+                                 f" of {peer.label}")
             peer.scheduler.load_state_dict(state["compression_sched"])
             if state["best_top1"] is not None:
                 peer.best = {"top1": float(state["best_top1"]), "epoch": int(state["best_epoch"])}
@@ -202,7 +209,7 @@ class MutualRun:
         resume_batch = resume.plugin_state.get("resume_batch")
         if resume_batch is not None:
             self.start_epoch, self.start_batch = resume.epoch, int(resume_batch)
-            for peer, state in zip(self.peers, states):
+            for peer, state in zip(self.peers, states, strict=True):
                 peer.meter.load_state_dict(state["meter"])
         else:
             self.start_epoch = resume.epoch + 1
@@ -286,7 +293,7 @@ class MutualRun:
             path = self.save(epoch, resume_batch=next_batch)
             raise interruption(stop, f"epoch {epoch}, batch {next_batch}", path, s.command)
         row, improved = {"epoch": epoch}, []
-        for peer, lr in zip(self.peers, lrs):
+        for peer, lr in zip(self.peers, lrs, strict=True):
             train_stats = peer.meter.results()
             peer.meter = EpochMeter()
             valid = evaluate_loader(peer.model, self.valid_loader) if self.valid_loader else None

@@ -18,7 +18,7 @@ class RunData:
     classes: list
     train_hash: str
     dataset: str = "cifar10"  # the registered dataset's name (kd_plugin.data.datasets)
-    normalization: Normalization = None  # the dataset's default input normalization
+    normalization: Normalization | None = None  # the dataset's default input normalization
 
 def data_fingerprint(image_set):
     """A short hash of a split's images and labels: a resume on other data with the same size is caught too."""
@@ -44,7 +44,7 @@ def load_run_data(settings, seed):
 
 def run_dataset(settings):
     """The name of the dataset a run trains on (--dataset, else inferred from the folder and the network)."""
-    return resolve_dataset(settings.data.path, settings.data.dataset, dataset_of((settings.mutual.peers or [settings.model.arch])[0]))
+    return resolve_dataset(settings.data.path, settings.data.dataset, dataset_of(settings.first_arch()))
 
 
 def run_loaders(settings, data, seed, device, normalization=None):

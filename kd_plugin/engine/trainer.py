@@ -206,12 +206,14 @@ class TrainingRun:
             return
         recorded_world = run_state.get("world_size", 1)
         if recorded_world != self.dist.world_size:  # each rank's RNG and data position: never acceptable
-            raise KDPluginError(f"{s.resume.checkpoint}: checkpoint was trained with world_size={recorded_world}, this run "
+            raise KDPluginError(f"{s.resume.checkpoint}: checkpoint was trained with world_size={recorded_world}, "
+                                f"this run "
                                 f"has world_size={self.dist.world_size}; resume with the same number of processes "
                                 f"or pass --reset-optimizer")
         check_recorded_spec(s.resume.checkpoint, resume.plugin_state)
         self.resume_note = uncompared_note(resume.plugin_state)
-        self.accepted_changes = check_resume(s.resume.checkpoint, resume.plugin_state, self.identity, self.run_identity(),
+        self.accepted_changes = check_resume(s.resume.checkpoint, resume.plugin_state, self.identity,
+                                             self.run_identity(),
                                              s.resume.accept_changes)
         check_optimizer_type(resume, self.optimizer)
         if "optimizer_state_dict" in resume.content:
@@ -249,7 +251,8 @@ class TrainingRun:
     def plugin_state(self, resume_batch=None):
         state = {"run": {**self.run_identity(), "arch": self.arch, "data": self.test_set.source,
                          "epochs": self.s.schedule.epochs}, "identity": self.identity,
-                 "spec": self.s.record(self.run_dir), "rng": capture_rng(), "resume_batch": resume_batch, "teacher_cache_dir": self.teacher_cache_dir}
+                 "spec": self.s.record(self.run_dir), "rng": capture_rng(), "resume_batch": resume_batch,
+                 "teacher_cache_dir": self.teacher_cache_dir}
         if resume_batch is not None:
             state["meter"] = self.meter.state_dict()
         if self.dist.distributed:
@@ -277,7 +280,8 @@ class TrainingRun:
         log.info("Training %s on %d images (validation %d, test %d), epochs %d..%d, batch %d, %s lr %g, seed %d",
                  self.arch, self.train_loader.num_images,
                  self.valid_loader.num_images if self.valid_loader else 0, len(self.test_set), self.start_epoch,
-                 s.schedule.epochs - 1, s.data.batch_size, s.optimizer.name, self.optimizer.param_groups[0]["lr"], self.seed)
+                 s.schedule.epochs - 1, s.data.batch_size, s.optimizer.name, self.optimizer.param_groups[0]["lr"],
+                 self.seed)
         log.info("Input normalization: %s, %s", self.normalization.describe(), self.normalization_note)
         for policy in distillation_policies(self.scheduler):
             describe = getattr(policy.teacher, "describe", None)  # an ensemble names its members and weights
@@ -290,7 +294,8 @@ class TrainingRun:
             inside, beyond = distillation_epochs(self.scheduler, policy, s.schedule.epochs)
             if beyond:
                 log.warning("Distillation: the policy is also scheduled for epochs %d..%d, beyond this run's last "
-                            "epoch %d: it distills in %d of the run's %d epochs", beyond[0], beyond[-1], s.schedule.epochs - 1,
+                            "epoch %d: it distills in %d of the run's %d epochs", beyond[0], beyond[-1],
+                            s.schedule.epochs - 1,
                             len(inside), s.schedule.epochs)
             if not policy.used_settings()["teacher_checkpoint"]:
                 log.warning("Distillation: the teacher %s has random weights (--kd-random-teacher)",
@@ -331,7 +336,8 @@ class TrainingRun:
         meter, next_batch, seconds = train_epoch(
             self.train_model, self.train_loader, self.criterion, self.optimizer, self.scheduler, epoch,
             start_batch=self.start_batch, meter=self.meter, stop=stop, batch_hook=batch_hook,
-            progress=s.runtime.progress, check_every=1 if self.device.type == "cpu" else 50, grad_scaler=self.grad_scaler)
+            progress=s.runtime.progress, check_every=1 if self.device.type == "cpu" else 50,
+            grad_scaler=self.grad_scaler)
         images = (next_batch - self.start_batch) * s.data.batch_size * self.dist.world_size
         self.dist.sync_buffers(self.model)
         self.start_batch, self.meter = 0, EpochMeter()
@@ -366,7 +372,7 @@ class TrainingRun:
         """summary.json's ``distillation`` with each teacher's top-1 on the split the student's test_top1 is on."""
         policies = distillation_policies(self.scheduler)
         record = distillation_record(self.scheduler, policies)
-        for entry, policy in zip(record, policies):
+        for entry, policy in zip(record, policies, strict=True):
             entry["teacher_test_top1"] = evaluate_loader(policy.teacher, test_loader)["top1"]
         return record
 
@@ -411,7 +417,8 @@ def run_normalization(spec, arch, resume=None, data=None):
 def teacher_cache_dir(settings, resume=None):
     """(teacher-output cache directory or None, note for the run log or None): see resumed_cache_directory."""
     recorded = resume.plugin_state.get("teacher_cache_dir") if resume is not None else None
-    return resumed_cache_directory(settings.distillation.cache, settings.runtime.out_dir, recorded if isinstance(recorded, str)
+    return resumed_cache_directory(settings.distillation.cache, settings.runtime.out_dir,
+                                   recorded if isinstance(recorded, str)
                                    else None)
 
 

@@ -249,7 +249,7 @@ class JobRunner:
                 while queue and len(running) < self.parallel:
                     job = queue.pop(0)
                     argv = job.start_attempt()
-                    log = open(job.log_path, "a")
+                    log = open(job.log_path, "a")  # noqa: SIM115  (the job's output; closed when the job ends, below)
                     proc = subprocess.Popen(job.command(argv), stdout=log, stderr=subprocess.STDOUT, env=env,
                                             preexec_fn=preexec, pass_fds=self.keep_fds)
                     running[proc] = (job, log, time.perf_counter())

@@ -285,7 +285,7 @@ def schedule_teacher(schedule: dict | None) -> list[tuple[str, str, float | None
     weights = as_list(kd.get("teacher_weights")) or [None] * len(archs)
     if len(checkpoints) != len(archs) or len(weights) != len(archs):
         raise KDPluginError("the schedule's KD extension needs one teacher_checkpoint (and weight) per teacher_arch")
-    return [(resolve_arch(a), c, w) for a, c, w in zip(archs, checkpoints, weights)]
+    return [(resolve_arch(a), c, w) for a, c, w in zip(archs, checkpoints, weights, strict=True)]
 
 
 def teacher_value(members: list[tuple[str, str, float | None]], taken: list[str]) -> Teacher:

@@ -46,7 +46,7 @@ class ResNetCifar100(nn.Module):
         self.conv1 = nn.Conv2d(3, filters[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(filters[0])
         planes = filters[0]
-        for index, (width, stride) in enumerate(zip(filters[1:], (1, 2, 2)), 1):
+        for index, (width, stride) in enumerate(zip(filters[1:], (1, 2, 2), strict=True), 1):
             layers = [ResBlock(planes if i == 0 else width, width, stride if i == 0 else 1) for i in range(blocks)]
             setattr(self, f"layer{index}", nn.Sequential(*layers))
             planes = width

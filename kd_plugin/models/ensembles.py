@@ -26,6 +26,7 @@ JointOutputs = namedtuple("JointOutputs", ["vgg", "resnet", "mix", "head"])
 # Weights of JointNet's four cross-entropy terms. The default trains the head (which the original's
 # CE(a1) + CE(a2) + CE(a3) left without gradient) and keeps the original's three branch terms.
 JointLossWeights = namedtuple("JointLossWeights", JointOutputs._fields, defaults=(1.0, 1.0, 1.0, 1.0))
+DEFAULT_LOSS_WEIGHTS = JointLossWeights()
 
 
 class _TwoMembers(nn.Module):
@@ -45,7 +46,7 @@ class _TwoMembers(nn.Module):
 def weighted_sum(outputs: list, weights: list) -> torch.Tensor:
     """``w_1 * o_1 + w_2 * o_2 + ...`` in the given order (AvNet's mix and WeightedEnsemble's logit average)."""
     total = weights[0] * outputs[0]
-    for weight, output in zip(weights[1:], outputs[1:]):
+    for weight, output in zip(weights[1:], outputs[1:], strict=True):
         total = total + weight * output
     return total
 
@@ -105,7 +106,7 @@ class WeightedEnsemble(nn.Module):
         """{'member 1 (arch)': logits, ..., 'mix': the ensemble's output}, each member run once."""
         outputs = self.forward_members(x)
         branches = {f"member {i + 1} ({short_name})": o for i, (short_name, o) in
-                    enumerate(zip(self.member_archs, outputs))}
+                    enumerate(zip(self.member_archs, outputs, strict=True))}
         return {**branches, "mix": self.combine_outputs(outputs)}
 
     def model_config(self) -> dict:
@@ -115,7 +116,7 @@ class WeightedEnsemble(nn.Module):
 
     def describe(self) -> str:
         return f"ensemble ({self.combine}) of " + " + ".join(
-            f"{float(w):.3g} x {a}" for w, a in zip(self.member_weights, self.member_archs))
+            f"{float(w):.3g} x {a}" for w, a in zip(self.member_weights, self.member_archs, strict=True))
 
 
 class AvNet(_TwoMembers):
@@ -141,7 +142,7 @@ class JointNet(_TwoMembers):
     """
 
     def __init__(self, resnet=None, vgg=None, resnet_weight=DEFAULT_RESNET_WEIGHT, vgg_weight=DEFAULT_VGG_WEIGHT,
-                 num_classes=10, freeze=True, loss_weights=JointLossWeights()):
+                 num_classes=10, freeze=True, loss_weights=DEFAULT_LOSS_WEIGHTS):
         super().__init__(resnet, vgg, resnet_weight, vgg_weight, num_classes)
         self.head_vgg = nn.Linear(num_classes, num_classes)
         self.head_resnet = nn.Linear(num_classes, num_classes)
@@ -205,7 +206,8 @@ class JointNetLoss:
     """``sum_k w_k * CE(output_k, labels)`` over JointNet's head, vgg (a1), resnet (a2) and mix (a3) outputs.
 
     Called as ``criterion(head_logits, labels)`` like any criterion; the other three outputs come from the
-    forward pass that produced ``head_logits`` (each stash is used once). The weights are read from ``model.loss_weights`` at each call;
+    forward pass that produced ``head_logits`` (each stash is used once). The weights are read from
+    ``model.loss_weights`` at each call;
     ``last_terms`` holds the four unweighted terms of the latest call.
     """
 

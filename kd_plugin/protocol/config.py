@@ -6,6 +6,7 @@ register theirs with ``register_component`` (``kd_plugin.distill`` registers KD 
 as models register into the zoo, so this parser imports nothing it builds.
 """
 import inspect
+import itertools
 import math
 import numbers
 import os
@@ -56,7 +57,7 @@ ARG_CHECKS = {
     "gamma": POSITIVE, "step_size": POSITIVE_EPOCHS, "T_max": POSITIVE_EPOCHS, "total_iters": POSITIVE_EPOCHS,
     "eta_min": NON_NEGATIVE, "power": POSITIVE, "start_factor": POSITIVE, "end_factor": NON_NEGATIVE,
     "milestones": (lambda v: isinstance(v, list) and v and all(_is_int(x) and x > 0 for x in v)
-                   and all(a < b for a, b in zip(v, v[1:])), "a strictly increasing list of positive integers"),
+                   and all(a < b for a, b in itertools.pairwise(v)), "a strictly increasing list of positive integers"),
     # Every other argument of the registered LR schedulers, so a wrong type is refused when the schedule is
     # read instead of failing after an epoch of work (ReduceLROnPlateau compares them only in step()).
     # A schedule starts at epoch 0; a resumed run restores the scheduler's position from its checkpoint.

@@ -7,8 +7,8 @@ kd-plugin's KD logic on top); ``auto`` picks Distiller when it is importable. Th
 """
 import importlib.util
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..util.errors import KDPluginError
 

@@ -27,7 +27,7 @@ class PolicyStates:
         if len(states) != len(policies):
             raise KDPluginError(f"checkpoint holds {len(states)} policy states but the schedule has {len(policies)} "
                                 f"stateful policies; resume with the same schedule")
-        for policy, policy_state in zip(policies, states):
+        for policy, policy_state in zip(policies, states, strict=True):
             _state_owner(policy).load_state_dict(policy_state)
 
 

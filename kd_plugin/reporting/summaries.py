@@ -71,7 +71,8 @@ def sparsity_table(model):
             "Std": float(w.std()), "Mean": float(w.mean()), "Abs-Mean": float(w.abs().mean())})
         totals["NNZ (dense)"] += w.numel()
         totals["NNZ (sparse)"] += nnz
-    rows.append({"Name": "Total sparsity:", "NNZ (dense)": totals["NNZ (dense)"], "NNZ (sparse)": totals["NNZ (sparse)"],
+    rows.append({"Name": "Total sparsity:",
+                 "NNZ (dense)": totals["NNZ (dense)"], "NNZ (sparse)": totals["NNZ (sparse)"],
                  "Fine (%)": 100.0 * (1 - totals["NNZ (sparse)"] / max(totals["NNZ (dense)"], 1))})
     return rows
 

@@ -158,7 +158,7 @@ class ResumeSpec(Section):
 
 class RunSpec(Section):
     """A whole run. Sections: data, model, optimizer, schedule, distillation, mutual, runtime, resume."""
-    version: Literal[1] = SPEC_VERSION
+    version: Literal[1] = 1  # SPEC_VERSION
     data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
@@ -281,7 +281,7 @@ class RunSpec(Section):
         return self.mutual.peers
 
     def first_arch(self) -> str | None:
-        return (self.mutual.peers or [self.model.arch])[0]
+        return self.mutual.peers[0] if self.mutual.peers else self.model.arch
 
 
 SECTIONS: dict[str, type[Section]] = {name: info.annotation for name, info in RunSpec.model_fields.items()

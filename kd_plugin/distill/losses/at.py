@@ -38,7 +38,7 @@ class AttentionTransfer(FeatureLoss):
             raise KDPluginError(f"loss at compares stages in pairs: the student has {len(mine)} ({', '.join(mine)}), "
                                 f"the teacher {len(theirs)} ({', '.join(theirs)}); name them with layers=... and "
                                 f"teacher_layers=...")
-        self.pairs = list(zip(mine, theirs))
+        self.pairs = list(zip(mine, theirs, strict=True))
         return mine, theirs
 
     def build(self, student_features, teacher_features, data):

@@ -13,8 +13,8 @@ from ...protocol.config import NON_NEGATIVE, POSITIVE
 from ...util.errors import KDPluginError
 
 LossTerm = namedtuple("LossTerm", ["name", "value", "weight"])
-DistillationLossWeights = namedtuple("DistillationLossWeights", ["distill", "student", "teacher"])
-DistillationLossWeights.__new__.__defaults__ = (0.5, 0.5, 0.0)  # Distiller's defaults
+DistillationLossWeights = namedtuple("DistillationLossWeights", ["distill", "student", "teacher"],
+                                     defaults=(0.5, 0.5, 0.0))  # Distiller's defaults
 
 # The one temperature check (flags, YAML schedules and the policy all use it).
 TEMPERATURE = POSITIVE
@@ -57,11 +57,11 @@ class DistillationLoss:
     ``needs_labels``, and implements ``terms(student, teacher, labels, epoch) -> [LossTerm]``; it gets float32 (or
     float64) (standardized when asked, the teacher's detached) and applies the temperature itself."""
 
-    name = None
-    arguments = {}
+    name: str | None = None
+    arguments: dict[str, tuple] = {}
     default_temperature = 1.0
     default_weights = DistillationLossWeights()
-    standardized_weights = None
+    standardized_weights: DistillationLossWeights | None = None
     needs_labels = False
 
     def __init__(self, temperature=None, logit_standardize=False, **arguments):

@@ -3,7 +3,7 @@ registered losses (a logit loss and a feature loss: ``kd+at``)."""
 from ...util.errors import KDPluginError
 from .base import DistillationLoss
 
-_losses = {}
+_losses: dict[str, type[DistillationLoss]] = {}
 
 
 def register_loss(cls):

@@ -33,6 +33,7 @@ def header_lines(context):
     p, data = context["profile"], context["data"]
     epochs = ", ".join(f"{display_name(arch)} {n} (original {MODELS[arch]['epochs']})"
                        for arch, n in p.epochs.items())
+    wall = "" if context["wall_seconds"] is None else f"; this invocation {context['wall_seconds']:.0f} s wall"
     return [f"# Reproduction of the original's tables — profile `{p.name}`", "",
             f"- **Profile**: `{p.name}` — {p.description}.",
             f"- **Data**: `{data['path']}`{' (generated)' if data['generated'] else ''}: {data['train']:,} training "
@@ -41,8 +42,7 @@ def header_lines(context):
             f"- **Epochs**: {epochs}; KD rows use their student's. Learning-rate steps scale with the epochs.",
             f"- **Batch size**: {p.batch_size or 'the schedules’ 128 (as the original)'}; seed {context['seed']}; "
             f"latency device(s): {', '.join(context['devices']) or '—'}.",
-            f"- **Time**: {context['compute_seconds']:.0f} s of stage time in total"
-            f"{'' if context['wall_seconds'] is None else '; this invocation %.0f s wall' % context['wall_seconds']}. "
+            f"- **Time**: {context['compute_seconds']:.0f} s of stage time in total{wall}. "
             f"Generated {context['when']}{', kd-plugin ' + context['commit'] if context.get('commit') else ''}.",
             *_progress_line(context["progress"]),
             "", "Δ = ours − original. " + ("With this data size and these epochs our numbers are not comparable "
@@ -151,7 +151,7 @@ def per_class_table(cards):
         ours = [card["test_per_class"].get(name) for name in CLASS_ORDER]
         rows.append([display_name(arch), "original", *PER_CLASS[arch]])
         rows.append(["", "ours", *(_num(v, 1) for v in ours)])
-        rows.append(["", "Δ", *(_diff(v, o, 1) for v, o in zip(ours, PER_CLASS[arch]))])
+        rows.append(["", "Δ", *(_diff(v, o, 1) for v, o in zip(ours, PER_CLASS[arch], strict=True))])
     return ["## Per-class test accuracy (%)", "", *markdown_lines(["model", "", *CLASS_ABBREVIATIONS], rows), ""]
 
 
