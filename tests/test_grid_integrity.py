@@ -283,3 +283,15 @@ def test_glob_characters_in_a_sweep_directory_are_plain_characters(tmp_path):
     job = Job.training_run("cell", str(directory), [])
     assert job.collect(job)["test_top1"] == 50.0
     assert job.resumable_checkpoint() == str(run_dir / "cell_checkpoint.pth.tar")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("-e", "--extra-args: --evaluate is not a training option"),
+    ("--summary sparsity", "--extra-args: --summary is not a training option"),
+    ("--kd-pretrained", "--extra-args: --kd-pretrained is not a training option"),
+    ("--mutual cnn5 cnn5", "--extra-args may not set --mutual: each sweep cell sets it"),
+])
+def test_extra_args_that_would_not_train_the_cell_are_refused(extra, message, small_data, teacher, workdir, capsys):
+    assert_one_line_error(["sweep", "--data", small_data, "--teacher", f"cnn5={teacher}", "--student", "cnn5",
+                           "-o", "sw", f"--extra-args={extra}"], message, capsys)
+    assert not os.path.exists("sw")

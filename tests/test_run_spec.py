@@ -232,3 +232,27 @@ def test_an_empty_or_malformed_spec_record_is_refused_and_none_is_noted(files, t
     assert compress_classifier([*base, "-n", "c", "--resume-from", str(older), "--epochs", "2"]) == 0
     (log,) = (tmp_path / "o").glob("c___*/c.log")
     assert "records no run spec" in log.read_text() and "--validation-split" in log.read_text()
+
+
+KD_ONLY_TOKENS = {"teacher_checkpoint": ["--kd-resume", "{t}"], "teacher_weights": ["--kd-teacher-weights", "1"],
+                  "teacher_combine": ["--kd-teacher-combine", "probs"], "temperature": ["--kd-temp", "4"],
+                  "distill_weight": ["--kd-dw", "0.7"], "student_weight": ["--kd-sw", "0.3"],
+                  "teacher_weight": ["--kd-tw", "0"], "loss": ["--kd-loss", "dkd"],
+                  "loss_args": ["--kd-loss", "kd", "--kd-loss-arg", "beta=6"],
+                  "logit_standardize": ["--kd-logit-standardize"], "start_epoch": ["--kd-start-epoch", "0"],
+                  "random_teacher": ["--kd-random-teacher"]}
+
+
+@pytest.mark.parametrize("field", sorted(KD_ONLY_TOKENS))
+def test_a_teachers_settings_without_a_teacher_are_refused(files, field, tmp_path, capsys):
+    from kd_plugin.spec.run import KD_ONLY
+
+    assert set(KD_ONLY) == set(KD_ONLY_TOKENS)
+    tokens = [token.format(t=files["teacher"]) for token in KD_ONLY_TOKENS[field]]
+    argv = [files["data"], "-a", "cnn5", "--epochs", "1", "--no-progress", "-o", str(tmp_path / "o"), *tokens]
+    if field == "loss_args":  # beta is dkd's: kd refuses it outright; dkd with it still needs a teacher
+        argv[-3] = "dkd"
+    assert compress_classifier(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--kd-teacher (or a KD extension in the schedule)" in err[0], err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*___*"))

@@ -177,12 +177,24 @@ class RunArgs:
     @classmethod
     def fields_set(cls, argv: list[str]) -> dict[str, str]:
         """{spec field's flag destination: the flag} of every field ARGV (options only) sets; KDPluginError for
-        anything compress_classifier would not accept."""
+        anything compress_classifier would not accept, or an option that is not a training setting (-e ...)."""
         given, bare = vars(cls._parse([cls.PLACEHOLDER, *argv])), vars(cls._parse([cls.PLACEHOLDER]))
         changed = {dest for dest in given if given[dest] != bare[dest]}
-        if "cpu" in changed or "gpus" in changed:
-            changed.add("device")
+        if changed & {"cpu", "gpus"}:
+            changed = (changed - {"cpu", "gpus"}) | {"device"}
+        stray = sorted(changed - set(FLAG_FIELDS) - {"workers"})  # -j/--workers: accepted, means nothing here
+        if stray:
+            raise KDPluginError(f"--extra-args: {', '.join(cls._flag(dest) for dest in stray)} "
+                                f"{'is not a training option' if len(stray) == 1 else 'are not training options'}; "
+                                f"every run this command starts trains")
         return {dest: flag_of(*FLAG_FIELDS[dest]) for dest in sorted(changed) if dest in FLAG_FIELDS}
+
+    @classmethod
+    def _flag(cls, dest: str) -> str:
+        from .compress_classifier import build_parser
+
+        return next((a.option_strings[-1] for a in build_parser()._actions if a.dest == dest and a.option_strings),
+                    dest)
 
     @classmethod
     def spec(cls, argv: list[str]) -> RunSpec:

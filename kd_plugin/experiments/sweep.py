@@ -82,7 +82,7 @@ class SweepPlan:
 
 # The fields every cell sets (its student, teacher, seed, output), by flag destination.
 CELL_FIELDS = ("data", "arch", "compress", "seed", "kd_teacher", "kd_resume", "kd_teacher_weights", "name",
-               "out_dir", "resume_from")
+               "out_dir", "resume_from", "mutual", "mutual_temperature")
 AXIS_FIELDS = {"alphas": ("--alpha", ("kd_distill_wt", "kd_student_wt")),
                "temperatures": ("--temperature", ("kd_temperature",)),
                "losses": ("--kd-loss", ("kd_loss", "kd_loss_args", "kd_logit_standardize"))}

@@ -50,7 +50,7 @@ def _field(default: Any, flag: str, must: str, dest: str | None = None, role: st
 
 StrictPosInt = Annotated[int, Field(strict=True, ge=1)]
 StrictNonNegInt = Annotated[int, Field(strict=True, ge=0)]
-Number = Annotated[float, Field(allow_inf_nan=False)]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # an int is a number; a bool or a string is not
 NameList = list[str]
 
 
@@ -123,7 +123,12 @@ class DistillationSpec(Section):
 
     def declared(self) -> list[str]:
         """The flags of the KD-only fields this section sets (a teacher's settings without a teacher)."""
-        return [flag for name, flag in KD_ONLY.items() if getattr(self, name) not in (None, False, {})]
+        return [flag for name, flag in KD_ONLY.items() if _is_set(getattr(self, name))]
+
+
+def _is_set(value: Any) -> bool:
+    """Whether a flag gave VALUE: 0 (a weight, a start epoch) is a setting, None/False/{} are not."""
+    return value is not None and value is not False and value != {}
 
 
 class MutualSpec(Section):
@@ -304,8 +309,9 @@ def _declared() -> tuple[dict[str, tuple[str, str]], dict[tuple[str, str], str],
 FLAG_FIELDS, FLAG_OF, ROLE_FIELDS = _declared()
 # The distillation fields that only mean something to a distillation policy (refused without a teacher).
 KD_ONLY = {name: FLAG_OF[("distillation", name)] for name in
-           ("teacher_checkpoint", "temperature", "distill_weight", "student_weight", "teacher_weight", "loss",
-            "loss_args", "logit_standardize", "start_epoch", "random_teacher")}
+           ("teacher_checkpoint", "teacher_weights", "teacher_combine", "temperature", "distill_weight",
+            "student_weight", "teacher_weight", "loss", "loss_args", "logit_standardize", "start_epoch",
+            "random_teacher")}
 
 
 # Fields that hold paths (record() can write them relative to a run or sweep directory).
@@ -336,6 +342,8 @@ def describe_errors(err: ValidationError, source: str | None = None) -> str:
         value = error.get("input")
         if error["type"] == "missing":
             lines.append(f"{_label(where)} is required")
+        elif where == ("version",):
+            lines.append(f"version must be {SPEC_VERSION} (the spec format this kd-plugin reads), got {value!r}")
         elif error["type"] == "extra_forbidden":
             lines.append(f"{'.'.join(where)}: no such run setting")
         elif field is not None:
