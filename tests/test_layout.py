@@ -16,6 +16,7 @@ LAYERS = [
     {"checkpoint"},
     {"protocol"},
     {"distill"},
+    {"spec"},  # the run spec: what every layer above speaks
     {"bridge"},
     {"engine"},
     {"export"},  # shipped formats; reporting's model cards measure them
