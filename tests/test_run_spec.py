@@ -256,3 +256,13 @@ def test_a_teachers_settings_without_a_teacher_are_refused(files, field, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--kd-teacher (or a KD extension in the schedule)" in err[0], err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*___*"))
+
+
+def test_the_command_line_prints_a_line_per_bad_field(files, tmp_path, capsys):
+    argv = [files["data"], "-a", "cnn5", "--epochs", "0", "-b", "0", "--lr", "-1", "-o", str(tmp_path / "o")]
+    assert compress_classifier(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert sorted(err) == ["compress_classifier: error: --batch-size must be an integer >= 1, got 0",
+                           "compress_classifier: error: --epochs must be an integer >= 1 (at most 100000), got 0",
+                           "compress_classifier: error: --lr must be a number > 0, got -1.0"]
+    assert not (tmp_path / "o").exists()

@@ -33,7 +33,8 @@ def cli_entry(prog):
             try:
                 return main(argv)
             except KDPluginError as err:
-                print(f"{prog}: {err.label}: {one_line(err)}", file=sys.stderr)
+                for line in getattr(err, "lines", None) or [err]:  # FieldErrors: a line per bad field
+                    print(f"{prog}: {err.label}: {one_line(line)}", file=sys.stderr)
                 return err.exit_code
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from ..protocol.config import MAX_POLICY_EPOCH
-from ..util.errors import KDPluginError
+from ..util.errors import FieldErrors, KDPluginError
 from .meaning import check_meaning
 
 SPEC_VERSION = 1
@@ -205,7 +205,7 @@ class RunSpec(Section):
         try:
             spec = cls.model_validate(content)
         except ValidationError as err:
-            raise KDPluginError(describe_errors(err, source)) from None
+            raise FieldErrors(describe_errors(err, source)) from None
         return spec
 
     @classmethod
@@ -333,7 +333,7 @@ def flag_of(section: str, attr: str) -> str:
     return FLAG_OF.get((section, attr), f"{section}.{attr}")
 
 
-def describe_errors(err: ValidationError, source: str | None = None) -> str:
+def describe_errors(err: ValidationError, source: str | None = None) -> list[str]:
     """One line per bad field: ``--lr must be a number > 0, got -1.0``."""
     lines = []
     for error in err.errors():
@@ -352,7 +352,7 @@ def describe_errors(err: ValidationError, source: str | None = None) -> str:
         else:
             lines.append(f"{'.'.join(where) or 'spec'}: {error['msg']}")
     prefix = f"{source}: " if source else ""
-    return "\n".join(prefix + line for line in dict.fromkeys(lines))
+    return [prefix + line for line in dict.fromkeys(lines)]
 
 
 def _field_info(where: tuple[str, ...]) -> dict[str, Any] | None:

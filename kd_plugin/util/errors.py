@@ -8,6 +8,14 @@ class KDPluginError(Exception):
     label = "error"
 
 
+class FieldErrors(KDPluginError):
+    """Several bad settings at once (a run spec's fields): each is printed on a line of its own."""
+
+    def __init__(self, lines):
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
+
+
 class TrainingInterrupted(KDPluginError):
     """Raised after a signal once a resumable checkpoint is safely on disk."""
 
