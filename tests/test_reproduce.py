@@ -51,6 +51,10 @@ def test_smoke_pipeline_end_to_end_then_resumes(reduced_schedules, tmp_path, cap
     for teacher in ("resnet18", "vgg16_bn", "avnet", "jointnet"):  # seed 0: every teacher learned
         assert json.loads(Path(out, "cards", f"{teacher}.json").read_text())["test_top1"] >= 20, teacher
     assert "**Warning**" not in report
+    for stage in ("resnet18", "jointnet", "kd_resnet18_to_vgg7_a0.5_t1.5"):  # every training stage ran from its spec
+        result = json.loads(Path(out, "runs", stage, "result.json").read_text())
+        assert result["command"][-2:] == ["--spec", f"{{root}}/runs/{stage}/spec.json"], result["command"]
+        assert result["spec"]["model"]["arch"] and Path(out, "runs", stage, "spec.json").is_file()
     verdict = report.splitlines()[2]
     assert verdict.startswith("**KD against the student baselines in this run:** KD ")
     for student, (base, wins, rows) in _expected_verdicts(out).items():

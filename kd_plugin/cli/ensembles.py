@@ -81,18 +81,25 @@ def add_train_args(p):
     add_member_args(p)
     p.add_argument("compress_args", nargs=argparse.REMAINDER, metavar="DATA [compress_classifier options]",
                    help="compress_classifier's arguments (-a defaults to jointnet_cifar)")
+    p.add_argument("--spec", nargs=argparse.REMAINDER, metavar="FILE [--resume-from CKPT]",
+                   help="instead: the run written down as a spec file (a reproduce stage's spec.json)")
 
 
 def cmd_train(args):
-    from .compress_classifier import build_parser, settings_from_args
+    from .compress_classifier import build_parser, settings_from_args, spec_from_file_args
 
-    run_args = build_parser().parse_args(args.compress_args)
-    if run_args.evaluate or run_args.summary:
-        raise KDPluginError("train-jointnet trains; use compress_classifier for -e/--summary")
-    if run_args.arch is None:
-        training = (read_schedule(run_args.compress).get("training") or {}) if run_args.compress else {}
-        run_args.arch = training.get("arch", JOINTNET)
-    settings = settings_from_args(run_args)
+    if args.spec is not None:  # a reproduce stage: the run written down as a spec file
+        if args.compress_args:
+            raise KDPluginError("train-jointnet takes either compress_classifier's arguments or --spec FILE")
+        settings = spec_from_file_args(["--spec", *args.spec])
+    else:
+        run_args = build_parser().parse_args(args.compress_args)
+        if run_args.evaluate or run_args.summary:
+            raise KDPluginError("train-jointnet trains; use compress_classifier for -e/--summary")
+        if run_args.arch is None:
+            training = (read_schedule(run_args.compress).get("training") or {}) if run_args.compress else {}
+            run_args.arch = training.get("arch", JOINTNET)
+        settings = settings_from_args(run_args)
     if resolve_arch(settings.model.arch) != JOINTNET:
         raise KDPluginError(f"train-jointnet trains {JOINTNET}, not {resolve_arch(settings.model.arch)}")
     if settings.model.load_weights_from or settings.resume.checkpoint:

@@ -71,10 +71,17 @@ class Job:
         return cls(name, directory, [*argv, "-n", name, "-o", directory, "--no-progress"], entry, **kwargs)
 
     @classmethod
-    def spec_run(cls, name: str, directory: str, spec: RunSpec, **kwargs) -> "Job":
-        """The training run SPEC named NAME in DIRECTORY: its child gets the spec file DIRECTORY/spec.json."""
+    def spec_run(cls, name: str, directory: str, spec: RunSpec, entry: str = "compress_classifier",
+                 prefix: tuple = (), **kwargs) -> "Job":
+        """The training run SPEC named NAME in DIRECTORY: its child (ENTRY with PREFIX, e.g. kd-plugin
+        train-jointnet and its member flags) gets the spec file DIRECTORY/spec.json."""
         spec = spec.changed(name=name, out_dir=directory, progress=False)
-        return cls(name, directory, ["--spec", os.path.join(directory, "spec.json")], spec=spec, **kwargs)
+        return cls(name, directory, [*prefix, "--spec", os.path.join(directory, "spec.json")], entry, spec=spec,
+                   **kwargs)
+
+    @property
+    def spec_path(self) -> str:
+        return self.argv[self.argv.index("--spec") + 1]
 
     def spec_record(self):
         """What the done check compares for a spec run: the spec's fields that define the run, paths relative to
@@ -133,7 +140,7 @@ class Job:
         run directory is kept), else from scratch with every leftover removed."""
         os.makedirs(self.directory, exist_ok=True)
         if self.spec is not None:
-            write_json(self.argv[1], self.spec.record(self.directory))
+            write_json(self.spec_path, self.spec.record(self.directory))
         checkpoint = self.resumable_checkpoint()
         patterns = [glob.escape(path) for path in self.leftovers] if self.leftovers else \
             [os.path.join(glob.escape(self.directory), f"{glob.escape(self.name)}___*")]

@@ -63,12 +63,14 @@ class Pipeline:
         return ["--seed", str(self.seed), *(["-b", str(p.batch_size)] if p.batch_size else []),
                 *(["--lr", f"{p.lr:g}"] if p.lr else []), *self.extra_args]
 
-    def _training(self, name, arch, argv, entry="compress_classifier", **meta):
+    def _training(self, name, arch, argv, entry="compress_classifier", prefix=(), **meta):
+        """A training stage: the compress_classifier command line ARGV, run by ENTRY after PREFIX (kd-plugin
+        train-jointnet with its member flags); a spec job when the pipeline reads flags into specs."""
         directory, meta = os.path.join(self.out, "runs", name), {"stage": name, "arch": arch,
                                                                  "epochs": self.profile.epochs.get(arch), **meta}
-        if entry == "compress_classifier" and self.run_args is not None:
-            return Job.spec_run(name, directory, self.run_args.spec(argv), meta=meta)
-        return Job.training_run(name, directory, argv, entry, meta=meta)
+        if self.run_args is None:
+            return Job.training_run(name, directory, [*prefix, *argv], entry, meta=meta)
+        return Job.spec_run(name, directory, self.run_args.spec(argv), entry, prefix=prefix, meta=meta)
 
     def plain_jobs(self):
         return [self._training(short(arch), arch, [self.data, "--compress", self.schedule(f"baseline_{arch}", arch),
@@ -85,9 +87,9 @@ class Pipeline:
                     collect=lambda job: _ensemble_result(output, branches), leftovers=[output, branches],
                     result_keys=())
         jointnet = self._training("jointnet", "jointnet_cifar",
-                                  ["train-jointnet", *members, self.data, "--compress",
+                                  [self.data, "-a", "jointnet_cifar", "--compress",
                                    self.schedule(JOINTNET_SCHEDULE, "jointnet_cifar"), *self._run_args()],
-                                  entry="kd-plugin")
+                                  entry="kd-plugin", prefix=("train-jointnet", *members))
         jointnet.collect = _with_branch_accuracy
         return [avnet, jointnet]
 
