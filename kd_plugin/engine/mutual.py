@@ -11,6 +11,7 @@ as an ordinary single-model checkpoint, ``{name}_{peer}_best.pth.tar``, which ``
 import os
 import random
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -32,6 +33,7 @@ from ..distill.mutual import (
 )
 from ..models import create_model, default_cfg
 from ..protocol.runtime import select_runtime
+from ..spec import RunSpec
 from ..util.errors import KDPluginError, NonFiniteLoss
 from ..util.fileio import ensure_writable_dir, write_json
 from ..util.normalization import set_normalization
@@ -120,7 +122,7 @@ def train_mutual_epoch(peers, loader, epoch, temperature, start_batch=0, stop=No
 
 
 class MutualRun:
-    def __init__(self, settings, batch_hook_factory=None):
+    def __init__(self, settings: RunSpec, batch_hook_factory: Callable | None = None):
         self.s = settings
         self.device = torch.device(settings.runtime.device)
         self.batch_hook_factory = batch_hook_factory
@@ -341,7 +343,7 @@ class MutualRun:
         return summary
 
 
-def run_mutual_learning(settings, batch_hook_factory=None):
+def run_mutual_learning(settings: RunSpec, batch_hook_factory: Callable | None = None) -> dict:
     run = MutualRun(settings, batch_hook_factory).setup()
     try:
         return run.fit()

@@ -11,6 +11,9 @@ import shlex
 import signal
 import sys
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from .. import bridge, distill  # noqa: F401  (register the backends select_runtime picks from)
@@ -23,8 +26,10 @@ from ..distill.teacher import build_teacher
 from ..distill.teacher_cache import install_teacher_caches, resumed_cache_directory
 from ..models import create_model, resolve_arch
 from ..protocol.runtime import select_runtime
+from ..spec import RunSpec
 from ..util.errors import KDPluginError, NonFiniteLoss, TrainingInterrupted
 from ..util.fileio import ensure_writable_dir, write_json
+from ..util.normalization import Normalization
 from .acceleration import accelerate_model, accelerate_teachers, grad_scaler, set_cpu_threads
 from .best_checkpoint import best_chosen_on, carry_best_forward, tested_checkpoint
 from .distributed import MainOnlyCsv, from_environment, main_only_logger, relaunch_command
@@ -52,9 +57,10 @@ EXTENSION_OVERRIDES = ("teacher_arch", "teacher_checkpoint", "teacher_weights", 
                        "distill_weight", "student_weight", "teacher_weight", "logit_standardize")
 
 
-def build_optimizer(model, spec):
+def build_optimizer(model: torch.nn.Module, spec: RunSpec) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = spec.optimizer
+    assert opt.lr is not None  # a RunSpec fills in the optimizer's default
     if opt.name == "adam":
         return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
     return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
@@ -64,7 +70,8 @@ def distillation_policies(scheduler):
     return [p for p in scheduler.sched_metadata if isinstance(p, DistillationMixin)]
 
 
-def build_schedule(model, optimizer, spec, sched_dict=None, runtime=None):
+def build_schedule(model: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: RunSpec,
+                   sched_dict: dict | None = None, runtime: Any = None) -> Any:
     """The CompressionScheduler: YAML policies (the spec's distillation fields overriding their KD arguments) plus
     flag-declared KD, built from RUNTIME's classes (kd-plugin's own by default, or Distiller's:
     ``kd_plugin.protocol.runtime``)."""
@@ -133,7 +140,7 @@ def interruption(stop, where, path, command):
 
 
 class TrainingRun:
-    def __init__(self, settings, batch_hook_factory=None):
+    def __init__(self, settings: RunSpec, batch_hook_factory: Callable | None = None):
         self.s = settings
         self.dist = from_environment(settings.runtime.device)  # torchrun: this process's rank (distributed.py)
         self.device = self.dist.device
@@ -405,7 +412,7 @@ class TrainingRun:
         return summary
 
 
-def run_normalization(spec, arch, resume=None, data=None):
+def run_normalization(spec: RunSpec, arch: str, resume: Any = None, data: Any = None) -> tuple[Normalization, str]:
     """(Normalization, why) of the student: resolve_normalization with the resumed or weight-source checkpoint and
     the DATA's dataset."""
     source = resume
@@ -426,7 +433,7 @@ def load_model_into(model, path, arch, classes=None):
     return load_weights(model, check_classes(check_arch(load_checkpoint_file(path), arch), classes))
 
 
-def run_training(settings, batch_hook_factory=None):
+def run_training(settings: RunSpec, batch_hook_factory: Callable | None = None) -> dict:
     run = TrainingRun(settings, batch_hook_factory)
     try:
         return run.setup().fit()

@@ -1,4 +1,5 @@
 """``kd-plugin export CHECKPOINT --format onnx|safetensors [--int8 --calib-data DATA] [--data DATA] [-o DIR]``."""
+import argparse
 import os
 
 import torch
@@ -55,7 +56,7 @@ def _check_set(args):
     return ImageSet(images, torch.zeros(GENERATED_CHECK_IMAGES, dtype=torch.int64), source="generated"), False
 
 
-def cmd_export(args):
+def cmd_export(args: argparse.Namespace) -> int:
     formats = _formats(args)
     require_file(args.checkpoint, "checkpoint file")
     calibration = load_split(args.calib_data, "train", args.dataset) if "onnx-int8" in formats else None

@@ -8,6 +8,7 @@ import os
 
 import torch
 
+from ..data import ImageSet
 from ..models import create_model
 from ..models.weights_file import save_safetensors
 from ..util.errors import KDPluginError
@@ -40,8 +41,8 @@ def export_path(out_dir, stem, fmt):
     return os.path.join(out_dir, stem + SUFFIX[fmt])
 
 
-def write_format(fmt, model, identity, out_dir, stem, check_set, calibration_set=None, calibration_images=512,
-                 labelled=True):
+def write_format(fmt: str, model: torch.nn.Module, identity: dict, out_dir: str, stem: str, check_set: ImageSet,
+                 calibration_set: ImageSet | None = None, calibration_images: int = 512, labelled: bool = True) -> dict:
     """Write one format and verify it on CHECK_SET (with top-1 when its labels are real); returns
     {format, file, size_mib, check: {...}}."""
     path = export_path(out_dir, stem, fmt)

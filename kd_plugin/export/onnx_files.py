@@ -14,7 +14,7 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 OPSET = 18
 
 
-def export_onnx(model, path, identity):
+def export_onnx(model: torch.nn.Module, path: str, identity: dict) -> str:
     """Write MODEL (eval mode, CPU, fp32) to PATH as one self-contained .onnx file; returns PATH."""
     require("onnxscript", "ONNX export")
     onnx = require("onnx", "ONNX export")

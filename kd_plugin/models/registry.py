@@ -9,6 +9,8 @@ are accepted case-insensitively as aliases wherever a name is taken.
 """
 import difflib
 import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -20,7 +22,8 @@ _aliases = {}
 _default_cfgs = {}
 
 
-def register_model(fn=None, *, aliases=(), normalization=DEFAULT.name, input_size=(3, 32, 32)):
+def register_model(fn: Callable | None = None, *, aliases: Sequence[str] = (), normalization: str = DEFAULT.name,
+                   input_size: Sequence[int] = (3, 32, 32)) -> Any:
     """Decorator: register a factory ``fn(**kwargs) -> nn.Module`` under its function name, with the input
     preprocessing its networks expect (a name from ``kd_plugin.util.normalization``) as its default config."""
 
@@ -37,21 +40,21 @@ def register_model(fn=None, *, aliases=(), normalization=DEFAULT.name, input_siz
     return wrap(fn) if fn is not None else wrap
 
 
-def list_models(pattern=None):
+def list_models(pattern: str | None = None) -> list[str]:
     names = sorted(_entrypoints)
     return [n for n in names if pattern is None or pattern in n]
 
 
-def default_cfg(arch):
+def default_cfg(arch: str) -> dict[str, Any]:
     """{normalization, input_size} a freshly created ``arch`` expects (timm's pretrained_cfg, in spirit)."""
     return dict(_default_cfgs[resolve_arch(arch)])
 
 
-def list_aliases():
+def list_aliases() -> dict[str, str]:
     return dict(_aliases)
 
 
-def resolve_arch(arch):
+def resolve_arch(arch: str) -> str:
     """Canonical registry name for ``arch`` (a registry name or an original alias), or KDPluginError."""
     if not isinstance(arch, str) or not arch:
         raise KDPluginError(f"model name must be a non-empty string, got {arch!r}")
@@ -69,7 +72,7 @@ def resolve_arch(arch):
     raise KDPluginError(f"unknown model {arch!r}{hint}")
 
 
-def is_model(arch):
+def is_model(arch: str) -> bool:
     try:
         resolve_arch(arch)
         return True
@@ -77,7 +80,7 @@ def is_model(arch):
         return False
 
 
-def dataset_of(arch):
+def dataset_of(arch: str) -> str:
     """Dataset implied by a canonical name, the way Distiller infers it."""
     name = resolve_arch(arch)
     if name.endswith("_cifar100"):
@@ -103,7 +106,8 @@ def check_model_config(config: object, where: str) -> dict:
     return config
 
 
-def create_model(arch, dataset=None, pretrained=False, weights=None, normalization=None, classes=None, **kwargs):
+def create_model(arch: str, dataset: str | None = None, pretrained: bool = False, weights: str | None = None,
+                 normalization: Any = None, classes: Sequence[str] | None = None, **kwargs: Any) -> torch.nn.Module:
     """Build a registered network. Mirrors ``distiller.models.create_model`` (argument order aside).
 
     ``weights``: a ``.safetensors`` file (as ``kd-plugin export --format safetensors`` writes) loaded strictly.
