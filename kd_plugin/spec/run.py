@@ -5,11 +5,11 @@ section, ``main_KD_CIFAR10``'s positional arguments, ``--mutual``, a sweep cell,
 (single and mutual), evaluate and the records consume one. Child runs of sweeps and reproduce get a spec file
 (``compress_classifier --spec FILE``), so the flag parser is never in between twice.
 
-Each field is declared once, here: its type and range (pydantic enforces them), the flag that sets it and what a
-bad value is told (``--lr must be a number > 0, got -1.0``), and whether it defines the experiment (compared on
-resume) or only how it runs (``FREE``: threads, progress, output, device ...). The section names of
-``distillation`` are the arguments of the YAML schedule's KnowledgeDistillationExtension, so flags override the
-schedule's KD by name, with no rename table.
+Each field is declared once, here: its type and range (pydantic enforces them), the flag that sets it, what a
+bad value is told (``--lr must be a number > 0, got -1.0``), and its role on resume (ROLES: how a resume compares
+it, or not at all for the free ones: threads, progress, output, device ...). The field names of ``distillation``
+are the arguments of the YAML schedule's KnowledgeDistillationExtension, so flags override the schedule's KD by
+name, with no rename table.
 """
 from __future__ import annotations
 
