@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kd_plugin.cli.compress_classifier import main
+from kd_plugin.engine.distributed import exit_process
 from kd_plugin.engine.meters import EpochMeter
 from kd_plugin.models import register_model
 
@@ -82,4 +83,6 @@ def run(prefix, argv):
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1], sys.argv[2:]))
+    # as the console entry point ends a rank (cli_entry without argv): a rank that joined a gloo group must not
+    # reach interpreter finalization, where freeing the group's C++ work objects can abort it (SIGABRT, exit -6)
+    exit_process(run(sys.argv[1], sys.argv[2:]))
