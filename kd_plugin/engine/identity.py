@@ -99,9 +99,10 @@ def check_resume_identity(path, recorded, now, accept):
 
 
 def check_resume(path, plugin_state, identity, run_checks, accept):
-    """The changes a resume of checkpoint PATH accepts (see check_resume_identity). A checkpoint that records no
-    identity (written before it existed) is compared on the run entries it holds (RUN_CHECKS: seed, batch size,
-    data ...), each a refusal."""
+    """The changes a resume of checkpoint PATH accepts (see check_resume_identity), once its spec record has been
+    checked (check_recorded_spec). A checkpoint that records no identity (written before it existed) is compared
+    on the run entries it holds (RUN_CHECKS: seed, batch size, data ...), each a refusal."""
+    check_recorded_spec(path, plugin_state)
     if "identity" in plugin_state:
         return check_resume_identity(path, plugin_state["identity"], identity, accept)
     recorded = plugin_state.get("run", {})
@@ -132,7 +133,7 @@ def uncompared_note(plugin_state):
     """A line for the run log naming what a resume from a checkpoint without a spec record could not compare."""
     if "spec" in plugin_state:
         return None
-    fields = ", ".join(flag for flag in RunSpec.compared_flags())
+    fields = ", ".join(RunSpec.compared_flags())
     return (f"the checkpoint records no run spec (Distiller's own, or an older kd-plugin's): {fields} could not be "
             f"compared with it")
 

@@ -52,7 +52,7 @@ from .rng import capture_rng, restore_rng, seed_everything
 from .run_data import load_run_data, run_loaders
 from .rundir import CsvLog, close_logger, copy_configs, create_run_dir, make_logger
 from .guards import load_optimizer_state
-from .identity import check_recorded_spec, check_resume, experiment_identity, uncompared_note
+from .identity import check_resume, experiment_identity, uncompared_note
 from .trainer import (
     build_optimizer,
     build_schedule,
@@ -195,7 +195,6 @@ class MutualRun:
             load_weights(peer.model, Checkpoint(resume.path, weights, peer.arch))
         if s.resume.reset_optimizer:
             return
-        check_recorded_spec(s.resume.checkpoint, resume.plugin_state)
         self.resume_note = uncompared_note(resume.plugin_state)
         self.accepted_changes = check_resume(s.resume.checkpoint, resume.plugin_state, self.identity,
                                              {**self.run_identity(), "temperature": self.temperature},

@@ -42,7 +42,7 @@ from .guards import (
     load_optimizer_state,
     move_distillation_start,
 )
-from .identity import check_recorded_spec, check_resume, experiment_identity, uncompared_note
+from .identity import check_resume, experiment_identity, uncompared_note
 from .loop import evaluate_loader, per_class_accuracy, train_epoch
 from .loss_parts import prepare_loss_parts
 from .meters import EpochMeter
@@ -217,7 +217,6 @@ class TrainingRun:
                                 f"this run "
                                 f"has world_size={self.dist.world_size}; resume with the same number of processes "
                                 f"or pass --reset-optimizer")
-        check_recorded_spec(s.resume.checkpoint, resume.plugin_state)
         self.resume_note = uncompared_note(resume.plugin_state)
         self.accepted_changes = check_resume(s.resume.checkpoint, resume.plugin_state, self.identity,
                                              self.run_identity(),
