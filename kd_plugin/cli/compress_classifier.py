@@ -79,7 +79,7 @@ def spec_from_file_args(argv):
 @cli_entry("compress_classifier")
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["--spec"] or argv[:1] and argv[0].startswith("--spec="):
+    if argv and argv[0].split("=", 1)[0] == "--spec":
         settings = spec_from_file_args(argv)
         settings.command = ["compress_classifier", *argv]
         return train(settings)

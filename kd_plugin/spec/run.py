@@ -281,10 +281,6 @@ class RunSpec(Section):
     def compared_flags() -> list[str]:
         return [FLAG_OF[key] for key in ROLE_FIELDS["compared"]]
 
-    @property
-    def peers(self) -> list[str] | None:
-        return self.mutual.peers
-
     def first_arch(self) -> str | None:
         return self.mutual.peers[0] if self.mutual.peers else self.model.arch
 
