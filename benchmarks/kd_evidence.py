@@ -101,7 +101,7 @@ def student_plans(args, out, data, teacher):
     grid = parser.parse_args([*common, "-o", os.path.join(out, "grid"), "--kd-loss", "kd", "--alpha",
                               *map(str, args.alphas), "-T", *map(str, args.temperatures), "--train-baseline"])
     recipes = parser.parse_args([*common, "-o", os.path.join(out, "recipes"), "--kd-loss", *RECIPE_LOSSES])
-    return plan_from_args(grid), plan_from_args(recipes)
+    return plan_from_args(grid, RunArgs), plan_from_args(recipes, RunArgs)
 
 
 def run_jobs(runner, jobs, what):

@@ -21,7 +21,7 @@ from kd_plugin.engine.trainer import build_optimizer, build_schedule, distillati
 from kd_plugin.cli.training_args import RunArgs
 from kd_plugin.experiments.grid import cell_result, exact
 from kd_plugin.experiments.jobs import Job
-from kd_plugin.experiments.sweep import check_extra_args, plan_from_args, sweep_jobs, table_rows
+from kd_plugin.experiments.sweep import plan_from_args, sweep_jobs, table_rows
 from kd_plugin.protocol.config import read_schedule
 from kd_plugin.util.errors import KDPluginError
 
@@ -43,7 +43,7 @@ def small_data(tmp_path_factory):
 def sweep_plan(data, teacher, out, *extra):
     args = build_parser().parse_args(["sweep", "--data", data, "--teacher", f"cnn5={teacher}", "--student", "cnn5",
                                       "-o", str(out), *extra])
-    return plan_from_args(args)
+    return plan_from_args(args, RunArgs)
 
 
 def test_values_that_print_alike_get_distinct_cells_and_repeats_run_once(small_data, teacher, tmp_path, capsys):
@@ -84,7 +84,6 @@ def test_extra_args_cannot_set_what_the_grid_sets(extra, flag, small_data, teach
 def test_extra_args_may_set_what_the_grid_leaves_alone_and_the_table_shows_it(small_data, teacher, tmp_path):
     extra = "--lr 0.01 --momentum 0.8 --wd 5e-4 --augment n --vs 0.2 --kd-temp 3 --kd-loss dkd --kd-dw 0.7"
     plan = sweep_plan(small_data, teacher, tmp_path / "sw", f"--extra-args={extra}")
-    check_extra_args(plan, RunArgs)
     (job,) = sweep_jobs(plan, RunArgs)
     spec = job.spec
     assert (spec.optimizer.lr, spec.optimizer.momentum, spec.data.augment, spec.data.validation_split) == \

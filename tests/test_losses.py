@@ -321,7 +321,7 @@ def test_sweep_has_a_loss_axis_and_shows_it(tiny_data, teacher_checkpoint, tmp_p
     add_sweep_args(parser)
     plan = plan_from_args(parser.parse_args([
         "--data", tiny_data, "--teacher", f"cnn5={teacher_checkpoint}", "--student", "cnn5", "--kd-loss", "kd",
-        "dkd+ls:beta=4,warmup=0", "--alpha", "0.5", "--temperature", "2", "-o", str(tmp_path / "sweep")]))
+        "dkd+ls:beta=4,warmup=0", "--alpha", "0.5", "--temperature", "2", "-o", str(tmp_path / "sweep")]), RunArgs)
     jobs = sweep_jobs(plan, RunArgs)
     assert [job.name for job in jobs] == ["cnn5-to-cnn5_kd_a0.5_T2_s0",
                                           "cnn5-to-cnn5_dkd+ls-beta=4-warmup=0_a0.5_T2_s0"]

@@ -107,26 +107,18 @@ def owned_fields(axes, own_args, run_args):
     return owned
 
 
-def check_extra_args(plan, run_args):
-    """Refuse --extra-args that set a field the sweep sets (so no cell runs other than its row says)."""
-    axes = {axis: getattr(plan, axis) for axis in AXIS_FIELDS}
-    refuse_owned_fields(plan.extra_args, owned_fields(axes, plan.run_args, run_args), run_args)
+def base_spec(plan, run_args, student, schedule):
+    """The spec every cell of STUDENT under SCHEDULE starts from: the sweep's options, the sweep's shared teacher
+    cache, then --extra-args (which may choose another cache)."""
+    return run_args.spec([plan.data, *(["--compress", schedule] if schedule else []), "-a", student,
+                          *plan.run_args, "--teacher-cache", os.path.join(plan.out, "teacher_cache"),
+                          *plan.extra_args])
 
 
-def cell_spec(plan, run_args, student, schedule, fields):
-    """The spec of one cell: the student under SCHEDULE with the sweep's options and --extra-args, FIELDS (the
-    cell's values, by flag destination) set on top."""
-    argv = [plan.data, *(["--compress", schedule] if schedule else []), "-a", student, *plan.run_args,
-            *plan.extra_args]
-    base = run_args.spec(argv)
-    if "teacher_cache" not in run_args.fields_set(plan.extra_args) and "kd_teacher" in fields:
-        fields = {**fields, "teacher_cache": os.path.join(plan.out, "teacher_cache")}
-    return base.changed(**fields)
-
-
-def kd_job(plan, run_args, teacher, student, alpha, temperature, seed, loss=None):
-    """One KD cell. ALPHA or TEMPERATURE None: not set here, so the run uses the schedule's value, else the loss's
-    own recipe (its distill/CE weights, its T); the tables show what the run used either way."""
+def kd_job(plan, base, teacher, student, alpha, temperature, seed, loss=None):
+    """One KD cell: BASE (base_spec) with the cell's fields set on top. ALPHA or TEMPERATURE None: not set here, so
+    the run uses the schedule's value, else the loss's own recipe (its distill/CE weights, its T); the tables show
+    what the run used either way."""
     tag = "" if loss is None else "_" + re.sub(r"[^A-Za-z0-9+=.-]", "-", loss)
     grid = "".join(f"_{key}{exact(value)}" for key, value in (("a", alpha), ("T", temperature)) if value is not None)
     name = f"{teacher.label}-to-{short(student)}{tag}{grid}_s{seed}"
@@ -137,25 +129,27 @@ def kd_job(plan, run_args, teacher, student, alpha, temperature, seed, loss=None
             "teacher_checkpoint": teacher.checkpoint or [c for _, c, _ in teacher.members],
             "student": student, "alpha": alpha, "student_weight": None if alpha is None else 1 - alpha,
             "temperature": temperature, "seed": seed, "loss": plan.default_loss if loss is None else loss}
-    return Job.spec_run(name, os.path.join(plan.out, "runs", name),
-                        cell_spec(plan, run_args, student, plan.kd_schedule, fields), meta=meta, collect=cell_result)
+    return Job.spec_run(name, os.path.join(plan.out, "runs", name), base.changed(**fields), meta=meta,
+                        collect=cell_result)
 
 
-def baseline_job(plan, run_args, student, seed):
+def baseline_job(plan, base, student, seed):
     name = f"baseline-{short(student)}_s{seed}"
-    spec = cell_spec(plan, run_args, student, plan.baseline_schedule, {"seed": seed}).without_distillation()
+    spec = base.changed(seed=seed).without_distillation()
     meta = {"teacher": None, "student": student, "alpha": None, "student_weight": None, "temperature": None,
             "seed": seed}
     return Job.spec_run(name, os.path.join(plan.out, "runs", name), spec, meta=meta, collect=cell_result)
 
 
 def sweep_jobs(plan, run_args):
-    """Every cell's job; RUN_ARGS reads compress_classifier's flags (cli.training_args.RunArgs)."""
-    check_extra_args(plan, run_args)
-    jobs = [kd_job(plan, run_args, t, s, a, temp, seed, loss) for t in plan.teachers for s in plan.students
+    """Every cell's job; RUN_ARGS reads compress_classifier's flags (cli.training_args.RunArgs). Each student's
+    base spec is read once per schedule, not once per cell."""
+    kd_bases = {s: base_spec(plan, run_args, s, plan.kd_schedule) for s in plan.students}
+    jobs = [kd_job(plan, kd_bases[s], t, s, a, temp, seed, loss) for t in plan.teachers for s in plan.students
             for loss in plan.losses for a in plan.alphas for temp in plan.temperatures for seed in plan.seeds]
     if plan.train_baseline:
-        jobs += [baseline_job(plan, run_args, s, seed) for s in plan.students for seed in plan.seeds]
+        bases = {s: base_spec(plan, run_args, s, plan.baseline_schedule) for s in plan.students}
+        jobs += [baseline_job(plan, bases[s], s, seed) for s in plan.students for seed in plan.seeds]
     return check_unique_cells(jobs)
 
 
@@ -338,9 +332,9 @@ def _check_grid(args):
         raise KDPluginError("give either --baseline or --train-baseline, not both")
 
 
-def plan_from_args(args, run_args=None):
-    """The sweep's plan; with RUN_ARGS (cli.training_args.RunArgs), --extra-args that set a field the sweep sets
-    are refused before anything is written."""
+def plan_from_args(args, run_args):
+    """The sweep's plan; --extra-args that set a field the sweep sets are refused before anything is written
+    (RUN_ARGS, cli.training_args.RunArgs, tells which fields they set)."""
     _check_grid(args)
     schedule = read_schedule(args.schedule) if args.schedule else None
     students = unique([resolve_arch(s) for s in args.student or []], "--student")
@@ -359,8 +353,7 @@ def plan_from_args(args, run_args=None):
     axes = {"alphas": unique(args.alpha or [None], "--alpha"),
             "temperatures": unique(args.temperature or [None], "--temperature"),
             "losses": unique(args.kd_loss, "--kd-loss") if args.kd_loss else [None]}
-    if run_args is not None:
-        refuse_owned_fields(extra, owned_fields(axes, own_args, run_args), run_args)
+    refuse_owned_fields(extra, owned_fields(axes, own_args, run_args), run_args)
     out = os.path.abspath(ensure_writable_dir(args.out_dir))
     kd_schedule = baseline_schedule = None
     if schedule is not None:
