@@ -173,6 +173,8 @@ def test_every_bad_field_is_named_on_a_line_of_its_own(files, argv, lines):
     ({"data": {"path": "d"}, "optimizer": {"lr": "fast"}}, "--lr must be a number > 0, got 'fast'"),
     ({"data": {"path": "d"}, "schedule": {"epochs": 2.5}}, "--epochs must be an integer >= 1"),
     ({"data": {"path": "d"}, "bogus": 1}, "bogus: no such run setting"),
+    ({"data": {"path": "d"}, "distillation": {"teacher_checkpoint": [1, "t.pth.tar"]}},
+     "--kd-resume must be checkpoint files"),
     ({"optimizer": {}}, "data is required"),
     ([1, 2], "spec: "),
 ])

@@ -243,12 +243,7 @@ class RunSpec(Section):
         its paths relative to that directory (a record that still holds when the runs move together)."""
         content = self.model_dump(mode="json")
         if relative_to is not None:
-            for section, attr in PATH_FIELDS:
-                value = content[section][attr]
-                if isinstance(value, list):
-                    content[section][attr] = [_relative(v, relative_to) for v in value]
-                elif isinstance(value, str) and not _keyword(section, attr, value):
-                    content[section][attr] = _relative(value, relative_to)
+            _map_paths(content, lambda path: _relative(path, relative_to))
         return content
 
     def defining_record(self, relative_to: str | None = None) -> dict[str, Any]:
@@ -264,12 +259,7 @@ class RunSpec(Section):
         """The spec a record() holds (its relative paths taken from RELATIVE_TO)."""
         if relative_to is not None and isinstance(content, dict):
             content = json.loads(json.dumps(content))
-            for section, attr in PATH_FIELDS:
-                value = (content.get(section) or {}).get(attr) if isinstance(content.get(section), dict) else None
-                if isinstance(value, list):
-                    content[section][attr] = [os.path.normpath(os.path.join(relative_to, v)) for v in value]
-                elif isinstance(value, str) and not _keyword(section, attr, value):
-                    content[section][attr] = os.path.normpath(os.path.join(relative_to, value))
+            _map_paths(content, lambda path: os.path.normpath(os.path.join(relative_to, path)))
         return cls.checked(content, source)
 
     def compared(self) -> dict[str, Any]:
@@ -314,6 +304,20 @@ KD_ONLY = {name: FLAG_OF[("distillation", name)] for name in
 PATH_FIELDS = (("data", "path"), ("model", "load_weights_from"), ("schedule", "file"),
                ("distillation", "teacher_checkpoint"), ("distillation", "cache"), ("runtime", "out_dir"),
                ("resume", "checkpoint"))
+
+
+def _map_paths(content: dict[str, Any], convert: Any) -> None:
+    """Apply CONVERT to every path a spec record CONTENT holds, in place (record and from_record: relative <->
+    absolute). Anything that is not a path string is left for validation to name."""
+    for section, attr in PATH_FIELDS:
+        part = content.get(section)
+        if not isinstance(part, dict):
+            continue
+        value = part.get(attr)
+        if isinstance(value, list):
+            part[attr] = [convert(v) if isinstance(v, str) else v for v in value]
+        elif isinstance(value, str) and not _keyword(section, attr, value):
+            part[attr] = convert(value)
 
 
 def _keyword(section: str, attr: str, value: str) -> bool:
